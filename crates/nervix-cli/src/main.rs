@@ -1,0 +1,68 @@
+//! `nervix`: the server, the agent runner, admin tools and benchmarks in one binary.
+
+mod admin;
+mod agent;
+mod bench;
+mod keygen;
+mod logging;
+mod serve;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "nervix",
+    version,
+    about = "Nervix: a federation platform for AI agents"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the Nervix server.
+    Serve(serve::ServeArgs),
+    /// Operator tools (tokens, signing keys) working on the server's data and database.
+    #[command(subcommand)]
+    Admin(admin::AdminCommand),
+    /// Write a new Ed25519 agent key file (mode 0600).
+    Keygen(keygen::KeygenArgs),
+    /// Act as an agent against a Nervix server.
+    #[command(subcommand)]
+    Agent(agent::AgentCommand),
+    /// Load-test a running server.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Serve(args) => serve::run(args).await,
+            Command::Admin(cmd) => admin::run(cmd).await,
+            Command::Keygen(args) => keygen::run(args),
+            Command::Agent(cmd) => agent::run(cmd).await,
+            Command::Bench(cmd) => bench::run(cmd).await,
+        }
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

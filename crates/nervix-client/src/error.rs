@@ -1,0 +1,113 @@
+use std::fmt;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::crypto::CryptoError;
+
+/// An RFC 9457 problem document, the body of every API error.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct Problem {
+    #[serde(rename = "type", default = "about_blank")]
+    pub type_: String,
+    #[serde(default)]
+    pub title: String,
+    #[serde(default)]
+    pub status: Option<u16>,
+    #[serde(default)]
+    pub detail: Option<String>,
+    /// Stable snake_case machine code, e.g. `already_claimed`.
+    #[serde(default)]
+    pub code: Option<String>,
+    #[serde(default)]
+    pub errors: Vec<FieldError>,
+    /// From the response's `Retry-After` header (on 429 and 503), not from the body.
+    #[serde(skip)]
+    pub retry_after: Option<Duration>,
+}
+
+/// One invalid field of a `422 validation_failed`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
+}
+
+fn about_blank() -> String {
+    "about:blank".to_owned()
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.title.is_empty() {
+            "error"
+        } else {
+            &self.title
+        })?;
+        if let Some(code) = &self.code {
+            write!(f, " [{code}]")?;
+        }
+        if let Some(detail) = &self.detail {
+            write!(f, ": {detail}")?;
+        }
+        for e in &self.errors {
+            write!(f, "; {}: {}", e.field, e.message)?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The server answered with an error status. The problem is boxed to keep `Result`s that
+    /// carry this error small on the happy path.
+    #[error("HTTP {status}: {problem}")]
+    Api { status: u16, problem: Box<Problem> },
+    /// The request did not complete (connection, timeout, TLS, ...).
+    #[error("request failed: {0}")]
+    Http(#[from] reqwest::Error),
+    /// A success response did not have the documented shape.
+    #[error("unexpected response body (HTTP {status}): {source}")]
+    Decode {
+        status: u16,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error(transparent)]
+    Crypto(#[from] CryptoError),
+    /// An argument could not be put on the wire (e.g. a header value with a newline).
+    #[error("invalid input: {0}")]
+    InvalidInput(String),
+    #[error("invalid server URL {url:?}: {reason}")]
+    InvalidUrl { url: String, reason: String },
+}
+
+impl ClientError {
+    /// The problem's machine code, for API errors that carry one.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            ClientError::Api { problem, .. } => problem.code.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// The HTTP status of an API error.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            ClientError::Api { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
+    /// How long the server asked us to wait before retrying (429 `Retry-After`).
+    pub fn retry_after(&self) -> Option<Duration> {
+        self.problem().and_then(|p| p.retry_after)
+    }
+
+    pub fn problem(&self) -> Option<&Problem> {
+        match self {
+            ClientError::Api { problem, .. } => Some(problem.as_ref()),
+            _ => None,
+        }
+    }
+}

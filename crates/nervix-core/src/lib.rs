@@ -1,0 +1,20 @@
+//! Nervix domain model. Pure: no I/O, no clocks except where a caller passes `now`.
+//!
+//! Everything the server, storage and SDK agree on lives here: identifiers that validate on
+//! construction, money in integer cents, the task state machine, reputation and reward math,
+//! DAG checks, the matching score and the automated quality checks.
+
+pub mod dag;
+pub mod error;
+pub mod ids;
+pub mod matching;
+pub mod money;
+pub mod quality;
+pub mod reputation;
+pub mod task;
+
+pub use error::{FieldError, FieldErrors};
+pub use ids::AgentHandle;
+pub use money::Money;
+pub use reputation::{Level, Reputation};
+pub use task::{Complexity, Role, TaskKind, TaskStatus};

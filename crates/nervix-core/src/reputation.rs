@@ -1,0 +1,235 @@
+//! Reputation levels, the level gate on complexity, and reward math.
+//!
+//! Scores are kept in hundredths of a point (`5000` = `"50.00"`) so that storage and the wire
+//! never see floats; weights are exact fractions.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::task::Complexity;
+use crate::Money;
+
+/// Completed tasks before an agent can leave `novice`, whatever its score.
+pub const PROBATION_TASKS: i64 = 5;
+/// A new agent's score and each of its layers: 50.00.
+pub const INITIAL_SCORE: Reputation = Reputation(5000);
+
+/// A reputation score in hundredths, 0..=10000.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Reputation(i64);
+
+impl Reputation {
+    pub const MAX: Reputation = Reputation(10_000);
+
+    pub fn from_hundredths(h: i64) -> Self {
+        Reputation(h.clamp(0, 10_000))
+    }
+
+    pub const fn hundredths(self) -> i64 {
+        self.0
+    }
+
+    /// Weighted score 0.3·automated + 0.4·success + 0.3·peer, rounded to the nearest hundredth.
+    pub fn weighted(automated: Reputation, success: Reputation, peer: Reputation) -> Self {
+        let sum = 3 * automated.0 + 4 * success.0 + 3 * peer.0;
+        Reputation::from_hundredths((sum + 5) / 10)
+    }
+}
+
+impl fmt::Display for Reputation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{:02}", self.0 / 100, self.0 % 100)
+    }
+}
+
+impl Serialize for Reputation {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Reputation {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let m = Money::deserialize(d)?;
+        if !(0..=10_000).contains(&m.cents()) {
+            return Err(serde::de::Error::custom("must be between 0 and 100"));
+        }
+        Ok(Reputation(m.cents()))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Level {
+    Novice,
+    Intermediate,
+    Expert,
+    Master,
+}
+
+impl Level {
+    /// novice [0,50), intermediate [50,75), expert [75,90), master [90,100]; novice until
+    /// [`PROBATION_TASKS`] tasks are completed.
+    pub fn of(score: Reputation, completed_tasks: i64) -> Level {
+        if completed_tasks < PROBATION_TASKS {
+            return Level::Novice;
+        }
+        match score.0 {
+            s if s >= 9000 => Level::Master,
+            s if s >= 7500 => Level::Expert,
+            s if s >= 5000 => Level::Intermediate,
+            _ => Level::Novice,
+        }
+    }
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Level::Novice => "novice",
+            Level::Intermediate => "intermediate",
+            Level::Expert => "expert",
+            Level::Master => "master",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Level> {
+        match s {
+            "novice" => Some(Level::Novice),
+            "intermediate" => Some(Level::Intermediate),
+            "expert" => Some(Level::Expert),
+            "master" => Some(Level::Master),
+            _ => None,
+        }
+    }
+
+    /// The most complex work this level may claim.
+    pub const fn max_complexity(self) -> Complexity {
+        match self {
+            Level::Novice => Complexity::Simple,
+            Level::Intermediate => Complexity::Medium,
+            Level::Expert => Complexity::Complex,
+            Level::Master => Complexity::Expert,
+        }
+    }
+
+    pub const fn allows(self, c: Complexity) -> bool {
+        c.rank() <= self.max_complexity().rank()
+    }
+
+    /// Reward multiplier in thousandths: novice 1.0, intermediate 1.2, expert 1.5, master 2.0.
+    pub const fn multiplier_permille(self) -> i64 {
+        match self {
+            Level::Novice => 1000,
+            Level::Intermediate => 1200,
+            Level::Expert => 1500,
+            Level::Master => 2000,
+        }
+    }
+}
+
+impl fmt::Display for Level {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How an accepted task's escrow is settled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Settlement {
+    /// Paid to the assignee out of the escrow.
+    pub from_escrow: Money,
+    /// Paid to the assignee by the treasury on top (level multiplier above 1).
+    pub bonus: Money,
+    /// Returned to the poster.
+    pub refund: Money,
+}
+
+impl Settlement {
+    pub fn payout(&self) -> Money {
+        Money::from_cents(self.from_escrow.cents() + self.bonus.cents())
+    }
+}
+
+/// `reward × quality/100 × multiplier`, in cents rounded down. The escrow covers up to the
+/// reward; a multiplier above 1 can pay more, and the platform treasury funds that bonus.
+pub fn settle(reward: Money, quality: u8, level: Level) -> Settlement {
+    let quality = i128::from(quality.min(100));
+    let payout = i128::from(reward.cents()) * quality * i128::from(level.multiplier_permille())
+        / (100 * 1000);
+    // payout ≤ reward × 2, so it fits in i64 whenever the reward does.
+    let payout = i64::try_from(payout).unwrap_or(i64::MAX);
+    let from_escrow = payout.min(reward.cents());
+    Settlement {
+        from_escrow: Money::from_cents(from_escrow),
+        bonus: Money::from_cents(payout - from_escrow),
+        refund: Money::from_cents(reward.cents() - from_escrow),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn levels() {
+        let r = Reputation::from_hundredths;
+        assert_eq!(Level::of(r(9500), 0), Level::Novice, "probation");
+        assert_eq!(Level::of(r(4999), 10), Level::Novice);
+        assert_eq!(Level::of(r(5000), 5), Level::Intermediate);
+        assert_eq!(Level::of(r(7500), 5), Level::Expert);
+        assert_eq!(Level::of(r(8999), 5), Level::Expert);
+        assert_eq!(Level::of(r(9000), 5), Level::Master);
+        assert_eq!(Level::of(r(10000), 5), Level::Master);
+    }
+
+    #[test]
+    fn gate() {
+        assert!(Level::Novice.allows(Complexity::Simple));
+        assert!(!Level::Novice.allows(Complexity::Medium));
+        assert!(Level::Intermediate.allows(Complexity::Medium));
+        assert!(!Level::Intermediate.allows(Complexity::Complex));
+        assert!(Level::Expert.allows(Complexity::Complex));
+        assert!(!Level::Expert.allows(Complexity::Expert));
+        assert!(Level::Master.allows(Complexity::Expert));
+    }
+
+    #[test]
+    fn weighted_score() {
+        let r = Reputation::from_hundredths;
+        assert_eq!(Reputation::weighted(r(5000), r(5000), r(5000)), r(5000));
+        assert_eq!(Reputation::weighted(r(10000), r(0), r(0)), r(3000));
+        assert_eq!(Reputation::weighted(r(0), r(10000), r(0)), r(4000));
+        assert_eq!(r(5000).to_string(), "50.00");
+        assert_eq!(r(12345), Reputation::MAX);
+    }
+
+    #[test]
+    fn settlement_examples() {
+        let s = settle(Money::from_cents(5000), 80, Level::Novice);
+        assert_eq!(
+            (s.from_escrow.cents(), s.bonus.cents(), s.refund.cents()),
+            (4000, 0, 1000)
+        );
+        let s = settle(Money::from_cents(5000), 100, Level::Master);
+        assert_eq!(
+            (s.from_escrow.cents(), s.bonus.cents(), s.refund.cents()),
+            (5000, 5000, 0)
+        );
+        let s = settle(Money::from_cents(333), 77, Level::Intermediate);
+        // 333 × 0.77 × 1.2 = 307.692 → 307
+        assert_eq!(s.payout().cents(), 307);
+        assert_eq!(s.refund.cents(), 26);
+    }
+
+    proptest! {
+        #[test]
+        fn settlement_conserves_escrow(reward in 1i64..1_000_000_000_000, q in 0u8..=100, l in 0usize..4) {
+            let level = [Level::Novice, Level::Intermediate, Level::Expert, Level::Master][l];
+            let s = settle(Money::from_cents(reward), q, level);
+            prop_assert_eq!(s.from_escrow.cents() + s.refund.cents(), reward);
+            prop_assert!(s.from_escrow.cents() >= 0 && s.refund.cents() >= 0 && s.bonus.cents() >= 0);
+            prop_assert!(s.payout().cents() <= reward * 2);
+        }
+    }
+}

@@ -1,0 +1,207 @@
+//! Operator actions. Every route requires `role: admin` and is audited.
+
+use axum::extract::{Path, Query, State};
+use axum::Json;
+use chrono::{DateTime, Utc};
+use nervix_core::Money;
+use nervix_store::{AuditQuery, AuditRecord};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
+
+use super::agents::{find_agent, AgentView};
+use super::{audit, ApiJson, Page, PageParams};
+use crate::auth::Caller;
+use crate::bus::Event;
+use crate::error::{ApiError, ApiResult};
+use crate::state::AppState;
+
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_audit))
+        .routes(routes!(suspend))
+        .routes(routes!(reinstate))
+        .routes(routes!(grant))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AuditView {
+    pub id: Uuid,
+    pub at: DateTime<Utc>,
+    pub actor_id: Option<Uuid>,
+    pub actor: Option<String>,
+    pub action: String,
+    pub target: Option<String>,
+    pub client_ip: Option<String>,
+    #[schema(value_type = Object)]
+    pub details: Value,
+}
+
+impl From<AuditRecord> for AuditView {
+    fn from(r: AuditRecord) -> Self {
+        AuditView {
+            id: r.id,
+            at: r.at,
+            actor_id: r.actor_id,
+            actor: r.actor_handle,
+            action: r.action,
+            target: r.target,
+            client_ip: r.client_ip,
+            details: r.details,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct AuditFilter {
+    pub action: Option<String>,
+    /// Actor UUID or handle.
+    pub actor: Option<String>,
+    pub target: Option<String>,
+    pub since: Option<DateTime<Utc>>,
+    pub until: Option<DateTime<Utc>>,
+}
+
+/// The audit log, newest first.
+#[utoipa::path(get, path = "/v1/admin/audit", tag = "admin", security(("bearer" = [])), params(AuditFilter, PageParams),
+    responses((status = 200, body = Page<AuditView>), (status = 403, body = crate::error::Problem)))]
+async fn list_audit(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(f): Query<AuditFilter>,
+    Query(page): Query<PageParams>,
+) -> ApiResult<Json<Page<AuditView>>> {
+    caller.require_admin()?;
+    let limit = page.limit()?;
+    let actor_id = match &f.actor {
+        Some(a) => Some(find_agent(&state, a).await?.id),
+        None => None,
+    };
+    let q = AuditQuery {
+        action: f.action,
+        actor_id,
+        target: f.target,
+        since: f.since,
+        until: f.until,
+        before: page.cursor()?,
+        limit: limit + 1,
+    };
+    let rows = state.store.list_audit(&q).await?;
+    Ok(Json(Page::from_rows(
+        rows,
+        limit,
+        |r| r.id,
+        AuditView::from,
+    )))
+}
+
+async fn set_suspended(
+    state: AppState,
+    caller: Caller,
+    id: String,
+    suspended: bool,
+) -> ApiResult<Json<AgentView>> {
+    caller.require_admin()?;
+    let agent = find_agent(&state, &id).await?;
+    if agent.id == caller.id {
+        return Err(ApiError::unprocessable(
+            "invalid_target",
+            "admins cannot suspend themselves",
+        ));
+    }
+    let action = if suspended {
+        "admin.suspend"
+    } else {
+        "admin.reinstate"
+    };
+    let entry = audit(
+        Some(&caller),
+        None,
+        action,
+        Some(agent.id.to_string()),
+        json!({"agent_id": agent.handle}),
+    );
+    let a = state
+        .store
+        .set_suspended(agent.id, suspended, &entry)
+        .await?;
+    if let Err(e) = state
+        .bus
+        .publish(Event::AgentChanged { agent_id: a.id })
+        .await
+    {
+        tracing::warn!(error = %e, "publishing agent change failed");
+    }
+    Ok(Json(AgentView::public(&a)))
+}
+
+/// Suspend an agent: all its tokens stop working at once.
+#[utoipa::path(post, path = "/v1/admin/agents/{id}/suspend", tag = "admin", security(("bearer" = [])), params(("id" = String, Path)),
+    responses((status = 200, body = AgentView), (status = 403, body = crate::error::Problem), (status = 404, body = crate::error::Problem)))]
+async fn suspend(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<AgentView>> {
+    set_suspended(state, caller, id, true).await
+}
+
+/// Lift a suspension.
+#[utoipa::path(post, path = "/v1/admin/agents/{id}/reinstate", tag = "admin", security(("bearer" = [])), params(("id" = String, Path)),
+    responses((status = 200, body = AgentView), (status = 403, body = crate::error::Problem), (status = 404, body = crate::error::Problem)))]
+async fn reinstate(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<AgentView>> {
+    set_suspended(state, caller, id, false).await
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct GrantBody {
+    #[schema(value_type = String, example = "100.00")]
+    pub amount: Money,
+    pub memo: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct GrantResponse {
+    pub agent_id: Uuid,
+    #[schema(value_type = String)]
+    pub amount: Money,
+}
+
+/// Credit an agent from the platform treasury (e.g. to fund the tasks it posts).
+#[utoipa::path(post, path = "/v1/admin/agents/{id}/grant", tag = "admin", security(("bearer" = [])), params(("id" = String, Path)), request_body = GrantBody,
+    responses((status = 200, body = GrantResponse), (status = 403, body = crate::error::Problem)))]
+async fn grant(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<GrantBody>,
+) -> ApiResult<Json<GrantResponse>> {
+    caller.require_admin()?;
+    if !body.amount.is_positive() {
+        return Err(ApiError::field("amount", "must be greater than 0"));
+    }
+    let agent = find_agent(&state, &id).await?;
+    let memo = body.memo.unwrap_or_else(|| "operator grant".into());
+    let entry = audit(
+        Some(&caller),
+        None,
+        "admin.grant",
+        Some(agent.id.to_string()),
+        json!({"amount": body.amount, "memo": memo}),
+    );
+    state
+        .store
+        .grant(agent.id, body.amount.cents(), &memo, &entry)
+        .await?;
+    Ok(Json(GrantResponse {
+        agent_id: agent.id,
+        amount: body.amount,
+    }))
+}

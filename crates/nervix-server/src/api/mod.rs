@@ -1,0 +1,304 @@
+//! The HTTP API: one module per area. Handlers parse, authorize, call storage or domain
+//! code, and render; the shared pieces (JSON extractor, pagination, middleware) live here.
+
+pub mod admin;
+pub mod agents;
+pub mod enroll;
+pub mod platform;
+pub mod tasks;
+pub mod web;
+pub mod workflows;
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{ConnectInfo, FromRequest, MatchedPath, Request};
+use axum::http::{header, request::Parts, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use uuid::Uuid;
+
+use crate::error::{ApiError, PROBLEM_JSON};
+use crate::metrics::RequestLabels;
+use crate::state::AppState;
+
+/// `axum::Json` with contract-shaped rejections: malformed JSON → 400, a body that does not
+/// fit the schema → 422 naming the field, wrong content type → 415.
+pub struct ApiJson<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(v)) => Ok(ApiJson(v)),
+            Err(rejection) => Err(json_rejection(rejection)),
+        }
+    }
+}
+
+fn json_rejection(r: JsonRejection) -> ApiError {
+    match r {
+        JsonRejection::JsonDataError(e) => {
+            let text = e.body_text();
+            let text = text
+                .strip_prefix("Failed to deserialize the JSON body into the target type: ")
+                .unwrap_or(&text);
+            let (path, message) = text.split_once(": ").unwrap_or((".", text));
+            // serde names an unknown field only in the message: `unknown field `role``.
+            let field = if path == "." || path.is_empty() {
+                message
+                    .split('`')
+                    .nth(1)
+                    .map_or_else(|| "body".to_owned(), str::to_owned)
+            } else {
+                path.to_owned()
+            };
+            ApiError::field(field, message.split(" at line ").next().unwrap_or(message))
+        }
+        JsonRejection::JsonSyntaxError(e) => {
+            ApiError::bad_request(format!("malformed JSON: {}", e.body_text()))
+        }
+        JsonRejection::MissingJsonContentType(_) => ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "expected Content-Type: application/json",
+        ),
+        JsonRejection::BytesRejection(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                "request body is too large",
+            )
+        }
+        other => ApiError::bad_request(other.body_text()),
+    }
+}
+
+/// The client's address as seen on the socket.
+pub struct ClientIp(pub Option<String>);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for ClientIp {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(ClientIp(client_ip(parts)))
+    }
+}
+
+pub fn client_ip(parts: &Parts) -> Option<String> {
+    parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip().to_string())
+}
+
+/// `?limit=&cursor=` of every list.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct PageParams {
+    /// 1–200, default 50.
+    pub limit: Option<i64>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+impl PageParams {
+    pub fn limit(&self) -> Result<i64, ApiError> {
+        match self.limit {
+            None => Ok(50),
+            Some(n) if (1..=200).contains(&n) => Ok(n),
+            Some(_) => Err(ApiError::field("limit", "must be between 1 and 200")),
+        }
+    }
+
+    pub fn cursor(&self) -> Result<Option<Uuid>, ApiError> {
+        self.cursor
+            .as_deref()
+            .filter(|c| !c.is_empty())
+            .map(|c| {
+                Uuid::parse_str(c)
+                    .map_err(|_| ApiError::field("cursor", "is not a cursor from this API"))
+            })
+            .transpose()
+    }
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next_cursor: Option<String>,
+}
+
+impl<T> Page<T> {
+    /// Builds a page from `limit + 1` fetched rows: the extra row only says there is more.
+    pub fn from_rows<R>(
+        mut rows: Vec<R>,
+        limit: i64,
+        id: impl Fn(&R) -> Uuid,
+        map: impl Fn(R) -> T,
+    ) -> Self {
+        let more = rows.len() as i64 > limit;
+        rows.truncate(usize::try_from(limit).unwrap_or(0));
+        let next_cursor = if more {
+            rows.last().map(|r| id(r).to_string())
+        } else {
+            None
+        };
+        Page {
+            items: rows.into_iter().map(map).collect(),
+            next_cursor,
+        }
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Nervix API", version = "1", description = "Federation platform for AI agents. Wire contract v1."),
+    components(schemas(crate::error::Problem)),
+    modifiers(&BearerAuth),
+    tags(
+        (name = "auth", description = "Enrollment and tokens"),
+        (name = "agents", description = "Agent profiles and directory"),
+        (name = "tasks", description = "Tasks, claims and submissions"),
+        (name = "workflows", description = "DAG workflows"),
+        (name = "admin", description = "Operator actions"),
+        (name = "platform", description = "Health, metrics, stats"),
+    )
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        if let Some(c) = openapi.components.as_mut() {
+            c.add_security_scheme(
+                "bearer",
+                SecurityScheme::Http(
+                    HttpBuilder::new()
+                        .scheme(HttpAuthScheme::Bearer)
+                        .bearer_format("JWT")
+                        .build(),
+                ),
+            );
+        }
+    }
+}
+
+/// Every route with its OpenAPI description, from one place.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(enroll::routes())
+        .merge(agents::routes())
+        .merge(tasks::routes())
+        .merge(workflows::routes())
+        .merge(admin::routes())
+        .merge(platform::routes())
+}
+
+/// Request counts and latency by matched route (never the raw path: ids would explode the
+/// label set) and status.
+pub async fn track_metrics(
+    state: axum::extract::State<AppState>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let start = Instant::now();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let method = req.method().to_string();
+    let res = next.run(req).await;
+    let labels = RequestLabels {
+        method,
+        route,
+        status: res.status().as_u16(),
+    };
+    state.metrics.requests.get_or_create(&labels).inc();
+    state
+        .metrics
+        .latency
+        .get_or_create(&labels)
+        .observe(start.elapsed().as_secs_f64());
+    res
+}
+
+/// Turns every error response that is not already problem+json (404/405 from the router,
+/// 413 from the body limit, 408 from the timeout, …) into one.
+pub async fn problemize(req: Request, next: Next) -> Response {
+    let res = next.run(req).await;
+    let status = res.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return res;
+    }
+    let is_problem = res
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(PROBLEM_JSON.as_bytes()));
+    if is_problem {
+        return res;
+    }
+    let (code, detail) = match status {
+        StatusCode::NOT_FOUND => ("not_found", "no such resource"),
+        StatusCode::METHOD_NOT_ALLOWED => {
+            ("method_not_allowed", "method not allowed on this resource")
+        }
+        StatusCode::PAYLOAD_TOO_LARGE => ("payload_too_large", "request body is too large"),
+        StatusCode::REQUEST_TIMEOUT => ("timeout", "the request took too long"),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => {
+            ("unsupported_media_type", "unsupported content type")
+        }
+        s if s.is_server_error() => ("internal_error", "an internal error occurred"),
+        _ => ("bad_request", "the request could not be processed"),
+    };
+    let allow = res.headers().get(header::ALLOW).cloned();
+    let mut out = ApiError::new(status, code, detail).into_response();
+    if let Some(allow) = allow {
+        out.headers_mut().insert(header::ALLOW, allow);
+    }
+    out
+}
+
+pub async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such resource")
+}
+
+/// Per-IP limit for the unauthenticated enrollment and login routes.
+pub async fn limit_by_ip(
+    state: axum::extract::State<AppState>,
+    req: Request,
+    next: Next,
+) -> Response {
+    if let Some(ConnectInfo(addr)) = req.extensions().get::<ConnectInfo<SocketAddr>>() {
+        if let Err(e) = state.limits.check_ip(addr.ip()) {
+            return e.into_response();
+        }
+    }
+    next.run(req).await
+}
+
+/// Audit entry for an action by `caller` (or by an anonymous client at `ip`).
+pub fn audit(
+    caller: Option<&crate::auth::Caller>,
+    ip: Option<String>,
+    action: &str,
+    target: Option<String>,
+    details: serde_json::Value,
+) -> nervix_store::AuditEntry {
+    nervix_store::AuditEntry {
+        at: chrono::Utc::now(),
+        actor_id: caller.map(|c| c.id),
+        actor_handle: caller.map(|c| c.handle.clone()),
+        action: action.to_owned(),
+        target,
+        client_ip: ip.or_else(|| caller.and_then(|c| c.client_ip.clone())),
+        details,
+    }
+}

@@ -1,0 +1,99 @@
+//! Health, readiness, metrics, public stats, JWKS and the OpenAPI document.
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::Json;
+use chrono::Utc;
+use nervix_core::Money;
+use serde::Serialize;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::error::{ApiError, ApiResult};
+use crate::presence::ONLINE_WINDOW;
+use crate::state::AppState;
+
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(healthz))
+        .routes(routes!(readyz))
+        .routes(routes!(metrics))
+        .routes(routes!(stats))
+        .routes(routes!(jwks))
+}
+
+/// Liveness: the process serves requests.
+#[utoipa::path(get, path = "/healthz", tag = "platform", responses((status = 200, description = "alive")))]
+async fn healthz() -> Json<serde_json::Value> {
+    Json(serde_json::json!({"status": "ok"}))
+}
+
+/// Readiness: the database answers.
+#[utoipa::path(get, path = "/readyz", tag = "platform", responses((status = 200, description = "ready"), (status = 503, body = crate::error::Problem)))]
+async fn readyz(State(state): State<AppState>) -> ApiResult<Json<serde_json::Value>> {
+    match tokio::time::timeout(std::time::Duration::from_secs(2), state.store.ping()).await {
+        Ok(Ok(())) => Ok(Json(
+            serde_json::json!({"status": "ready", "database": state.store.backend()}),
+        )),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "readiness check failed");
+            Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not_ready",
+                "database unavailable",
+            ))
+        }
+        Err(_) => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_ready",
+            "database timed out",
+        )),
+    }
+}
+
+/// Prometheus metrics, text format.
+#[utoipa::path(get, path = "/metrics", tag = "platform", responses((status = 200, content_type = "text/plain", body = String)))]
+async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.metrics.render(),
+    )
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StatsView {
+    pub agents: i64,
+    pub agents_online: i64,
+    pub tasks_total: i64,
+    pub tasks_open: i64,
+    pub tasks_completed: i64,
+    pub workflows: i64,
+    #[schema(value_type = String)]
+    pub total_paid_out: Money,
+}
+
+/// Public platform counters.
+#[utoipa::path(get, path = "/v1/stats", tag = "platform", responses((status = 200, body = StatsView)))]
+async fn stats(State(state): State<AppState>) -> ApiResult<Json<StatsView>> {
+    let s = state.store.stats(Utc::now() - ONLINE_WINDOW).await?;
+    Ok(Json(StatsView {
+        agents: s.agents,
+        agents_online: s.agents_online,
+        tasks_total: s.tasks_total,
+        tasks_open: s.tasks_open,
+        tasks_completed: s.tasks_completed,
+        workflows: s.workflows,
+        total_paid_out: Money::from_cents(s.paid_out_cents),
+    }))
+}
+
+/// The token-verification keys (RFC 7517, OKP/Ed25519).
+#[utoipa::path(get, path = "/.well-known/jwks.json", tag = "auth", responses((status = 200, description = "JWK set")))]
+async fn jwks(State(state): State<AppState>) -> Json<serde_json::Value> {
+    Json(state.keys().jwks())
+}

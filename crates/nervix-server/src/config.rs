@@ -1,0 +1,126 @@
+//! Operator configuration: `nervix serve` flags, each with its `NERVIX_*` environment variable.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Flags of `nervix serve`. Every flag can also be set through the environment variable named
+/// in its help text; flags win over the environment.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServeArgs {
+    /// Listen address.
+    #[arg(long, env = "NERVIX_BIND", default_value = "127.0.0.1:8080")]
+    pub bind: SocketAddr,
+    /// Data folder: SQLite file and token-signing keys.
+    #[arg(long, env = "NERVIX_DATA_DIR", default_value = "./nervix-data")]
+    pub data_dir: PathBuf,
+    /// `sqlite://PATH` or `postgres://...`; default: a SQLite file in the data folder.
+    #[arg(long, env = "NERVIX_DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// Redis URL for the event bus across nodes; unset: single node, in-process bus.
+    #[arg(long, env = "NERVIX_REDIS_URL")]
+    pub redis_url: Option<String>,
+    /// Enrollment/auth requests per minute per client IP; 0 turns the limit off.
+    #[arg(long, env = "NERVIX_RATE_LIMIT_ENROLL", default_value_t = 30)]
+    pub rate_limit_enroll: u32,
+    /// Requests per second per authenticated agent; 0 turns the limit off.
+    #[arg(long, env = "NERVIX_RATE_LIMIT_AGENT", default_value_t = 100)]
+    pub rate_limit_agent: u32,
+    /// Share of accepted submissions held for a human spot check (0.0–1.0).
+    #[arg(long, env = "NERVIX_SPOT_CHECK_RATE", default_value_t = 0.05)]
+    pub spot_check_rate: f64,
+    /// Minimum quality score (0–100) to accept a submission.
+    #[arg(long, env = "NERVIX_ACCEPT_THRESHOLD", default_value_t = 60)]
+    pub accept_threshold: u8,
+    /// Largest accepted request body, in bytes.
+    #[arg(long, env = "NERVIX_BODY_LIMIT", default_value_t = 1024 * 1024)]
+    pub body_limit: usize,
+    /// Per-request timeout, in seconds.
+    #[arg(long, env = "NERVIX_REQUEST_TIMEOUT", default_value_t = 30)]
+    pub request_timeout: u64,
+    /// Largest task reward, in currency units.
+    #[arg(long, env = "NERVIX_MAX_REWARD", default_value = "100000.00")]
+    pub max_reward: nervix_core::Money,
+    /// Agents notified per matching round.
+    #[arg(long, env = "NERVIX_MATCH_TOP_N", default_value_t = 5)]
+    pub match_top_n: usize,
+    /// Seconds without a claim before matching widens to the next agents.
+    #[arg(long, env = "NERVIX_MATCH_WINDOW", default_value_t = 30)]
+    pub match_window: u64,
+    /// Log as JSON lines instead of human-readable text.
+    #[arg(long, env = "NERVIX_LOG_JSON", default_value_t = false)]
+    pub log_json: bool,
+}
+
+/// Resolved configuration the app runs with. Built from [`ServeArgs`] or directly by tests.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub database_url: String,
+    pub redis_url: Option<String>,
+    pub rate_limit_enroll_per_minute: u32,
+    pub rate_limit_agent_per_second: u32,
+    pub spot_check_rate: f64,
+    pub accept_threshold: u8,
+    pub body_limit: usize,
+    pub request_timeout: Duration,
+    pub max_reward_cents: i64,
+    pub match_top_n: usize,
+    pub match_window: Duration,
+    pub token_ttl: chrono::Duration,
+    pub challenge_ttl: chrono::Duration,
+    pub max_submission_bytes: usize,
+    pub retry: nervix_store::RetryPolicy,
+    /// How often background loops tick.
+    pub worker_interval: Duration,
+}
+
+impl Config {
+    /// Defaults for a data folder, as `nervix serve` would use them.
+    pub fn for_data_dir(data_dir: PathBuf) -> Self {
+        let database_url = default_database_url(&data_dir);
+        Config {
+            data_dir,
+            database_url,
+            redis_url: None,
+            rate_limit_enroll_per_minute: 30,
+            rate_limit_agent_per_second: 100,
+            spot_check_rate: 0.05,
+            accept_threshold: 60,
+            body_limit: 1024 * 1024,
+            request_timeout: Duration::from_secs(30),
+            max_reward_cents: 10_000_000,
+            match_top_n: 5,
+            match_window: Duration::from_secs(30),
+            token_ttl: chrono::Duration::days(90),
+            challenge_ttl: chrono::Duration::minutes(5),
+            max_submission_bytes: 256 * 1024,
+            retry: nervix_store::RetryPolicy::default(),
+            worker_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+pub fn default_database_url(data_dir: &std::path::Path) -> String {
+    format!("sqlite://{}", data_dir.join("nervix.db").display())
+}
+
+impl From<&ServeArgs> for Config {
+    fn from(a: &ServeArgs) -> Self {
+        let mut c = Config::for_data_dir(a.data_dir.clone());
+        if let Some(url) = &a.database_url {
+            c.database_url = url.clone();
+        }
+        c.redis_url = a.redis_url.clone().filter(|u| !u.is_empty());
+        c.rate_limit_enroll_per_minute = a.rate_limit_enroll;
+        c.rate_limit_agent_per_second = a.rate_limit_agent;
+        c.spot_check_rate = a.spot_check_rate.clamp(0.0, 1.0);
+        c.accept_threshold = a.accept_threshold.min(100);
+        c.body_limit = a.body_limit;
+        c.request_timeout = Duration::from_secs(a.request_timeout.max(1));
+        c.max_reward_cents = a.max_reward.cents();
+        c.match_top_n = a.match_top_n.max(1);
+        c.match_window = Duration::from_secs(a.match_window.max(1));
+        c
+    }
+}

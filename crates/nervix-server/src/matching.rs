@@ -1,0 +1,197 @@
+//! The matching service: an in-memory capability index of agents, ranked per task, with the
+//! top N notified as `task_available` through the event bus, widening to the next N each
+//! window nobody claims.
+//!
+//! Each node keeps its own index, warmed from storage at start and kept fresh by
+//! `AgentChanged` events on the bus. It is advisory: the claim re-checks eligibility against
+//! storage, so a stale index can only cost a wasted notification, never a wrong claim.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use nervix_core::matching::{AgentProfile, CapabilityIndex, TaskProfile};
+use nervix_core::reputation::Reputation;
+use nervix_core::Money;
+use nervix_store::{AgentRecord, Store, TaskRecord};
+use parking_lot::RwLock;
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::bus::{Event, EventBus, Frame};
+use crate::metrics::Metrics;
+use crate::presence::ONLINE_WINDOW;
+
+pub struct Matcher {
+    index: RwLock<CapabilityIndex>,
+    top_n: usize,
+}
+
+pub fn profile(a: &AgentRecord, active_tasks: u32, now: DateTime<Utc>) -> AgentProfile {
+    let decided = a.tasks_completed + a.tasks_failed;
+    AgentProfile {
+        id: a.id,
+        capabilities: a.capabilities.clone(),
+        reputation: Reputation::from_hundredths(a.reputation),
+        completed_tasks: a.tasks_completed,
+        online: a.last_seen_at.is_some_and(|t| t >= now - ONLINE_WINDOW),
+        available: a.available,
+        suspended: a.suspended,
+        active_tasks,
+        max_concurrent_tasks: u32::try_from(a.max_concurrent_tasks).unwrap_or(0),
+        recent_success_permille: if decided == 0 {
+            500
+        } else {
+            u32::try_from(a.tasks_completed * 1000 / decided).unwrap_or(500)
+        },
+    }
+}
+
+pub fn task_profile(t: &TaskRecord) -> TaskProfile {
+    TaskProfile {
+        capabilities: t.capabilities.clone(),
+        complexity: t.complexity,
+        min_reputation: Reputation::from_hundredths(t.min_reputation),
+        posted_by: t.posted_by,
+    }
+}
+
+impl Matcher {
+    pub fn new(top_n: usize) -> Self {
+        Matcher {
+            index: RwLock::new(CapabilityIndex::new()),
+            top_n: top_n.max(1),
+        }
+    }
+
+    /// Rebuilds the index from storage.
+    pub async fn warm(&self, store: &dyn Store) -> Result<usize, nervix_store::StoreError> {
+        let agents = store.all_agents().await?;
+        let active: std::collections::HashMap<Uuid, i64> =
+            store.active_task_counts().await?.into_iter().collect();
+        let now = Utc::now();
+        let mut index = CapabilityIndex::new();
+        for a in &agents {
+            let n = active.get(&a.id).copied().unwrap_or(0);
+            index.upsert(profile(a, u32::try_from(n).unwrap_or(u32::MAX), now));
+        }
+        let len = index.len();
+        *self.index.write() = index;
+        Ok(len)
+    }
+
+    pub fn upsert(&self, agent: &AgentRecord) {
+        let mut index = self.index.write();
+        let active = index.get(agent.id).map_or(0, |p| p.active_tasks);
+        index.upsert(profile(agent, active, Utc::now()));
+    }
+
+    pub fn set_online(&self, agent: Uuid, online: bool) {
+        self.index.write().update(agent, |p| p.online = online);
+    }
+
+    pub fn adjust_active(&self, agent: Uuid, delta: i32) {
+        self.index.write().update(agent, |p| {
+            p.active_tasks = p.active_tasks.saturating_add_signed(delta)
+        });
+    }
+
+    pub fn len(&self) -> usize {
+        self.index.read().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Agents of notification round `round` (0-based) for `task`, best first.
+    pub fn round(&self, task: &TaskRecord, round: usize) -> Vec<(Uuid, f64)> {
+        let wanted = task_profile(task);
+        let upto = self.top_n.saturating_mul(round + 1);
+        let ranked = self.index.read().rank(&wanted, &HashSet::new(), upto);
+        ranked
+            .into_iter()
+            .skip(self.top_n.saturating_mul(round))
+            .collect()
+    }
+
+    /// Runs one notification round for an available task, if this node wins it.
+    pub async fn notify(
+        &self,
+        store: &dyn Store,
+        bus: &dyn EventBus,
+        metrics: &Metrics,
+        task: &TaskRecord,
+        became_available: DateTime<Utc>,
+    ) -> Result<usize, nervix_store::StoreError> {
+        let round = task.notify_round;
+        if !store.mark_notified(task.id, round, Utc::now()).await? {
+            return Ok(0);
+        }
+        let picks = self.round(task, usize::try_from(round).unwrap_or(0));
+        for (agent_id, score) in &picks {
+            let frame = Frame {
+                kind: "task_available".into(),
+                data: json!({
+                    "task_id": task.id,
+                    "title": task.title,
+                    "reward": Money::from_cents(task.reward_cents),
+                    "deadline": task.deadline,
+                    "complexity": task.complexity,
+                    "match_score": (score * 1000.0).round() / 1000.0,
+                }),
+            };
+            if let Err(e) = bus
+                .publish(Event::ToAgent {
+                    agent_id: *agent_id,
+                    frame,
+                })
+                .await
+            {
+                tracing::warn!(error = %e, "publishing task_available failed");
+            }
+        }
+        metrics.notifications.inc_by(picks.len() as u64);
+        if round == 0 {
+            let secs = (Utc::now() - became_available)
+                .num_microseconds()
+                .unwrap_or(0) as f64
+                / 1e6;
+            metrics.match_latency.observe(secs.max(0.0));
+        }
+        Ok(picks.len())
+    }
+}
+
+/// Keeps the index in step with agent changes published by any node.
+pub async fn follow_agent_changes(
+    matcher: Arc<Matcher>,
+    store: Arc<dyn Store>,
+    bus: Arc<dyn EventBus>,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> Result<(), crate::workers::WorkerError> {
+    let mut rx = bus.subscribe();
+    loop {
+        let event = tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            e = rx.recv() => e,
+        };
+        match event {
+            Ok(Event::AgentChanged { agent_id }) => match store.agent(agent_id).await? {
+                Some(a) => matcher.upsert(&a),
+                None => {
+                    matcher.index.write().remove(agent_id);
+                }
+            },
+            Ok(_) => {}
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                tracing::warn!(
+                    missed = n,
+                    "matcher lagged behind the bus; rebuilding the index"
+                );
+                matcher.warm(store.as_ref()).await?;
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return Ok(()),
+        }
+    }
+}

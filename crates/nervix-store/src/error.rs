@@ -1,0 +1,67 @@
+use std::fmt;
+
+/// Storage failures. `Conflict` and `Invalid` are expected outcomes the API maps to 409/422;
+/// everything else is an internal error whose details stay in the logs.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("not found")]
+    NotFound,
+    #[error("conflict: {0}")]
+    Conflict(Conflict),
+    #[error("{field}: {message}")]
+    Invalid { field: String, message: String },
+    #[error("insufficient funds")]
+    InsufficientFunds,
+    #[error("configuration: {0}")]
+    Config(String),
+    #[error("stored data is inconsistent: {0}")]
+    Corrupt(String),
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Conflict {
+    DuplicateHandle,
+    DuplicatePublicKey,
+    ChallengeUsed,
+    InvalidState,
+}
+
+impl fmt::Display for Conflict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Conflict::DuplicateHandle => "agent_id already enrolled",
+            Conflict::DuplicatePublicKey => "public_key already enrolled",
+            Conflict::ChallengeUsed => "challenge already used",
+            Conflict::InvalidState => "not allowed in the current state",
+        })
+    }
+}
+
+impl StoreError {
+    pub(crate) fn invalid(field: &str, message: impl Into<String>) -> Self {
+        StoreError::Invalid {
+            field: field.to_owned(),
+            message: message.into(),
+        }
+    }
+
+    /// Maps a unique violation on the agents table to the conflict it means.
+    pub(crate) fn from_insert_agent(e: sqlx::Error) -> Self {
+        if let sqlx::Error::Database(db) = &e {
+            if db.is_unique_violation() {
+                let text = format!("{} {}", db.constraint().unwrap_or_default(), db.message());
+                if text.contains("public_key") {
+                    return StoreError::Conflict(Conflict::DuplicatePublicKey);
+                }
+                if text.contains("handle") {
+                    return StoreError::Conflict(Conflict::DuplicateHandle);
+                }
+            }
+        }
+        StoreError::Database(e)
+    }
+}

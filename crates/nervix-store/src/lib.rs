@@ -1,0 +1,213 @@
+//! Nervix storage.
+//!
+//! One [`Store`] trait, implemented once in SQL ([`sql`]) and instantiated for two backends:
+//! [`SqliteStore`] (the embedded default: one file, WAL, a single writer connection) and
+//! [`PgStore`] (several `nervix` nodes sharing one database). The SQL is the same text on both
+//! (`$N` placeholders, portable column types); where the databases really differ, the backend
+//! supplies the fragment. The conformance suite in `tests/` runs every case against both.
+//!
+//! Every method that changes state runs in one transaction: callers never see half a write.
+
+mod error;
+pub mod model;
+mod postgres;
+mod sql;
+mod sqlite;
+#[cfg(feature = "testing")]
+pub mod testing;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+pub use error::{Conflict, StoreError};
+pub use model::*;
+pub use postgres::PgStore;
+pub use sqlite::SqliteStore;
+
+/// Bad signatures after which a challenge is locked for good.
+pub const MAX_CHALLENGE_FAILURES: i64 = 5;
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Opens the store named by `url` (`sqlite://PATH` or `postgres://…`) and runs its migrations.
+pub async fn connect(url: &str, opts: &ConnectOptions) -> Result<Arc<dyn Store>> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Arc::new(PgStore::connect(url, opts).await?))
+    } else if url.starts_with("sqlite:") {
+        Ok(Arc::new(SqliteStore::connect(url, opts).await?))
+    } else {
+        Err(StoreError::Config(format!(
+            "unsupported database URL scheme (expected sqlite:// or postgres://): {}",
+            url.split(':').next().unwrap_or_default()
+        )))
+    }
+}
+
+/// Pool sizing. Background workers get their own small pool so they can never starve the API.
+#[derive(Debug, Clone)]
+pub struct ConnectOptions {
+    pub max_connections: u32,
+    pub acquire_timeout: std::time::Duration,
+}
+
+impl Default for ConnectOptions {
+    fn default() -> Self {
+        Self {
+            max_connections: 16,
+            acquire_timeout: std::time::Duration::from_secs(5),
+        }
+    }
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// `"sqlite"` or `"postgres"`.
+    fn backend(&self) -> &'static str;
+    async fn ping(&self) -> Result<()>;
+    async fn close(&self);
+
+    // ---- challenges, enrollment, tokens --------------------------------------------------
+    async fn insert_challenge(&self, c: &NewChallenge) -> Result<()>;
+    async fn challenge(&self, id: Uuid) -> Result<Option<ChallengeRecord>>;
+    /// Counts one bad signature; returns the new failure count.
+    async fn record_challenge_failure(&self, id: Uuid) -> Result<i64>;
+    /// Consumes an enrollment challenge and creates the agent with its ledger accounts, its first
+    /// token and the audit record, all or nothing. A challenge that is no longer usable
+    /// (consumed meanwhile, expired, locked) yields `Conflict::ChallengeUsed`.
+    async fn complete_enrollment(
+        &self,
+        challenge_id: Uuid,
+        agent: &NewAgent,
+        token: &TokenRecord,
+        audit: &AuditEntry,
+    ) -> Result<AgentRecord>;
+    /// Consumes a login challenge and records the token it buys.
+    async fn complete_login(
+        &self,
+        challenge_id: Uuid,
+        token: &TokenRecord,
+        audit: &AuditEntry,
+    ) -> Result<()>;
+    async fn insert_token(&self, token: &TokenRecord, audit: &AuditEntry) -> Result<()>;
+    /// What a request bearing token `jti` for `agent_id` may do right now.
+    async fn auth_state(&self, jti: Uuid, agent_id: Uuid) -> Result<Option<AuthState>>;
+    /// Revokes `jti`; false when it was already revoked or unknown.
+    async fn revoke_token(&self, jti: Uuid, at: DateTime<Utc>, audit: &AuditEntry) -> Result<bool>;
+    /// Revokes `old` and records `new` in one step; false when `old` was no longer live.
+    async fn rotate_token(&self, old: Uuid, new: &TokenRecord, audit: &AuditEntry) -> Result<bool>;
+    /// Drops challenges that expired before `before`. Returns how many went.
+    async fn purge_challenges(&self, before: DateTime<Utc>) -> Result<u64>;
+
+    // ---- agents ---------------------------------------------------------------------------
+    async fn agent(&self, id: Uuid) -> Result<Option<AgentRecord>>;
+    async fn agent_by_handle(&self, handle: &str) -> Result<Option<AgentRecord>>;
+    /// Which of `handle` / `public_key` is already enrolled, if any.
+    async fn enrollment_conflict(&self, handle: &str, public_key: &str)
+        -> Result<Option<Conflict>>;
+    async fn list_agents(&self, q: &AgentQuery) -> Result<Vec<AgentRecord>>;
+    /// Every agent's matching profile inputs, for warming the in-memory capability index.
+    async fn all_agents(&self) -> Result<Vec<AgentRecord>>;
+    async fn update_agent_config(
+        &self,
+        id: Uuid,
+        patch: &AgentConfigPatch,
+        audit: &AuditEntry,
+    ) -> Result<AgentRecord>;
+    async fn set_suspended(
+        &self,
+        id: Uuid,
+        suspended: bool,
+        audit: &AuditEntry,
+    ) -> Result<AgentRecord>;
+    /// Creates the agent if its handle is free (used for the operator's admin identity).
+    async fn ensure_agent(&self, agent: &NewAgent, audit: &AuditEntry) -> Result<AgentRecord>;
+    async fn touch_agent(&self, id: Uuid, at: DateTime<Utc>) -> Result<()>;
+
+    // ---- audit and stats ------------------------------------------------------------------
+    async fn append_audit(&self, e: &AuditEntry) -> Result<()>;
+    async fn list_audit(&self, q: &AuditQuery) -> Result<Vec<AuditRecord>>;
+    async fn stats(&self, online_since: DateTime<Utc>) -> Result<Stats>;
+
+    // ---- tasks, workflows, ledger ---------------------------------------------------------
+    /// Escrows the reward from the poster (or the treasury) and creates the tasks of one post:
+    /// a single task or a whole workflow, all or nothing.
+    async fn post_tasks(&self, post: &NewPost) -> Result<Vec<TaskRecord>>;
+    async fn task(&self, id: Uuid) -> Result<Option<TaskRecord>>;
+    async fn tasks_by_ids(&self, ids: &[Uuid]) -> Result<Vec<TaskRecord>>;
+    async fn list_tasks(&self, q: &TaskQuery) -> Result<Vec<TaskRecord>>;
+    async fn task_dependencies(&self, id: Uuid) -> Result<Vec<Uuid>>;
+    async fn workflow(&self, id: Uuid) -> Result<Option<WorkflowRecord>>;
+    async fn workflow_tasks(&self, id: Uuid) -> Result<Vec<TaskRecord>>;
+    /// The claim: one conditional write. Exactly one of any number of concurrent callers wins.
+    async fn claim_task(&self, claim: &ClaimRequest) -> Result<ClaimOutcome>;
+    /// Stores a submission and applies its decision (accept → pay, reject → retry or fail,
+    /// hold → `submitted`), cascading to dependents, all in one transaction.
+    async fn submit(&self, s: &NewSubmission) -> Result<SubmitOutcome>;
+    async fn submission(&self, id: Uuid) -> Result<Option<SubmissionRecord>>;
+    /// The assignee gives the task back (attempt not counted against it).
+    async fn release_task(
+        &self,
+        task_id: Uuid,
+        agent_id: Uuid,
+        at: DateTime<Utc>,
+    ) -> Result<TaskRecord>;
+    /// Cancels a task (or a whole workflow) and refunds every unsettled escrow.
+    async fn cancel_task(
+        &self,
+        task_id: Uuid,
+        at: DateTime<Utc>,
+        audit: &AuditEntry,
+    ) -> Result<TaskRecord>;
+    async fn cancel_workflow(
+        &self,
+        id: Uuid,
+        at: DateTime<Utc>,
+        audit: &AuditEntry,
+    ) -> Result<WorkflowRecord>;
+    /// Returns tasks whose lease ran out to the pool (or fails them when out of attempts).
+    async fn expire_leases(
+        &self,
+        now: DateTime<Utc>,
+        retry: &RetryPolicy,
+        limit: i64,
+    ) -> Result<Vec<TaskRecord>>;
+    /// Marks overdue tasks `expired` and refunds them.
+    async fn expire_deadlines(&self, now: DateTime<Utc>, limit: i64) -> Result<Vec<TaskRecord>>;
+    /// Available tasks due a (re)notification: back-off over, or nobody claimed in the window.
+    async fn tasks_to_notify(
+        &self,
+        now: DateTime<Utc>,
+        window_start: DateTime<Utc>,
+        limit: i64,
+    ) -> Result<Vec<TaskRecord>>;
+    /// Moves a task from notification round `round` to the next one; false when another node
+    /// did so first, which makes the widening loop safe to run on every node.
+    async fn mark_notified(&self, task_id: Uuid, round: i64, at: DateTime<Utc>) -> Result<bool>;
+    /// How many tasks each agent holds (`claimed`), for the matching index.
+    async fn active_task_counts(&self) -> Result<Vec<(Uuid, i64)>>;
+
+    async fn balances(&self, owner: Uuid) -> Result<Balances>;
+    async fn ledger_entries(&self, q: &LedgerQuery) -> Result<Vec<LedgerEntry>>;
+    /// Sum of every entry of every account: always zero in a healthy ledger.
+    async fn ledger_total(&self) -> Result<i64>;
+    /// Accounts whose cached balance differs from the sum of their entries (should be none).
+    async fn ledger_mismatches(&self) -> Result<Vec<Uuid>>;
+    /// Moves money from the treasury to an agent's available balance (operator grant).
+    async fn grant(&self, to: Uuid, amount: i64, memo: &str, audit: &AuditEntry) -> Result<()>;
+
+    async fn idempotent_response(
+        &self,
+        agent: Uuid,
+        key: &str,
+    ) -> Result<Option<IdempotentResponse>>;
+    /// Records a response; false when another request stored one for the key first.
+    async fn save_idempotent_response(
+        &self,
+        agent: Uuid,
+        key: &str,
+        r: &IdempotentResponse,
+    ) -> Result<bool>;
+}

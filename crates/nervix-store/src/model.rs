@@ -1,0 +1,507 @@
+//! Records the store reads and writes. Field types are domain types where one exists;
+//! conversion from rows happens in one place (`sql::rows`).
+
+use chrono::{DateTime, Utc};
+use nervix_core::{Complexity, Role, TaskKind, TaskStatus};
+use serde_json::Value;
+use uuid::Uuid;
+
+/// The platform's own ledger owner (treasury and the escrow of admin-posted tasks).
+pub const PLATFORM: Uuid = Uuid::nil();
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChallengePurpose {
+    Enroll,
+    Auth,
+}
+
+impl ChallengePurpose {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChallengePurpose::Enroll => "enroll",
+            ChallengePurpose::Auth => "auth",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct NewChallenge {
+    pub id: Uuid,
+    pub purpose: ChallengePurpose,
+    /// The agent logging in (auth challenges only).
+    pub agent_id: Option<Uuid>,
+    pub public_key: String,
+    pub challenge: String,
+    /// The pending enrollment request (enroll challenges only).
+    pub payload: Option<Value>,
+    pub expires_at: DateTime<Utc>,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ChallengeRecord {
+    pub id: Uuid,
+    pub purpose: ChallengePurpose,
+    pub agent_id: Option<Uuid>,
+    pub public_key: String,
+    pub challenge: String,
+    pub payload: Option<Value>,
+    pub failures: i64,
+    pub expires_at: DateTime<Utc>,
+    pub consumed_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewAgent {
+    pub id: Uuid,
+    pub handle: String,
+    pub name: String,
+    pub public_key: String,
+    pub encryption_public_key: Option<String>,
+    pub capabilities: Vec<String>,
+    pub metadata: Value,
+    pub max_concurrent_tasks: i64,
+    pub role: Role,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct AgentRecord {
+    pub id: Uuid,
+    pub handle: String,
+    pub name: String,
+    pub public_key: String,
+    pub encryption_public_key: Option<String>,
+    pub capabilities: Vec<String>,
+    pub metadata: Value,
+    pub max_concurrent_tasks: i64,
+    pub available: bool,
+    pub role: Role,
+    pub suspended: bool,
+    /// Reputation in hundredths (5000 = 50.00), and its three layers.
+    pub reputation: i64,
+    pub rep_automated: i64,
+    pub rep_success: i64,
+    pub rep_peer: i64,
+    pub tasks_completed: i64,
+    pub tasks_failed: i64,
+    pub last_seen_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A validated change to an agent's own settings. `None` leaves a field as it is.
+#[derive(Debug, Clone, Default)]
+pub struct AgentConfigPatch {
+    pub name: Option<String>,
+    pub capabilities: Option<Vec<String>>,
+    pub metadata: Option<Value>,
+    /// `Some(None)` clears the key.
+    pub encryption_public_key: Option<Option<String>>,
+    pub max_concurrent_tasks: Option<i64>,
+    pub available: Option<bool>,
+    pub at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct AgentQuery {
+    pub capability: Option<String>,
+    pub level: Option<nervix_core::Level>,
+    /// `Some(true)`: seen since `online_since`; `Some(false)`: not.
+    pub online: Option<bool>,
+    pub online_since: DateTime<Utc>,
+    /// Keyset pagination: ids are UUIDv7, so id order is creation order.
+    pub before: Option<Uuid>,
+    pub limit: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct TokenRecord {
+    pub jti: Uuid,
+    pub agent_id: Uuid,
+    pub kid: String,
+    pub issued_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthState {
+    pub handle: String,
+    pub role: Role,
+    pub suspended: bool,
+    pub revoked: bool,
+}
+
+/// One security-relevant action. Never put a secret in `details`.
+#[derive(Debug, Clone)]
+pub struct AuditEntry {
+    pub at: DateTime<Utc>,
+    pub actor_id: Option<Uuid>,
+    pub actor_handle: Option<String>,
+    pub action: String,
+    pub target: Option<String>,
+    pub client_ip: Option<String>,
+    pub details: Value,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuditRecord {
+    pub id: Uuid,
+    pub at: DateTime<Utc>,
+    pub actor_id: Option<Uuid>,
+    pub actor_handle: Option<String>,
+    pub action: String,
+    pub target: Option<String>,
+    pub client_ip: Option<String>,
+    pub details: Value,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct AuditQuery {
+    pub action: Option<String>,
+    pub actor_id: Option<Uuid>,
+    pub target: Option<String>,
+    pub since: Option<DateTime<Utc>>,
+    pub until: Option<DateTime<Utc>>,
+    pub before: Option<Uuid>,
+    pub limit: i64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub agents: i64,
+    pub agents_online: i64,
+    pub tasks_total: i64,
+    pub tasks_open: i64,
+    pub tasks_completed: i64,
+    pub workflows: i64,
+    pub paid_out_cents: i64,
+}
+
+// ---- tasks -------------------------------------------------------------------------------
+
+#[derive(Debug, Clone)]
+pub struct NewTask {
+    pub id: Uuid,
+    pub title: String,
+    pub description: String,
+    pub capabilities: Vec<String>,
+    pub min_reputation: i64,
+    pub reward_cents: i64,
+    pub complexity: Complexity,
+    pub kind: TaskKind,
+    pub output_schema: Option<Value>,
+    pub language: Option<String>,
+    pub deadline: DateTime<Utc>,
+    /// Upstream tasks: existing ids, or ids of tasks earlier in the same post.
+    pub depends_on: Vec<Uuid>,
+    pub workflow_key: Option<String>,
+    pub max_attempts: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewWorkflow {
+    pub id: Uuid,
+    pub name: String,
+}
+
+/// One `POST /v1/tasks` or `POST /v1/workflows`. Tasks are in dependency order.
+#[derive(Debug, Clone)]
+pub struct NewPost {
+    pub poster: Uuid,
+    /// Admins post from the platform treasury; everyone else from their own balance.
+    pub from_treasury: bool,
+    pub workflow: Option<NewWorkflow>,
+    pub tasks: Vec<NewTask>,
+    pub at: DateTime<Utc>,
+    pub audit: Option<AuditEntry>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskRecord {
+    pub id: Uuid,
+    pub title: String,
+    pub description: String,
+    pub capabilities: Vec<String>,
+    pub min_reputation: i64,
+    pub reward_cents: i64,
+    pub complexity: Complexity,
+    pub kind: TaskKind,
+    pub output_schema: Option<Value>,
+    pub language: Option<String>,
+    pub deadline: DateTime<Utc>,
+    pub status: TaskStatus,
+    pub workflow_id: Option<Uuid>,
+    pub workflow_key: Option<String>,
+    pub posted_by: Uuid,
+    pub funded_by_treasury: bool,
+    pub assigned_agent_id: Option<Uuid>,
+    pub attempts: i64,
+    pub max_attempts: i64,
+    pub lease_expires_at: Option<DateTime<Utc>>,
+    pub retry_at: Option<DateTime<Utc>>,
+    pub notify_round: i64,
+    pub notified_at: Option<DateTime<Utc>>,
+    pub settled: bool,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl TaskRecord {
+    /// Who funded the escrow: the poster, or the platform for treasury-funded tasks.
+    pub fn funder(&self) -> Uuid {
+        if self.funded_by_treasury {
+            PLATFORM
+        } else {
+            self.posted_by
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct TaskQuery {
+    pub status: Option<TaskStatus>,
+    pub capability: Option<String>,
+    pub complexity: Option<Complexity>,
+    pub posted_by: Option<Uuid>,
+    pub assigned_to: Option<Uuid>,
+    /// Only tasks this agent may claim now (capabilities, level, reputation, not its own,
+    /// not in retry back-off). Capacity is not a property of the task and is left out.
+    pub eligible_for: Option<EligibilityFilter>,
+    pub before: Option<Uuid>,
+    pub limit: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct EligibilityFilter {
+    pub agent_id: Uuid,
+    pub reputation: i64,
+    pub complexities: Vec<Complexity>,
+    pub now: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct WorkflowRecord {
+    pub id: Uuid,
+    pub name: String,
+    pub status: WorkflowStatus,
+    pub posted_by: Uuid,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkflowStatus {
+    Active,
+    Completed,
+    Failed,
+    Cancelled,
+}
+
+impl WorkflowStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WorkflowStatus::Active => "active",
+            WorkflowStatus::Completed => "completed",
+            WorkflowStatus::Failed => "failed",
+            WorkflowStatus::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "active" => WorkflowStatus::Active,
+            "completed" => WorkflowStatus::Completed,
+            "failed" => WorkflowStatus::Failed,
+            "cancelled" => WorkflowStatus::Cancelled,
+            _ => return None,
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ClaimRequest {
+    pub task_id: Uuid,
+    pub agent_id: Uuid,
+    /// Requested lease; the store caps it at the deadline.
+    pub lease_seconds: i64,
+    pub at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum ClaimOutcome {
+    Claimed(TaskRecord),
+    /// Someone else holds (or finished) it.
+    AlreadyClaimed,
+    /// Blocked, in retry back-off, or over.
+    NotAvailable(TaskStatus),
+    NotEligible(nervix_core::matching::Ineligible),
+    AtCapacity,
+    TaskNotFound,
+    AgentNotFound,
+}
+
+/// When a rejected or abandoned task is offered again: `base · 2^(attempts-1)`, capped.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    pub base_seconds: i64,
+    pub max_seconds: i64,
+}
+
+impl RetryPolicy {
+    pub fn delay_seconds(&self, attempts: i64) -> i64 {
+        let exp = u32::try_from(attempts.saturating_sub(1).clamp(0, 30)).unwrap_or(30);
+        self.base_seconds
+            .saturating_mul(1i64 << exp)
+            .min(self.max_seconds)
+            .max(0)
+    }
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            base_seconds: 5,
+            max_seconds: 300,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    Accept,
+    Reject,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewSubmission {
+    pub id: Uuid,
+    pub task_id: Uuid,
+    pub agent_id: Uuid,
+    pub content: Value,
+    pub notes: Option<String>,
+    pub quality_score: u8,
+    pub checks: Value,
+    pub decision: Decision,
+    pub feedback: Option<String>,
+    pub retry: RetryPolicy,
+    pub at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SubmissionRecord {
+    pub id: Uuid,
+    pub task_id: Uuid,
+    pub agent_id: Uuid,
+    pub content: Value,
+    pub notes: Option<String>,
+    pub quality_score: i64,
+    pub checks: Value,
+    pub status: SubmissionStatus,
+    pub feedback: Option<String>,
+    pub payout_cents: Option<i64>,
+    pub created_at: DateTime<Utc>,
+    pub decided_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubmissionStatus {
+    Accepted,
+    Rejected,
+    PendingReview,
+}
+
+impl SubmissionStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SubmissionStatus::Accepted => "accepted",
+            SubmissionStatus::Rejected => "rejected",
+            SubmissionStatus::PendingReview => "pending_review",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "accepted" => SubmissionStatus::Accepted,
+            "rejected" => SubmissionStatus::Rejected,
+            "pending_review" => SubmissionStatus::PendingReview,
+            _ => return None,
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum SubmitOutcome {
+    Done {
+        submission: SubmissionRecord,
+        task: TaskRecord,
+        /// Tasks whose last dependency just completed (now `available`).
+        unblocked: Vec<TaskRecord>,
+        /// Tasks cancelled because this one failed for good.
+        cancelled: Vec<TaskRecord>,
+    },
+    TaskNotFound,
+    /// The caller is not the task's current assignee, or the task is not `claimed`.
+    NotAssignee,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Balances {
+    pub available: i64,
+    pub escrow: i64,
+    pub total_earned: i64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct LedgerEntry {
+    pub id: Uuid,
+    pub txn_id: Uuid,
+    pub account_id: Uuid,
+    pub amount: i64,
+    pub kind: String,
+    pub task_id: Option<Uuid>,
+    pub memo: String,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct LedgerQuery {
+    pub owner: Option<Uuid>,
+    pub task_id: Option<Uuid>,
+    pub before: Option<Uuid>,
+    pub limit: i64,
+}
+
+/// Deterministic ledger account id of `(owner, kind)`, so postings need no lookup.
+pub fn account_id(owner: Uuid, kind: AccountKind) -> Uuid {
+    Uuid::new_v5(&owner, kind.as_str().as_bytes())
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccountKind {
+    /// An agent's spendable money.
+    Available,
+    /// Money held for tasks the owner posted.
+    Escrow,
+    /// The platform's source of funds; the only account allowed below zero.
+    Treasury,
+}
+
+impl AccountKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AccountKind::Available => "available",
+            AccountKind::Escrow => "escrow",
+            AccountKind::Treasury => "treasury",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotentResponse {
+    pub request_hash: String,
+    pub status: u16,
+    pub body: String,
+    pub created_at: DateTime<Utc>,
+}

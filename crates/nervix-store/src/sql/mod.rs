@@ -1,0 +1,1285 @@
+//! The one SQL implementation of [`crate::Store`].
+//!
+//! sqlx has no trait that abstracts "a database whose types include Uuid, DateTime and Json"
+//! without pages of where-clauses, so the implementation is written once as a macro body and
+//! instantiated for `sqlx::Sqlite` and `sqlx::Postgres`. Backend differences are confined to
+//! the `Dialect` constants each backend provides and to how a write transaction begins.
+
+pub(crate) mod rows;
+
+/// SQL fragments where SQLite and PostgreSQL really differ.
+pub(crate) trait Dialect {
+    /// Appended to a SELECT of the claiming agent's row to serialise its claims
+    /// (PostgreSQL row lock; SQLite already has a single writer).
+    const LOCK_ROW: &'static str;
+    /// The claim: one conditional write. `$1` agent, `$2` lease end, `$3` now, `$4` task.
+    const CLAIM: &'static str;
+}
+
+macro_rules! impl_sql_store {
+    ($store:ident, $db:ty) => {
+        mod sql_impl {
+        use super::$store;
+        use async_trait::async_trait;
+        use chrono::{DateTime, Utc};
+        use nervix_core::matching::{check_eligibility, AgentProfile, Ineligible, TaskProfile};
+        use nervix_core::reputation::{settle, Reputation};
+        use nervix_core::{Level, TaskStatus};
+        use sqlx::types::Json;
+        use sqlx::QueryBuilder;
+        use uuid::Uuid;
+
+        use $crate::model::*;
+        use $crate::sql::rows::{self, *};
+        use $crate::sql::Dialect;
+        use $crate::{Conflict, Result, Store, StoreError};
+
+        type Conn = <$db as sqlx::Database>::Connection;
+
+        const OPEN_STATUSES: &str = "('blocked', 'available', 'claimed')";
+
+        async fn insert_audit(conn: &mut Conn, e: &AuditEntry) -> Result<()> {
+            sqlx::query(
+                "INSERT INTO audit_log (id, at, actor_id, actor_handle, action, target, client_ip, details) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            )
+            .bind(Uuid::now_v7())
+            .bind(e.at)
+            .bind(e.actor_id)
+            .bind(&e.actor_handle)
+            .bind(&e.action)
+            .bind(&e.target)
+            .bind(&e.client_ip)
+            .bind(Json(&e.details))
+            .execute(conn)
+            .await?;
+            Ok(())
+        }
+
+        async fn insert_token(conn: &mut Conn, t: &TokenRecord) -> Result<()> {
+            sqlx::query(
+                "INSERT INTO tokens (jti, agent_id, kid, issued_at, expires_at) VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(t.jti)
+            .bind(t.agent_id)
+            .bind(&t.kid)
+            .bind(t.issued_at)
+            .bind(t.expires_at)
+            .execute(conn)
+            .await?;
+            Ok(())
+        }
+
+        async fn set_capabilities(conn: &mut Conn, table: &str, owner_col: &str, owner: Uuid, caps: &[String]) -> Result<()> {
+            sqlx::query(&format!("DELETE FROM {table} WHERE {owner_col} = $1"))
+                .bind(owner)
+                .execute(&mut *conn)
+                .await?;
+            if caps.is_empty() {
+                return Ok(());
+            }
+            let mut qb = QueryBuilder::<$db>::new(format!("INSERT INTO {table} ({owner_col}, capability) "));
+            qb.push_values(caps, |mut b, c| {
+                b.push_bind(owner).push_bind(c);
+            });
+            qb.build().execute(conn).await?;
+            Ok(())
+        }
+
+        async fn insert_agent(conn: &mut Conn, a: &NewAgent) -> Result<AgentRecord> {
+            let initial = nervix_core::reputation::INITIAL_SCORE.hundredths();
+            let row: AgentRow = sqlx::query_as(&format!(
+                "INSERT INTO agents (id, handle, name, public_key, encryption_public_key, capabilities, \
+                 metadata, max_concurrent_tasks, available, role, suspended, reputation, rep_automated, \
+                 rep_success, rep_peer, tasks_completed, tasks_failed, created_at, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, TRUE, $9, FALSE, $10, $10, $10, $10, 0, 0, $11, $11) \
+                 RETURNING {AGENT_COLUMNS}"
+            ))
+            .bind(a.id)
+            .bind(&a.handle)
+            .bind(&a.name)
+            .bind(&a.public_key)
+            .bind(&a.encryption_public_key)
+            .bind(Json(&a.capabilities))
+            .bind(Json(&a.metadata))
+            .bind(a.max_concurrent_tasks)
+            .bind(a.role.as_str())
+            .bind(initial)
+            .bind(a.created_at)
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(StoreError::from_insert_agent)?;
+            set_capabilities(conn, "agent_capabilities", "agent_id", a.id, &a.capabilities).await?;
+            for kind in [AccountKind::Available, AccountKind::Escrow] {
+                ensure_account(conn, a.id, kind).await?;
+            }
+            row.try_into()
+        }
+
+        pub(crate) async fn ensure_account(conn: &mut Conn, owner: Uuid, kind: AccountKind) -> Result<()> {
+            sqlx::query(
+                "INSERT INTO ledger_accounts (id, owner_id, kind, balance) VALUES ($1, $2, $3, 0) \
+                 ON CONFLICT (owner_id, kind) DO NOTHING",
+            )
+            .bind(account_id(owner, kind))
+            .bind(owner)
+            .bind(kind.as_str())
+            .execute(conn)
+            .await?;
+            Ok(())
+        }
+
+        /// One balanced ledger transaction. Legs are applied in order, so put debits first: a
+        /// debit that would take a non-treasury account below zero fails the whole write.
+        async fn post_ledger(
+            conn: &mut Conn,
+            at: DateTime<Utc>,
+            task_id: Option<Uuid>,
+            memo: &str,
+            legs: &[(Uuid, i64, &str)],
+        ) -> Result<()> {
+            let total: i128 = legs.iter().map(|l| i128::from(l.1)).sum();
+            if total != 0 {
+                return Err(StoreError::Corrupt(format!("unbalanced ledger transaction ({memo}): {total}")));
+            }
+            let txn_id = Uuid::now_v7();
+            for &(account, amount, kind) in legs {
+                if amount == 0 {
+                    continue;
+                }
+                let moved = sqlx::query(
+                    "UPDATE ledger_accounts SET balance = balance + $1 \
+                     WHERE id = $2 AND (balance + $1 >= 0 OR kind = 'treasury')",
+                )
+                .bind(amount)
+                .bind(account)
+                .execute(&mut *conn)
+                .await?
+                .rows_affected();
+                if moved == 0 {
+                    return Err(if amount < 0 {
+                        StoreError::InsufficientFunds
+                    } else {
+                        StoreError::Corrupt(format!("ledger account {account} is missing"))
+                    });
+                }
+                sqlx::query(
+                    "INSERT INTO ledger_entries (id, txn_id, account_id, amount, kind, task_id, memo, created_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                )
+                .bind(Uuid::now_v7())
+                .bind(txn_id)
+                .bind(account)
+                .bind(amount)
+                .bind(kind)
+                .bind(task_id)
+                .bind(memo)
+                .bind(at)
+                .execute(&mut *conn)
+                .await?;
+            }
+            Ok(())
+        }
+
+        /// The account a task's escrow came from and returns to.
+        fn funding_account(task: &TaskRecord) -> Uuid {
+            if task.funded_by_treasury {
+                account_id(PLATFORM, AccountKind::Treasury)
+            } else {
+                account_id(task.posted_by, AccountKind::Available)
+            }
+        }
+
+        async fn fetch_task(conn: &mut Conn, id: Uuid) -> Result<Option<TaskRecord>> {
+            let row: Option<TaskRow> = sqlx::query_as(&format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = $1"))
+                .bind(id)
+                .fetch_optional(conn)
+                .await?;
+            row.map(TryInto::try_into).transpose()
+        }
+
+        /// Moves a task into a terminal status and marks its escrow settled, if it is still in
+        /// one of `from`. Returns the task only to the caller that made the move, so the escrow
+        /// is settled exactly once however many workers race for it.
+        async fn finish_task(
+            conn: &mut Conn,
+            id: Uuid,
+            to: TaskStatus,
+            from: &str,
+            at: DateTime<Utc>,
+        ) -> Result<Option<TaskRecord>> {
+            let row: Option<TaskRow> = sqlx::query_as(&format!(
+                "UPDATE tasks SET status = $1, settled = TRUE, lease_expires_at = NULL, updated_at = $2 \
+                 WHERE id = $3 AND status IN {from} AND settled = FALSE RETURNING {TASK_COLUMNS}"
+            ))
+            .bind(to.as_str())
+            .bind(at)
+            .bind(id)
+            .fetch_optional(conn)
+            .await?;
+            row.map(TryInto::try_into).transpose()
+        }
+
+        async fn refund(conn: &mut Conn, task: &TaskRecord, at: DateTime<Utc>, why: &str) -> Result<()> {
+            post_ledger(
+                conn,
+                at,
+                Some(task.id),
+                why,
+                &[
+                    (account_id(task.funder(), AccountKind::Escrow), -task.reward_cents, "escrow_release"),
+                    (funding_account(task), task.reward_cents, "refund"),
+                ],
+            )
+            .await
+        }
+
+        /// Ends a task for good without paying anyone: refund, cancel everything downstream
+        /// (refunding each), and fail its workflow.
+        async fn abandon(conn: &mut Conn, task: &TaskRecord, at: DateTime<Utc>, why: &str) -> Result<Vec<TaskRecord>> {
+            refund(conn, task, at, why).await?;
+            let mut cancelled = Vec::new();
+            let mut frontier = vec![task.id];
+            while let Some(upstream) = frontier.pop() {
+                let ids: Vec<Uuid> = sqlx::query_scalar(&format!(
+                    "SELECT t.id FROM tasks t JOIN task_dependencies d ON d.task_id = t.id \
+                     WHERE d.depends_on = $1 AND t.status IN {OPEN_STATUSES}"
+                ))
+                .bind(upstream)
+                .fetch_all(&mut *conn)
+                .await?;
+                for id in ids {
+                    if let Some(t) = finish_task(conn, id, TaskStatus::Cancelled, OPEN_STATUSES, at).await? {
+                        refund(conn, &t, at, "upstream task failed").await?;
+                        frontier.push(t.id);
+                        cancelled.push(t);
+                    }
+                }
+            }
+            if let Some(wf) = task.workflow_id {
+                set_workflow_status(conn, wf, WorkflowStatus::Failed, at).await?;
+            }
+            Ok(cancelled)
+        }
+
+        async fn set_workflow_status(conn: &mut Conn, id: Uuid, status: WorkflowStatus, at: DateTime<Utc>) -> Result<bool> {
+            let n = sqlx::query("UPDATE workflows SET status = $1, updated_at = $2 WHERE id = $3 AND status = 'active'")
+                .bind(status.as_str())
+                .bind(at)
+                .bind(id)
+                .execute(conn)
+                .await?
+                .rows_affected();
+            Ok(n == 1)
+        }
+
+        /// Makes `available` every blocked dependent of `upstream` whose dependencies are now
+        /// all completed, and completes the workflow when nothing is left.
+        async fn on_completed(conn: &mut Conn, task: &TaskRecord, at: DateTime<Utc>) -> Result<Vec<TaskRecord>> {
+            let rows: Vec<TaskRow> = sqlx::query_as(&format!(
+                "UPDATE tasks SET status = 'available', updated_at = $1 \
+                 WHERE status = 'blocked' \
+                   AND id IN (SELECT task_id FROM task_dependencies WHERE depends_on = $2) \
+                   AND NOT EXISTS (SELECT 1 FROM task_dependencies d JOIN tasks u ON u.id = d.depends_on \
+                                   WHERE d.task_id = tasks.id AND u.status <> 'completed') \
+                 RETURNING {TASK_COLUMNS}"
+            ))
+            .bind(at)
+            .bind(task.id)
+            .fetch_all(&mut *conn)
+            .await?;
+            if let Some(wf) = task.workflow_id {
+                let open: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM tasks WHERE workflow_id = $1 AND status <> 'completed'")
+                    .bind(wf)
+                    .fetch_one(&mut *conn)
+                    .await?;
+                if open == 0 {
+                    set_workflow_status(conn, wf, WorkflowStatus::Completed, at).await?;
+                }
+            }
+            rows::collect(rows)
+        }
+
+        /// Takes a claimed task back from its assignee: to the pool after a back-off while
+        /// attempts remain (the failed attempt counted), else `failed` for good.
+        async fn retry_or_fail(
+            conn: &mut Conn,
+            task: &TaskRecord,
+            retry: &RetryPolicy,
+            at: DateTime<Utc>,
+            why: &str,
+        ) -> Result<(Option<TaskRecord>, Vec<TaskRecord>)> {
+            let attempts = task.attempts + 1;
+            if attempts >= task.max_attempts {
+                sqlx::query("UPDATE tasks SET attempts = $1 WHERE id = $2 AND status = 'claimed'")
+                    .bind(attempts)
+                    .bind(task.id)
+                    .execute(&mut *conn)
+                    .await?;
+                let Some(failed) = finish_task(conn, task.id, TaskStatus::Failed, "('claimed')", at).await? else {
+                    return Ok((None, Vec::new()));
+                };
+                let cancelled = abandon(conn, &failed, at, why).await?;
+                return Ok((Some(failed), cancelled));
+            }
+            let retry_at = at + chrono::Duration::seconds(retry.delay_seconds(attempts));
+            let row: Option<TaskRow> = sqlx::query_as(&format!(
+                "UPDATE tasks SET status = 'available', assigned_agent_id = NULL, lease_expires_at = NULL, \
+                 attempts = $1, retry_at = $2, notify_round = 0, notified_at = NULL, updated_at = $3 \
+                 WHERE id = $4 AND status = 'claimed' AND assigned_agent_id = $5 RETURNING {TASK_COLUMNS}"
+            ))
+            .bind(attempts)
+            .bind(retry_at)
+            .bind(at)
+            .bind(task.id)
+            .bind(task.assigned_agent_id)
+            .fetch_optional(conn)
+            .await?;
+            Ok((row.map(TryInto::try_into).transpose()?, Vec::new()))
+        }
+
+        impl $store {
+            async fn fetch_agent(&self, sql: &str, key: impl for<'q> sqlx::Encode<'q, $db> + sqlx::Type<$db> + Send) -> Result<Option<AgentRecord>> {
+                let row: Option<AgentRow> = sqlx::query_as(sql).bind(key).fetch_optional(self.reader()).await?;
+                row.map(TryInto::try_into).transpose()
+            }
+
+            async fn consume_challenge(conn: &mut Conn, id: Uuid, at: DateTime<Utc>) -> Result<()> {
+                let n = sqlx::query(
+                    "UPDATE challenges SET consumed_at = $1 \
+                     WHERE id = $2 AND consumed_at IS NULL AND expires_at > $1 AND failures < $3",
+                )
+                .bind(at)
+                .bind(id)
+                .bind($crate::MAX_CHALLENGE_FAILURES)
+                .execute(conn)
+                .await?
+                .rows_affected();
+                if n == 1 {
+                    Ok(())
+                } else {
+                    Err(StoreError::Conflict(Conflict::ChallengeUsed))
+                }
+            }
+
+            pub(crate) async fn ensure_platform_accounts(&self) -> Result<()> {
+                let mut tx = self.begin_write().await?;
+                ensure_account(&mut tx, PLATFORM, AccountKind::Treasury).await?;
+                ensure_account(&mut tx, PLATFORM, AccountKind::Escrow).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+        }
+
+        #[async_trait]
+        impl Store for $store {
+            fn backend(&self) -> &'static str {
+                Self::BACKEND
+            }
+
+            async fn ping(&self) -> Result<()> {
+                sqlx::query("SELECT 1").execute(self.reader()).await?;
+                Ok(())
+            }
+
+            async fn close(&self) {
+                self.close_pools().await;
+            }
+
+            async fn insert_challenge(&self, c: &NewChallenge) -> Result<()> {
+                let mut tx = self.begin_write().await?;
+                sqlx::query(
+                    "INSERT INTO challenges (id, purpose, agent_id, public_key, challenge, payload, failures, \
+                     expires_at, created_at) VALUES ($1, $2, $3, $4, $5, $6, 0, $7, $8)",
+                )
+                .bind(c.id)
+                .bind(c.purpose.as_str())
+                .bind(c.agent_id)
+                .bind(&c.public_key)
+                .bind(&c.challenge)
+                .bind(c.payload.as_ref().map(Json))
+                .bind(c.expires_at)
+                .bind(c.created_at)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn challenge(&self, id: Uuid) -> Result<Option<ChallengeRecord>> {
+                let row: Option<ChallengeRow> = sqlx::query_as(&format!("SELECT {CHALLENGE_COLUMNS} FROM challenges WHERE id = $1"))
+                    .bind(id)
+                    .fetch_optional(self.reader())
+                    .await?;
+                row.map(TryInto::try_into).transpose()
+            }
+
+            async fn record_challenge_failure(&self, id: Uuid) -> Result<i64> {
+                let mut tx = self.begin_write().await?;
+                let n: Option<i64> = sqlx::query_scalar("UPDATE challenges SET failures = failures + 1 WHERE id = $1 RETURNING failures")
+                    .bind(id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                n.ok_or(StoreError::NotFound)
+            }
+
+            async fn complete_enrollment(&self, challenge_id: Uuid, agent: &NewAgent, token: &TokenRecord, audit: &AuditEntry) -> Result<AgentRecord> {
+                let mut tx = self.begin_write().await?;
+                Self::consume_challenge(&mut tx, challenge_id, agent.created_at).await?;
+                let record = insert_agent(&mut tx, agent).await?;
+                insert_token(&mut tx, token).await?;
+                insert_audit(&mut tx, audit).await?;
+                tx.commit().await?;
+                Ok(record)
+            }
+
+            async fn complete_login(&self, challenge_id: Uuid, token: &TokenRecord, audit: &AuditEntry) -> Result<()> {
+                let mut tx = self.begin_write().await?;
+                Self::consume_challenge(&mut tx, challenge_id, token.issued_at).await?;
+                insert_token(&mut tx, token).await?;
+                insert_audit(&mut tx, audit).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn insert_token(&self, token: &TokenRecord, audit: &AuditEntry) -> Result<()> {
+                let mut tx = self.begin_write().await?;
+                insert_token(&mut tx, token).await?;
+                insert_audit(&mut tx, audit).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn auth_state(&self, jti: Uuid, agent_id: Uuid) -> Result<Option<AuthState>> {
+                let row: Option<(String, String, bool, Option<DateTime<Utc>>)> = sqlx::query_as(
+                    "SELECT a.handle, a.role, a.suspended, t.revoked_at FROM tokens t \
+                     JOIN agents a ON a.id = t.agent_id WHERE t.jti = $1 AND t.agent_id = $2",
+                )
+                .bind(jti)
+                .bind(agent_id)
+                .fetch_optional(self.reader())
+                .await?;
+                row.map(|(handle, role, suspended, revoked_at)| {
+                    Ok(AuthState {
+                        handle,
+                        role: role.parse().map_err(|_| StoreError::Corrupt(format!("unknown role {role:?}")))?,
+                        suspended,
+                        revoked: revoked_at.is_some(),
+                    })
+                })
+                .transpose()
+            }
+
+            async fn revoke_token(&self, jti: Uuid, at: DateTime<Utc>, audit: &AuditEntry) -> Result<bool> {
+                let mut tx = self.begin_write().await?;
+                let n = sqlx::query("UPDATE tokens SET revoked_at = $1 WHERE jti = $2 AND revoked_at IS NULL")
+                    .bind(at)
+                    .bind(jti)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                if n == 1 {
+                    insert_audit(&mut tx, audit).await?;
+                }
+                tx.commit().await?;
+                Ok(n == 1)
+            }
+
+            async fn rotate_token(&self, old: Uuid, new: &TokenRecord, audit: &AuditEntry) -> Result<bool> {
+                let mut tx = self.begin_write().await?;
+                let n = sqlx::query("UPDATE tokens SET revoked_at = $1 WHERE jti = $2 AND revoked_at IS NULL")
+                    .bind(new.issued_at)
+                    .bind(old)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                if n != 1 {
+                    return Ok(false);
+                }
+                insert_token(&mut tx, new).await?;
+                insert_audit(&mut tx, audit).await?;
+                tx.commit().await?;
+                Ok(true)
+            }
+
+            async fn purge_challenges(&self, before: DateTime<Utc>) -> Result<u64> {
+                let mut tx = self.begin_write().await?;
+                let n = sqlx::query("DELETE FROM challenges WHERE expires_at < $1")
+                    .bind(before)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                tx.commit().await?;
+                Ok(n)
+            }
+
+            async fn agent(&self, id: Uuid) -> Result<Option<AgentRecord>> {
+                self.fetch_agent(&format!("SELECT {AGENT_COLUMNS} FROM agents WHERE id = $1"), id).await
+            }
+
+            async fn agent_by_handle(&self, handle: &str) -> Result<Option<AgentRecord>> {
+                self.fetch_agent(&format!("SELECT {AGENT_COLUMNS} FROM agents WHERE handle = $1"), handle.to_owned()).await
+            }
+
+            async fn enrollment_conflict(&self, handle: &str, public_key: &str) -> Result<Option<Conflict>> {
+                let row: Option<(String,)> = sqlx::query_as("SELECT handle FROM agents WHERE handle = $1 OR public_key = $2 LIMIT 1")
+                    .bind(handle)
+                    .bind(public_key)
+                    .fetch_optional(self.reader())
+                    .await?;
+                Ok(row.map(|(h,)| if h == handle { Conflict::DuplicateHandle } else { Conflict::DuplicatePublicKey }))
+            }
+
+            async fn list_agents(&self, q: &AgentQuery) -> Result<Vec<AgentRecord>> {
+                let mut qb = QueryBuilder::<$db>::new(format!("SELECT {AGENT_COLUMNS} FROM agents WHERE suspended = FALSE"));
+                if let Some(cap) = &q.capability {
+                    qb.push(" AND id IN (SELECT agent_id FROM agent_capabilities WHERE capability = ").push_bind(cap).push(")");
+                }
+                if let Some(level) = q.level {
+                    let p = nervix_core::reputation::PROBATION_TASKS;
+                    let (lo, hi) = match level {
+                        Level::Novice => (0, 4999),
+                        Level::Intermediate => (5000, 7499),
+                        Level::Expert => (7500, 8999),
+                        Level::Master => (9000, 10_000),
+                    };
+                    if level == Level::Novice {
+                        qb.push(" AND (reputation < 5000 OR tasks_completed < ").push_bind(p).push(")");
+                    } else {
+                        qb.push(" AND tasks_completed >= ").push_bind(p)
+                            .push(" AND reputation >= ").push_bind(lo)
+                            .push(" AND reputation <= ").push_bind(hi);
+                    }
+                }
+                match q.online {
+                    Some(true) => {
+                        qb.push(" AND last_seen_at >= ").push_bind(q.online_since);
+                    }
+                    Some(false) => {
+                        qb.push(" AND (last_seen_at IS NULL OR last_seen_at < ").push_bind(q.online_since).push(")");
+                    }
+                    None => {}
+                }
+                if let Some(before) = q.before {
+                    qb.push(" AND id < ").push_bind(before);
+                }
+                qb.push(" ORDER BY id DESC LIMIT ").push_bind(q.limit);
+                let rows: Vec<AgentRow> = qb.build_query_as().fetch_all(self.reader()).await?;
+                rows::collect(rows)
+            }
+
+            async fn all_agents(&self) -> Result<Vec<AgentRecord>> {
+                let rows: Vec<AgentRow> = sqlx::query_as(&format!("SELECT {AGENT_COLUMNS} FROM agents"))
+                    .fetch_all(self.reader())
+                    .await?;
+                rows::collect(rows)
+            }
+
+            async fn update_agent_config(&self, id: Uuid, p: &AgentConfigPatch, audit: &AuditEntry) -> Result<AgentRecord> {
+                let mut tx = self.begin_write().await?;
+                let mut qb = QueryBuilder::<$db>::new("UPDATE agents SET updated_at = ");
+                qb.push_bind(p.at);
+                if let Some(name) = &p.name {
+                    qb.push(", name = ").push_bind(name);
+                }
+                if let Some(caps) = &p.capabilities {
+                    qb.push(", capabilities = ").push_bind(Json(caps));
+                }
+                if let Some(meta) = &p.metadata {
+                    qb.push(", metadata = ").push_bind(Json(meta));
+                }
+                if let Some(key) = &p.encryption_public_key {
+                    qb.push(", encryption_public_key = ").push_bind(key);
+                }
+                if let Some(max) = p.max_concurrent_tasks {
+                    qb.push(", max_concurrent_tasks = ").push_bind(max);
+                }
+                if let Some(available) = p.available {
+                    qb.push(", available = ").push_bind(available);
+                }
+                qb.push(" WHERE id = ").push_bind(id).push(format!(" RETURNING {AGENT_COLUMNS}"));
+                let row: Option<AgentRow> = qb.build_query_as().fetch_optional(&mut *tx).await?;
+                let row = row.ok_or(StoreError::NotFound)?;
+                if let Some(caps) = &p.capabilities {
+                    set_capabilities(&mut tx, "agent_capabilities", "agent_id", id, caps).await?;
+                }
+                insert_audit(&mut tx, audit).await?;
+                tx.commit().await?;
+                row.try_into()
+            }
+
+            async fn set_suspended(&self, id: Uuid, suspended: bool, audit: &AuditEntry) -> Result<AgentRecord> {
+                let mut tx = self.begin_write().await?;
+                let row: Option<AgentRow> = sqlx::query_as(&format!(
+                    "UPDATE agents SET suspended = $1, updated_at = $2 WHERE id = $3 RETURNING {AGENT_COLUMNS}"
+                ))
+                .bind(suspended)
+                .bind(audit.at)
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?;
+                let row = row.ok_or(StoreError::NotFound)?;
+                insert_audit(&mut tx, audit).await?;
+                tx.commit().await?;
+                row.try_into()
+            }
+
+            async fn ensure_agent(&self, agent: &NewAgent, audit: &AuditEntry) -> Result<AgentRecord> {
+                if let Some(existing) = self.agent_by_handle(&agent.handle).await? {
+                    return Ok(existing);
+                }
+                let mut tx = self.begin_write().await?;
+                match insert_agent(&mut tx, agent).await {
+                    Ok(record) => {
+                        insert_audit(&mut tx, audit).await?;
+                        tx.commit().await?;
+                        Ok(record)
+                    }
+                    // Created concurrently by another process: use theirs.
+                    Err(StoreError::Conflict(Conflict::DuplicateHandle)) => {
+                        drop(tx);
+                        self.agent_by_handle(&agent.handle).await?.ok_or(StoreError::NotFound)
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+
+            async fn touch_agent(&self, id: Uuid, at: DateTime<Utc>) -> Result<()> {
+                let mut tx = self.begin_write().await?;
+                sqlx::query("UPDATE agents SET last_seen_at = $1 WHERE id = $2")
+                    .bind(at)
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn append_audit(&self, e: &AuditEntry) -> Result<()> {
+                let mut tx = self.begin_write().await?;
+                insert_audit(&mut tx, e).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn list_audit(&self, q: &AuditQuery) -> Result<Vec<AuditRecord>> {
+                let mut qb = QueryBuilder::<$db>::new(format!("SELECT {AUDIT_COLUMNS} FROM audit_log WHERE 1 = 1"));
+                if let Some(action) = &q.action {
+                    qb.push(" AND action = ").push_bind(action);
+                }
+                if let Some(actor) = q.actor_id {
+                    qb.push(" AND actor_id = ").push_bind(actor);
+                }
+                if let Some(target) = &q.target {
+                    qb.push(" AND target = ").push_bind(target);
+                }
+                if let Some(since) = q.since {
+                    qb.push(" AND at >= ").push_bind(since);
+                }
+                if let Some(until) = q.until {
+                    qb.push(" AND at < ").push_bind(until);
+                }
+                if let Some(before) = q.before {
+                    qb.push(" AND id < ").push_bind(before);
+                }
+                qb.push(" ORDER BY id DESC LIMIT ").push_bind(q.limit);
+                let rows: Vec<AuditRow> = qb.build_query_as().fetch_all(self.reader()).await?;
+                Ok(rows.into_iter().map(Into::into).collect())
+            }
+
+            async fn stats(&self, online_since: DateTime<Utc>) -> Result<Stats> {
+                let (agents, agents_online): (i64, i64) = sqlx::query_as(
+                    "SELECT COUNT(*), COALESCE(SUM(CASE WHEN last_seen_at >= $1 THEN 1 ELSE 0 END), 0) FROM agents",
+                )
+                .bind(online_since)
+                .fetch_one(self.reader())
+                .await?;
+                let (tasks_total, tasks_open, tasks_completed): (i64, i64, i64) = sqlx::query_as(&format!(
+                    "SELECT COUNT(*), \
+                     COALESCE(SUM(CASE WHEN status IN {OPEN_STATUSES} THEN 1 ELSE 0 END), 0), \
+                     COALESCE(SUM(CASE WHEN status = 'completed' THEN 1 ELSE 0 END), 0) FROM tasks"
+                ))
+                .fetch_one(self.reader())
+                .await?;
+                let workflows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM workflows").fetch_one(self.reader()).await?;
+                let paid_out_cents: i64 = sqlx::query_scalar(
+                    "SELECT CAST(COALESCE(SUM(amount), 0) AS BIGINT) FROM ledger_entries WHERE kind IN ('payout', 'bonus')",
+                )
+                .fetch_one(self.reader())
+                .await?;
+                Ok(Stats { agents, agents_online, tasks_total, tasks_open, tasks_completed, workflows, paid_out_cents })
+            }
+
+            async fn post_tasks(&self, post: &NewPost) -> Result<Vec<TaskRecord>> {
+                let mut tx = self.begin_write().await?;
+                if let Some(wf) = &post.workflow {
+                    sqlx::query(
+                        "INSERT INTO workflows (id, name, status, posted_by, created_at, updated_at) VALUES ($1, $2, 'active', $3, $4, $4)",
+                    )
+                    .bind(wf.id)
+                    .bind(&wf.name)
+                    .bind(post.poster)
+                    .bind(post.at)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                let mut created: Vec<TaskRecord> = Vec::with_capacity(post.tasks.len());
+                let mut total: i64 = 0;
+                for t in &post.tasks {
+                    // A task starts blocked unless every dependency is already completed; a
+                    // dependency that can never complete makes the post invalid.
+                    let mut blocked = false;
+                    for dep in &t.depends_on {
+                        let status = match created.iter().find(|c| c.id == *dep) {
+                            Some(c) => Some(c.status),
+                            None => {
+                                let s: Option<String> = sqlx::query_scalar("SELECT status FROM tasks WHERE id = $1")
+                                    .bind(dep)
+                                    .fetch_optional(&mut *tx)
+                                    .await?;
+                                s.and_then(|s| s.parse::<TaskStatus>().ok())
+                            }
+                        };
+                        match status {
+                            None => return Err(StoreError::invalid("depends_on", format!("task {dep} does not exist"))),
+                            Some(TaskStatus::Completed) => {}
+                            Some(s) if s.is_terminal() => {
+                                return Err(StoreError::invalid("depends_on", format!("task {dep} is {s} and can never complete")))
+                            }
+                            Some(_) => blocked = true,
+                        }
+                    }
+                    let status = if blocked { TaskStatus::Blocked } else { TaskStatus::Available };
+                    let row: TaskRow = sqlx::query_as(&format!(
+                        "INSERT INTO tasks (id, title, description, capabilities, min_reputation, reward_cents, \
+                         complexity, kind, output_schema, language, deadline, status, workflow_id, workflow_key, \
+                         posted_by, funded_by_treasury, attempts, max_attempts, notify_round, settled, created_at, updated_at) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, 0, $17, 0, FALSE, $18, $18) \
+                         RETURNING {TASK_COLUMNS}"
+                    ))
+                    .bind(t.id)
+                    .bind(&t.title)
+                    .bind(&t.description)
+                    .bind(Json(&t.capabilities))
+                    .bind(t.min_reputation)
+                    .bind(t.reward_cents)
+                    .bind(t.complexity.as_str())
+                    .bind(t.kind.as_str())
+                    .bind(t.output_schema.as_ref().map(Json))
+                    .bind(&t.language)
+                    .bind(t.deadline)
+                    .bind(status.as_str())
+                    .bind(post.workflow.as_ref().map(|w| w.id))
+                    .bind(&t.workflow_key)
+                    .bind(post.poster)
+                    .bind(post.from_treasury)
+                    .bind(t.max_attempts)
+                    .bind(post.at)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                    set_capabilities(&mut tx, "task_capabilities", "task_id", t.id, &t.capabilities).await?;
+                    if !t.depends_on.is_empty() {
+                        let mut qb = QueryBuilder::<$db>::new("INSERT INTO task_dependencies (task_id, depends_on) ");
+                        qb.push_values(&t.depends_on, |mut b, d| {
+                            b.push_bind(t.id).push_bind(*d);
+                        });
+                        qb.build().execute(&mut *tx).await?;
+                    }
+                    total = total.checked_add(t.reward_cents).ok_or_else(|| StoreError::invalid("reward", "total reward is too large"))?;
+                    created.push(row.try_into()?);
+                }
+                let (source, funder) = if post.from_treasury {
+                    (account_id(PLATFORM, AccountKind::Treasury), PLATFORM)
+                } else {
+                    (account_id(post.poster, AccountKind::Available), post.poster)
+                };
+                for t in &created {
+                    post_ledger(
+                        &mut tx,
+                        post.at,
+                        Some(t.id),
+                        "task posted: reward escrowed",
+                        &[(source, -t.reward_cents, "escrow_hold"), (account_id(funder, AccountKind::Escrow), t.reward_cents, "escrow_hold")],
+                    )
+                    .await?;
+                }
+                if let Some(audit) = &post.audit {
+                    insert_audit(&mut tx, audit).await?;
+                }
+                tx.commit().await?;
+                Ok(created)
+            }
+
+            async fn task(&self, id: Uuid) -> Result<Option<TaskRecord>> {
+                let row: Option<TaskRow> = sqlx::query_as(&format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = $1"))
+                    .bind(id)
+                    .fetch_optional(self.reader())
+                    .await?;
+                row.map(TryInto::try_into).transpose()
+            }
+
+            async fn tasks_by_ids(&self, ids: &[Uuid]) -> Result<Vec<TaskRecord>> {
+                if ids.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let mut qb = QueryBuilder::<$db>::new(format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id IN ("));
+                let mut sep = qb.separated(", ");
+                for id in ids {
+                    sep.push_bind(*id);
+                }
+                qb.push(") ORDER BY id");
+                let rows: Vec<TaskRow> = qb.build_query_as().fetch_all(self.reader()).await?;
+                rows::collect(rows)
+            }
+
+            async fn list_tasks(&self, q: &TaskQuery) -> Result<Vec<TaskRecord>> {
+                let mut qb = QueryBuilder::<$db>::new(format!("SELECT {TASK_COLUMNS} FROM tasks WHERE 1 = 1"));
+                if let Some(status) = q.status {
+                    qb.push(" AND status = ").push_bind(status.as_str());
+                }
+                if let Some(cap) = &q.capability {
+                    qb.push(" AND id IN (SELECT task_id FROM task_capabilities WHERE capability = ").push_bind(cap).push(")");
+                }
+                if let Some(c) = q.complexity {
+                    qb.push(" AND complexity = ").push_bind(c.as_str());
+                }
+                if let Some(p) = q.posted_by {
+                    qb.push(" AND posted_by = ").push_bind(p);
+                }
+                if let Some(a) = q.assigned_to {
+                    qb.push(" AND assigned_agent_id = ").push_bind(a);
+                }
+                if let Some(e) = &q.eligible_for {
+                    qb.push(" AND status = 'available' AND posted_by <> ").push_bind(e.agent_id);
+                    qb.push(" AND min_reputation <= ").push_bind(e.reputation);
+                    qb.push(" AND (retry_at IS NULL OR retry_at <= ").push_bind(e.now).push(")");
+                    qb.push(" AND complexity IN (");
+                    let mut sep = qb.separated(", ");
+                    for c in &e.complexities {
+                        sep.push_bind(c.as_str());
+                    }
+                    qb.push(") AND NOT EXISTS (SELECT 1 FROM task_capabilities tc WHERE tc.task_id = tasks.id \
+                             AND NOT EXISTS (SELECT 1 FROM agent_capabilities ac WHERE ac.agent_id = ");
+                    qb.push_bind(e.agent_id).push(" AND ac.capability = tc.capability))");
+                }
+                if let Some(before) = q.before {
+                    qb.push(" AND id < ").push_bind(before);
+                }
+                qb.push(" ORDER BY id DESC LIMIT ").push_bind(q.limit);
+                let rows: Vec<TaskRow> = qb.build_query_as().fetch_all(self.reader()).await?;
+                rows::collect(rows)
+            }
+
+            async fn task_dependencies(&self, id: Uuid) -> Result<Vec<Uuid>> {
+                Ok(sqlx::query_scalar("SELECT depends_on FROM task_dependencies WHERE task_id = $1 ORDER BY depends_on")
+                    .bind(id)
+                    .fetch_all(self.reader())
+                    .await?)
+            }
+
+            async fn workflow(&self, id: Uuid) -> Result<Option<WorkflowRecord>> {
+                let row: Option<WorkflowRow> = sqlx::query_as(&format!("SELECT {WORKFLOW_COLUMNS} FROM workflows WHERE id = $1"))
+                    .bind(id)
+                    .fetch_optional(self.reader())
+                    .await?;
+                row.map(TryInto::try_into).transpose()
+            }
+
+            async fn workflow_tasks(&self, id: Uuid) -> Result<Vec<TaskRecord>> {
+                let rows: Vec<TaskRow> = sqlx::query_as(&format!("SELECT {TASK_COLUMNS} FROM tasks WHERE workflow_id = $1 ORDER BY id"))
+                    .bind(id)
+                    .fetch_all(self.reader())
+                    .await?;
+                rows::collect(rows)
+            }
+
+            async fn claim_task(&self, c: &ClaimRequest) -> Result<ClaimOutcome> {
+                let mut tx = self.begin_write().await?;
+                let agent: Option<AgentRow> = sqlx::query_as(&format!(
+                    "SELECT {AGENT_COLUMNS} FROM agents WHERE id = $1{}", <Self as Dialect>::LOCK_ROW
+                ))
+                .bind(c.agent_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+                let Some(agent) = agent else { return Ok(ClaimOutcome::AgentNotFound) };
+                let agent = AgentRecord::try_from(agent)?;
+                let Some(task) = fetch_task(&mut tx, c.task_id).await? else { return Ok(ClaimOutcome::TaskNotFound) };
+                match task.status {
+                    TaskStatus::Available => {}
+                    TaskStatus::Claimed | TaskStatus::Submitted | TaskStatus::Completed => return Ok(ClaimOutcome::AlreadyClaimed),
+                    other => return Ok(ClaimOutcome::NotAvailable(other)),
+                }
+                if task.retry_at.is_some_and(|r| r > c.at) {
+                    return Ok(ClaimOutcome::NotAvailable(TaskStatus::Available));
+                }
+                let active: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM tasks WHERE assigned_agent_id = $1 AND status = 'claimed'")
+                    .bind(agent.id)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                let profile = AgentProfile {
+                    id: agent.id,
+                    capabilities: agent.capabilities.clone(),
+                    reputation: Reputation::from_hundredths(agent.reputation),
+                    completed_tasks: agent.tasks_completed,
+                    online: true,
+                    available: agent.available,
+                    suspended: agent.suspended,
+                    active_tasks: u32::try_from(active).unwrap_or(u32::MAX),
+                    max_concurrent_tasks: u32::try_from(agent.max_concurrent_tasks).unwrap_or(0),
+                    recent_success_permille: 500,
+                };
+                let wanted = TaskProfile {
+                    capabilities: task.capabilities.clone(),
+                    complexity: task.complexity,
+                    min_reputation: Reputation::from_hundredths(task.min_reputation),
+                    posted_by: task.posted_by,
+                };
+                match check_eligibility(&profile, &wanted) {
+                    Ok(()) => {}
+                    Err(Ineligible::AtCapacity) => return Ok(ClaimOutcome::AtCapacity),
+                    Err(why) => return Ok(ClaimOutcome::NotEligible(why)),
+                }
+                let lease_end = (c.at + chrono::Duration::seconds(c.lease_seconds)).min(task.deadline);
+                let row: Option<TaskRow> = sqlx::query_as(&format!("{} RETURNING {TASK_COLUMNS}", <Self as Dialect>::CLAIM))
+                    .bind(agent.id)
+                    .bind(lease_end)
+                    .bind(c.at)
+                    .bind(task.id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                let Some(row) = row else { return Ok(ClaimOutcome::AlreadyClaimed) };
+                let claimed = TaskRecord::try_from(row)?;
+                tx.commit().await?;
+                Ok(ClaimOutcome::Claimed(claimed))
+            }
+
+            async fn submit(&self, s: &NewSubmission) -> Result<SubmitOutcome> {
+                let mut tx = self.begin_write().await?;
+                let Some(task) = fetch_task(&mut tx, s.task_id).await? else { return Ok(SubmitOutcome::TaskNotFound) };
+                if task.status != TaskStatus::Claimed || task.assigned_agent_id != Some(s.agent_id) {
+                    return Ok(SubmitOutcome::NotAssignee);
+                }
+                let (status, payout, final_task, unblocked, cancelled) = match s.decision {
+                    Decision::Accept => {
+                        let agent: AgentRow = sqlx::query_as(&format!("SELECT {AGENT_COLUMNS} FROM agents WHERE id = $1"))
+                            .bind(s.agent_id)
+                            .fetch_one(&mut *tx)
+                            .await?;
+                        let agent = AgentRecord::try_from(agent)?;
+                        let level = Level::of(Reputation::from_hundredths(agent.reputation), agent.tasks_completed);
+                        let Some(done) = finish_task(&mut tx, task.id, TaskStatus::Completed, "('claimed')", s.at).await? else {
+                            return Ok(SubmitOutcome::NotAssignee);
+                        };
+                        let money = settle(nervix_core::Money::from_cents(task.reward_cents), s.quality_score, level);
+                        let worker = account_id(s.agent_id, AccountKind::Available);
+                        post_ledger(
+                            &mut tx,
+                            s.at,
+                            Some(task.id),
+                            "task completed: payout",
+                            &[
+                                (account_id(task.funder(), AccountKind::Escrow), -task.reward_cents, "escrow_release"),
+                                (account_id(PLATFORM, AccountKind::Treasury), -money.bonus.cents(), "bonus"),
+                                (worker, money.from_escrow.cents(), "payout"),
+                                (worker, money.bonus.cents(), "bonus"),
+                                (funding_account(&task), money.refund.cents(), "refund"),
+                            ],
+                        )
+                        .await?;
+                        sqlx::query("UPDATE agents SET tasks_completed = tasks_completed + 1, updated_at = $1 WHERE id = $2")
+                            .bind(s.at)
+                            .bind(s.agent_id)
+                            .execute(&mut *tx)
+                            .await?;
+                        let unblocked = on_completed(&mut tx, &done, s.at).await?;
+                        (SubmissionStatus::Accepted, Some(money.payout().cents()), done, unblocked, Vec::new())
+                    }
+                    Decision::Reject => {
+                        sqlx::query("UPDATE agents SET tasks_failed = tasks_failed + 1, updated_at = $1 WHERE id = $2")
+                            .bind(s.at)
+                            .bind(s.agent_id)
+                            .execute(&mut *tx)
+                            .await?;
+                        let (after, cancelled) = retry_or_fail(&mut tx, &task, &s.retry, s.at, "attempts exhausted").await?;
+                        let Some(after) = after else { return Ok(SubmitOutcome::NotAssignee) };
+                        (SubmissionStatus::Rejected, None, after, Vec::new(), cancelled)
+                    }
+                };
+                let row: SubmissionRow = sqlx::query_as(&format!(
+                    "INSERT INTO submissions (id, task_id, agent_id, content, notes, quality_score, checks, status, \
+                     feedback, payout_cents, created_at, decided_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11) \
+                     RETURNING {SUBMISSION_COLUMNS}"
+                ))
+                .bind(s.id)
+                .bind(s.task_id)
+                .bind(s.agent_id)
+                .bind(Json(&s.content))
+                .bind(&s.notes)
+                .bind(i64::from(s.quality_score))
+                .bind(Json(&s.checks))
+                .bind(status.as_str())
+                .bind(&s.feedback)
+                .bind(payout)
+                .bind(s.at)
+                .fetch_one(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(SubmitOutcome::Done { submission: row.try_into()?, task: final_task, unblocked, cancelled })
+            }
+
+            async fn submission(&self, id: Uuid) -> Result<Option<SubmissionRecord>> {
+                let row: Option<SubmissionRow> = sqlx::query_as(&format!("SELECT {SUBMISSION_COLUMNS} FROM submissions WHERE id = $1"))
+                    .bind(id)
+                    .fetch_optional(self.reader())
+                    .await?;
+                row.map(TryInto::try_into).transpose()
+            }
+
+            async fn release_task(&self, task_id: Uuid, agent_id: Uuid, at: DateTime<Utc>) -> Result<TaskRecord> {
+                let mut tx = self.begin_write().await?;
+                let row: Option<TaskRow> = sqlx::query_as(&format!(
+                    "UPDATE tasks SET status = 'available', assigned_agent_id = NULL, lease_expires_at = NULL, \
+                     notify_round = 0, notified_at = NULL, updated_at = $1 \
+                     WHERE id = $2 AND status = 'claimed' AND assigned_agent_id = $3 RETURNING {TASK_COLUMNS}"
+                ))
+                .bind(at)
+                .bind(task_id)
+                .bind(agent_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+                let row = row.ok_or(StoreError::Conflict(Conflict::InvalidState))?;
+                tx.commit().await?;
+                row.try_into()
+            }
+
+            async fn cancel_task(&self, task_id: Uuid, at: DateTime<Utc>, audit: &AuditEntry) -> Result<TaskRecord> {
+                let mut tx = self.begin_write().await?;
+                let Some(task) = finish_task(&mut tx, task_id, TaskStatus::Cancelled, OPEN_STATUSES, at).await? else {
+                    return Err(match fetch_task(&mut tx, task_id).await? {
+                        None => StoreError::NotFound,
+                        Some(_) => StoreError::Conflict(Conflict::InvalidState),
+                    });
+                };
+                abandon(&mut tx, &task, at, "task cancelled").await?;
+                insert_audit(&mut tx, audit).await?;
+                tx.commit().await?;
+                Ok(task)
+            }
+
+            async fn cancel_workflow(&self, id: Uuid, at: DateTime<Utc>, audit: &AuditEntry) -> Result<WorkflowRecord> {
+                let mut tx = self.begin_write().await?;
+                if !set_workflow_status(&mut tx, id, WorkflowStatus::Cancelled, at).await? {
+                    let exists: Option<Uuid> = sqlx::query_scalar("SELECT id FROM workflows WHERE id = $1")
+                        .bind(id)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                    return Err(if exists.is_some() { StoreError::Conflict(Conflict::InvalidState) } else { StoreError::NotFound });
+                }
+                let ids: Vec<Uuid> = sqlx::query_scalar(&format!("SELECT id FROM tasks WHERE workflow_id = $1 AND status IN {OPEN_STATUSES}"))
+                    .bind(id)
+                    .fetch_all(&mut *tx)
+                    .await?;
+                for task_id in ids {
+                    if let Some(t) = finish_task(&mut tx, task_id, TaskStatus::Cancelled, OPEN_STATUSES, at).await? {
+                        refund(&mut tx, &t, at, "workflow cancelled").await?;
+                    }
+                }
+                insert_audit(&mut tx, audit).await?;
+                let row: WorkflowRow = sqlx::query_as(&format!("SELECT {WORKFLOW_COLUMNS} FROM workflows WHERE id = $1"))
+                    .bind(id)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                row.try_into()
+            }
+
+            async fn expire_leases(&self, now: DateTime<Utc>, retry: &RetryPolicy, limit: i64) -> Result<Vec<TaskRecord>> {
+                let mut tx = self.begin_write().await?;
+                let rows: Vec<TaskRow> = sqlx::query_as(&format!(
+                    "SELECT {TASK_COLUMNS} FROM tasks WHERE status = 'claimed' AND lease_expires_at < $1 \
+                     ORDER BY lease_expires_at LIMIT $2"
+                ))
+                .bind(now)
+                .bind(limit)
+                .fetch_all(&mut *tx)
+                .await?;
+                let mut changed = Vec::new();
+                for task in rows::collect::<_, TaskRecord>(rows)? {
+                    let (after, cancelled) = retry_or_fail(&mut tx, &task, retry, now, "lease expired, attempts exhausted").await?;
+                    changed.extend(after);
+                    changed.extend(cancelled);
+                }
+                tx.commit().await?;
+                Ok(changed)
+            }
+
+            async fn expire_deadlines(&self, now: DateTime<Utc>, limit: i64) -> Result<Vec<TaskRecord>> {
+                let mut tx = self.begin_write().await?;
+                let ids: Vec<Uuid> = sqlx::query_scalar(&format!(
+                    "SELECT id FROM tasks WHERE status IN {OPEN_STATUSES} AND deadline < $1 ORDER BY deadline LIMIT $2"
+                ))
+                .bind(now)
+                .bind(limit)
+                .fetch_all(&mut *tx)
+                .await?;
+                let mut changed = Vec::new();
+                for id in ids {
+                    if let Some(t) = finish_task(&mut tx, id, TaskStatus::Expired, OPEN_STATUSES, now).await? {
+                        let cancelled = abandon(&mut tx, &t, now, "deadline passed").await?;
+                        changed.push(t);
+                        changed.extend(cancelled);
+                    }
+                }
+                tx.commit().await?;
+                Ok(changed)
+            }
+
+            async fn tasks_to_notify(&self, now: DateTime<Utc>, window_start: DateTime<Utc>, limit: i64) -> Result<Vec<TaskRecord>> {
+                let rows: Vec<TaskRow> = sqlx::query_as(&format!(
+                    "SELECT {TASK_COLUMNS} FROM tasks WHERE status = 'available' \
+                     AND (retry_at IS NULL OR retry_at <= $1) AND (notified_at IS NULL OR notified_at < $2) \
+                     ORDER BY id LIMIT $3"
+                ))
+                .bind(now)
+                .bind(window_start)
+                .bind(limit)
+                .fetch_all(self.reader())
+                .await?;
+                rows::collect(rows)
+            }
+
+            async fn mark_notified(&self, task_id: Uuid, round: i64, at: DateTime<Utc>) -> Result<bool> {
+                let mut tx = self.begin_write().await?;
+                let n = sqlx::query("UPDATE tasks SET notify_round = $1 + 1, notified_at = $2 WHERE id = $3 AND notify_round = $1")
+                    .bind(round)
+                    .bind(at)
+                    .bind(task_id)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                tx.commit().await?;
+                Ok(n == 1)
+            }
+
+            async fn active_task_counts(&self) -> Result<Vec<(Uuid, i64)>> {
+                Ok(sqlx::query_as(
+                    "SELECT assigned_agent_id, COUNT(*) FROM tasks WHERE status = 'claimed' AND assigned_agent_id IS NOT NULL \
+                     GROUP BY assigned_agent_id",
+                )
+                .fetch_all(self.reader())
+                .await?)
+            }
+
+            async fn balances(&self, owner: Uuid) -> Result<Balances> {
+                let rows: Vec<(String, i64)> = sqlx::query_as("SELECT kind, balance FROM ledger_accounts WHERE owner_id = $1")
+                    .bind(owner)
+                    .fetch_all(self.reader())
+                    .await?;
+                let mut b = Balances::default();
+                for (kind, balance) in rows {
+                    match kind.as_str() {
+                        "available" | "treasury" => b.available = balance,
+                        "escrow" => b.escrow = balance,
+                        _ => {}
+                    }
+                }
+                b.total_earned = sqlx::query_scalar(
+                    "SELECT CAST(COALESCE(SUM(amount), 0) AS BIGINT) FROM ledger_entries \
+                     WHERE account_id = $1 AND kind IN ('payout', 'bonus')",
+                )
+                .bind(account_id(owner, AccountKind::Available))
+                .fetch_one(self.reader())
+                .await?;
+                Ok(b)
+            }
+
+            async fn ledger_entries(&self, q: &LedgerQuery) -> Result<Vec<LedgerEntry>> {
+                let mut qb = QueryBuilder::<$db>::new(format!("SELECT {LEDGER_COLUMNS} FROM ledger_entries WHERE 1 = 1"));
+                if let Some(owner) = q.owner {
+                    qb.push(" AND account_id IN (SELECT id FROM ledger_accounts WHERE owner_id = ").push_bind(owner).push(")");
+                }
+                if let Some(task) = q.task_id {
+                    qb.push(" AND task_id = ").push_bind(task);
+                }
+                if let Some(before) = q.before {
+                    qb.push(" AND id < ").push_bind(before);
+                }
+                qb.push(" ORDER BY id DESC LIMIT ").push_bind(q.limit);
+                let rows: Vec<LedgerRow> = qb.build_query_as().fetch_all(self.reader()).await?;
+                Ok(rows.into_iter().map(Into::into).collect())
+            }
+
+            async fn ledger_total(&self) -> Result<i64> {
+                Ok(sqlx::query_scalar("SELECT CAST(COALESCE(SUM(amount), 0) AS BIGINT) FROM ledger_entries")
+                    .fetch_one(self.reader())
+                    .await?)
+            }
+
+            async fn ledger_mismatches(&self) -> Result<Vec<Uuid>> {
+                Ok(sqlx::query_scalar(
+                    "SELECT a.id FROM ledger_accounts a WHERE a.balance <> \
+                     (SELECT CAST(COALESCE(SUM(e.amount), 0) AS BIGINT) FROM ledger_entries e WHERE e.account_id = a.id)",
+                )
+                .fetch_all(self.reader())
+                .await?)
+            }
+
+            async fn grant(&self, to: Uuid, amount: i64, memo: &str, audit: &AuditEntry) -> Result<()> {
+                if amount <= 0 {
+                    return Err(StoreError::invalid("amount", "must be positive"));
+                }
+                let mut tx = self.begin_write().await?;
+                post_ledger(
+                    &mut tx,
+                    audit.at,
+                    None,
+                    memo,
+                    &[(account_id(PLATFORM, AccountKind::Treasury), -amount, "grant"), (account_id(to, AccountKind::Available), amount, "grant")],
+                )
+                .await?;
+                insert_audit(&mut tx, audit).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn idempotent_response(&self, agent: Uuid, key: &str) -> Result<Option<IdempotentResponse>> {
+                let row: Option<(String, i64, String, DateTime<Utc>)> = sqlx::query_as(
+                    "SELECT request_hash, status, body, created_at FROM idempotency_keys WHERE agent_id = $1 AND key = $2",
+                )
+                .bind(agent)
+                .bind(key)
+                .fetch_optional(self.reader())
+                .await?;
+                Ok(row.map(|(request_hash, status, body, created_at)| IdempotentResponse {
+                    request_hash,
+                    status: u16::try_from(status).unwrap_or(500),
+                    body,
+                    created_at,
+                }))
+            }
+
+            async fn save_idempotent_response(&self, agent: Uuid, key: &str, r: &IdempotentResponse) -> Result<bool> {
+                let mut tx = self.begin_write().await?;
+                let n = sqlx::query(
+                    "INSERT INTO idempotency_keys (agent_id, key, request_hash, status, body, created_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (agent_id, key) DO NOTHING",
+                )
+                .bind(agent)
+                .bind(key)
+                .bind(&r.request_hash)
+                .bind(i64::from(r.status))
+                .bind(&r.body)
+                .bind(r.created_at)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                tx.commit().await?;
+                Ok(n == 1)
+            }
+        }
+        }
+    };
+}
+
+pub(crate) use impl_sql_store;

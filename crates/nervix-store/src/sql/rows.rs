@@ -1,0 +1,327 @@
+//! Row shapes shared by both backends and their conversion into records.
+
+use chrono::{DateTime, Utc};
+use nervix_core::{Complexity, Role, TaskKind, TaskStatus};
+use serde_json::Value;
+use sqlx::types::Json;
+use uuid::Uuid;
+
+use crate::model::*;
+use crate::StoreError;
+
+fn parse<T: std::str::FromStr>(what: &str, s: &str) -> Result<T, StoreError> {
+    s.parse()
+        .map_err(|_| StoreError::Corrupt(format!("unknown {what} {s:?}")))
+}
+
+pub(crate) const AGENT_COLUMNS: &str = "id, handle, name, public_key, encryption_public_key, \
+    capabilities, metadata, max_concurrent_tasks, available, role, suspended, reputation, \
+    rep_automated, rep_success, rep_peer, tasks_completed, tasks_failed, last_seen_at, \
+    created_at, updated_at";
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct AgentRow {
+    id: Uuid,
+    handle: String,
+    name: String,
+    public_key: String,
+    encryption_public_key: Option<String>,
+    capabilities: Json<Vec<String>>,
+    metadata: Json<Value>,
+    max_concurrent_tasks: i64,
+    available: bool,
+    role: String,
+    suspended: bool,
+    reputation: i64,
+    rep_automated: i64,
+    rep_success: i64,
+    rep_peer: i64,
+    tasks_completed: i64,
+    tasks_failed: i64,
+    last_seen_at: Option<DateTime<Utc>>,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+impl TryFrom<AgentRow> for AgentRecord {
+    type Error = StoreError;
+
+    fn try_from(r: AgentRow) -> Result<Self, StoreError> {
+        Ok(AgentRecord {
+            id: r.id,
+            handle: r.handle,
+            name: r.name,
+            public_key: r.public_key,
+            encryption_public_key: r.encryption_public_key,
+            capabilities: r.capabilities.0,
+            metadata: r.metadata.0,
+            max_concurrent_tasks: r.max_concurrent_tasks,
+            available: r.available,
+            role: parse::<Role>("role", &r.role)?,
+            suspended: r.suspended,
+            reputation: r.reputation,
+            rep_automated: r.rep_automated,
+            rep_success: r.rep_success,
+            rep_peer: r.rep_peer,
+            tasks_completed: r.tasks_completed,
+            tasks_failed: r.tasks_failed,
+            last_seen_at: r.last_seen_at,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+        })
+    }
+}
+
+pub(crate) const CHALLENGE_COLUMNS: &str =
+    "id, purpose, agent_id, public_key, challenge, payload, failures, expires_at, consumed_at, created_at";
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct ChallengeRow {
+    id: Uuid,
+    purpose: String,
+    agent_id: Option<Uuid>,
+    public_key: String,
+    challenge: String,
+    payload: Option<Json<Value>>,
+    failures: i64,
+    expires_at: DateTime<Utc>,
+    consumed_at: Option<DateTime<Utc>>,
+    created_at: DateTime<Utc>,
+}
+
+impl TryFrom<ChallengeRow> for ChallengeRecord {
+    type Error = StoreError;
+
+    fn try_from(r: ChallengeRow) -> Result<Self, StoreError> {
+        let purpose = match r.purpose.as_str() {
+            "enroll" => ChallengePurpose::Enroll,
+            "auth" => ChallengePurpose::Auth,
+            other => {
+                return Err(StoreError::Corrupt(format!(
+                    "unknown challenge purpose {other:?}"
+                )))
+            }
+        };
+        Ok(ChallengeRecord {
+            id: r.id,
+            purpose,
+            agent_id: r.agent_id,
+            public_key: r.public_key,
+            challenge: r.challenge,
+            payload: r.payload.map(|j| j.0),
+            failures: r.failures,
+            expires_at: r.expires_at,
+            consumed_at: r.consumed_at,
+            created_at: r.created_at,
+        })
+    }
+}
+
+pub(crate) const AUDIT_COLUMNS: &str =
+    "id, at, actor_id, actor_handle, action, target, client_ip, details";
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct AuditRow {
+    id: Uuid,
+    at: DateTime<Utc>,
+    actor_id: Option<Uuid>,
+    actor_handle: Option<String>,
+    action: String,
+    target: Option<String>,
+    client_ip: Option<String>,
+    details: Json<Value>,
+}
+
+impl From<AuditRow> for AuditRecord {
+    fn from(r: AuditRow) -> Self {
+        AuditRecord {
+            id: r.id,
+            at: r.at,
+            actor_id: r.actor_id,
+            actor_handle: r.actor_handle,
+            action: r.action,
+            target: r.target,
+            client_ip: r.client_ip,
+            details: r.details.0,
+        }
+    }
+}
+
+pub(crate) const TASK_COLUMNS: &str = "id, title, description, capabilities, min_reputation, \
+    reward_cents, complexity, kind, output_schema, language, deadline, status, workflow_id, \
+    workflow_key, posted_by, funded_by_treasury, assigned_agent_id, attempts, max_attempts, \
+    lease_expires_at, retry_at, notify_round, notified_at, settled, created_at, updated_at";
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct TaskRow {
+    id: Uuid,
+    title: String,
+    description: String,
+    capabilities: Json<Vec<String>>,
+    min_reputation: i64,
+    reward_cents: i64,
+    complexity: String,
+    kind: String,
+    output_schema: Option<Json<Value>>,
+    language: Option<String>,
+    deadline: DateTime<Utc>,
+    status: String,
+    workflow_id: Option<Uuid>,
+    workflow_key: Option<String>,
+    posted_by: Uuid,
+    funded_by_treasury: bool,
+    assigned_agent_id: Option<Uuid>,
+    attempts: i64,
+    max_attempts: i64,
+    lease_expires_at: Option<DateTime<Utc>>,
+    retry_at: Option<DateTime<Utc>>,
+    notify_round: i64,
+    notified_at: Option<DateTime<Utc>>,
+    settled: bool,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+impl TryFrom<TaskRow> for TaskRecord {
+    type Error = StoreError;
+
+    fn try_from(r: TaskRow) -> Result<Self, StoreError> {
+        Ok(TaskRecord {
+            id: r.id,
+            title: r.title,
+            description: r.description,
+            capabilities: r.capabilities.0,
+            min_reputation: r.min_reputation,
+            reward_cents: r.reward_cents,
+            complexity: parse::<Complexity>("complexity", &r.complexity)?,
+            kind: parse::<TaskKind>("kind", &r.kind)?,
+            output_schema: r.output_schema.map(|j| j.0),
+            language: r.language,
+            deadline: r.deadline,
+            status: parse::<TaskStatus>("status", &r.status)?,
+            workflow_id: r.workflow_id,
+            workflow_key: r.workflow_key,
+            posted_by: r.posted_by,
+            funded_by_treasury: r.funded_by_treasury,
+            assigned_agent_id: r.assigned_agent_id,
+            attempts: r.attempts,
+            max_attempts: r.max_attempts,
+            lease_expires_at: r.lease_expires_at,
+            retry_at: r.retry_at,
+            notify_round: r.notify_round,
+            notified_at: r.notified_at,
+            settled: r.settled,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+        })
+    }
+}
+
+pub(crate) const WORKFLOW_COLUMNS: &str = "id, name, status, posted_by, created_at, updated_at";
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct WorkflowRow {
+    id: Uuid,
+    name: String,
+    status: String,
+    posted_by: Uuid,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+impl TryFrom<WorkflowRow> for WorkflowRecord {
+    type Error = StoreError;
+
+    fn try_from(r: WorkflowRow) -> Result<Self, StoreError> {
+        Ok(WorkflowRecord {
+            id: r.id,
+            name: r.name,
+            status: WorkflowStatus::parse(&r.status).ok_or_else(|| {
+                StoreError::Corrupt(format!("unknown workflow status {:?}", r.status))
+            })?,
+            posted_by: r.posted_by,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+        })
+    }
+}
+
+pub(crate) const SUBMISSION_COLUMNS: &str =
+    "id, task_id, agent_id, content, notes, quality_score, \
+    checks, status, feedback, payout_cents, created_at, decided_at";
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct SubmissionRow {
+    id: Uuid,
+    task_id: Uuid,
+    agent_id: Uuid,
+    content: Json<Value>,
+    notes: Option<String>,
+    quality_score: i64,
+    checks: Json<Value>,
+    status: String,
+    feedback: Option<String>,
+    payout_cents: Option<i64>,
+    created_at: DateTime<Utc>,
+    decided_at: Option<DateTime<Utc>>,
+}
+
+impl TryFrom<SubmissionRow> for SubmissionRecord {
+    type Error = StoreError;
+
+    fn try_from(r: SubmissionRow) -> Result<Self, StoreError> {
+        Ok(SubmissionRecord {
+            id: r.id,
+            task_id: r.task_id,
+            agent_id: r.agent_id,
+            content: r.content.0,
+            notes: r.notes,
+            quality_score: r.quality_score,
+            checks: r.checks.0,
+            status: SubmissionStatus::parse(&r.status).ok_or_else(|| {
+                StoreError::Corrupt(format!("unknown submission status {:?}", r.status))
+            })?,
+            feedback: r.feedback,
+            payout_cents: r.payout_cents,
+            created_at: r.created_at,
+            decided_at: r.decided_at,
+        })
+    }
+}
+
+pub(crate) const LEDGER_COLUMNS: &str =
+    "id, txn_id, account_id, amount, kind, task_id, memo, created_at";
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct LedgerRow {
+    id: Uuid,
+    txn_id: Uuid,
+    account_id: Uuid,
+    amount: i64,
+    kind: String,
+    task_id: Option<Uuid>,
+    memo: String,
+    created_at: DateTime<Utc>,
+}
+
+impl From<LedgerRow> for LedgerEntry {
+    fn from(r: LedgerRow) -> Self {
+        LedgerEntry {
+            id: r.id,
+            txn_id: r.txn_id,
+            account_id: r.account_id,
+            amount: r.amount,
+            kind: r.kind,
+            task_id: r.task_id,
+            memo: r.memo,
+            created_at: r.created_at,
+        }
+    }
+}
+
+pub(crate) fn collect<R, T>(rows: Vec<R>) -> Result<Vec<T>, StoreError>
+where
+    T: TryFrom<R, Error = StoreError>,
+{
+    rows.into_iter().map(T::try_from).collect()
+}

@@ -1,0 +1,78 @@
+//! Fresh, isolated stores for tests: a SQLite file in a temporary folder, or a private schema
+//! in the PostgreSQL database named by `NERVIX_TEST_POSTGRES_URL`.
+
+use std::str::FromStr;
+use std::sync::Arc;
+
+use sqlx::postgres::PgConnectOptions;
+use sqlx::Connection;
+
+use crate::{ConnectOptions, PgStore, SqliteStore, Store};
+
+/// Keeps the temporary folder of a SQLite test store alive.
+pub struct TestStore {
+    pub store: Arc<dyn Store>,
+    pub url: String,
+    _dir: Option<tempfile::TempDir>,
+}
+
+pub async fn sqlite() -> TestStore {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let url = format!("sqlite://{}", dir.path().join("nervix.db").display());
+    let store = SqliteStore::connect(&url, &ConnectOptions::default())
+        .await
+        .expect("open sqlite store");
+    TestStore {
+        store: Arc::new(store),
+        url,
+        _dir: Some(dir),
+    }
+}
+
+/// The PostgreSQL URL for tests, or `None` (the caller prints that it skips). In CI
+/// (`CI=true`) a missing URL is a hard failure: nothing may silently skip there.
+pub fn postgres_url() -> Option<String> {
+    match std::env::var("NERVIX_TEST_POSTGRES_URL") {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ => {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "NERVIX_TEST_POSTGRES_URL must be set in CI"
+            );
+            eprintln!("SKIP: NERVIX_TEST_POSTGRES_URL is not set; PostgreSQL tests skip");
+            None
+        }
+    }
+}
+
+/// A store on a new, empty schema of the test database; `None` when PostgreSQL tests skip.
+pub async fn postgres() -> Option<TestStore> {
+    let base = postgres_url()?;
+    let schema = format!("t_{}", uuid::Uuid::new_v4().simple());
+    let mut conn = sqlx::PgConnection::connect(&base)
+        .await
+        .expect("connect to NERVIX_TEST_POSTGRES_URL");
+    sqlx::query(&format!("CREATE SCHEMA {schema}"))
+        .execute(&mut conn)
+        .await
+        .expect("create test schema");
+    conn.close().await.ok();
+    let url = with_search_path(&base, &schema);
+    let options = PgConnectOptions::from_str(&base)
+        .expect("parse postgres url")
+        .options([("search_path", schema.as_str())]);
+    let store = PgStore::connect_with(options, &ConnectOptions::default())
+        .await
+        .expect("open postgres store");
+    Some(TestStore {
+        store: Arc::new(store),
+        url,
+        _dir: None,
+    })
+}
+
+/// `base` with `options=-csearch_path=schema`, so a server started from the URL uses the schema.
+pub fn with_search_path(base: &str, schema: &str) -> String {
+    let sep = if base.contains('?') { '&' } else { '?' };
+    format!("{base}{sep}options=-csearch_path%3D{schema}")
+}

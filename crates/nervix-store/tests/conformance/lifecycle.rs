@@ -1,0 +1,774 @@
+//! Submissions and settlement, release, cancellation, lease and deadline expiry.
+
+use std::sync::Arc;
+
+use chrono::Duration;
+use nervix_core::reputation::settle;
+use nervix_core::{Level, Money, TaskStatus};
+use nervix_store::*;
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::support::*;
+
+pub async fn submit_accept_pays_per_settle(store: Arc<dyn Store>) {
+    let poster = enroll(&store, &[]).await;
+    grant(&store, poster.id, 10_000).await;
+    let worker = enroll(&store, &[]).await;
+
+    let t = post_one(&store, &poster, task(1000)).await;
+    claim_ok(&store, t.id, worker.id).await;
+    let at = now();
+    let s = NewSubmission {
+        feedback: Some("good".to_owned()),
+        ..submission(t.id, worker.id, Decision::Accept, 80, at)
+    };
+    let SubmitOutcome::Done {
+        submission: sub,
+        task: done,
+        unblocked,
+        cancelled,
+    } = store.submit(&s).await.unwrap()
+    else {
+        panic!("submit not applied")
+    };
+    // Novice: ×1.0; quality 80 pays 80 %, 20 % goes back to the poster.
+    let expected = settle(Money::from_cents(1000), 80, Level::Novice);
+    assert_eq!(
+        (
+            expected.from_escrow.cents(),
+            expected.bonus.cents(),
+            expected.refund.cents()
+        ),
+        (800, 0, 200)
+    );
+    assert_eq!(
+        sub,
+        SubmissionRecord {
+            id: s.id,
+            task_id: t.id,
+            agent_id: worker.id,
+            content: json!("the work"),
+            notes: Some("notes".to_owned()),
+            quality_score: 80,
+            checks: s.checks.clone(),
+            status: SubmissionStatus::Accepted,
+            feedback: Some("good".to_owned()),
+            payout_cents: Some(800),
+            created_at: at,
+            decided_at: Some(at),
+        }
+    );
+    assert_eq!(store.submission(s.id).await.unwrap().as_ref(), Some(&sub));
+    assert_eq!(store.submission(Uuid::now_v7()).await.unwrap(), None);
+    assert_eq!(done.status, TaskStatus::Completed);
+    assert!(done.settled);
+    assert_eq!(done.lease_expires_at, None);
+    assert!(unblocked.is_empty() && cancelled.is_empty());
+    assert_eq!(task_of(&store, t.id).await, done);
+
+    let w = balances(&store, worker.id).await;
+    assert_eq!((w.available, w.escrow, w.total_earned), (800, 0, 800));
+    let p = balances(&store, poster.id).await;
+    assert_eq!((p.available, p.escrow), (10_000 - 1000 + 200, 0));
+    assert_eq!(
+        balances(&store, PLATFORM).await.available,
+        -10_000,
+        "no bonus for a novice"
+    );
+    let agent = store.agent(worker.id).await.unwrap().unwrap();
+    assert_eq!((agent.tasks_completed, agent.tasks_failed), (1, 0));
+    assert_settled_once(&store, &done).await;
+
+    // The worker's ledger view.
+    let entries = store
+        .ledger_entries(&LedgerQuery {
+            owner: Some(worker.id),
+            limit: 10,
+            ..LedgerQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(entries.len(), 1);
+    assert_eq!(
+        (
+            entries[0].amount,
+            entries[0].kind.as_str(),
+            entries[0].task_id
+        ),
+        (800, "payout", Some(t.id))
+    );
+
+    // Quality 100 pays the whole reward; quality 0 pays nothing and refunds all.
+    let full = post_one(&store, &poster, task(500)).await;
+    let (sub, _, _) = complete(&store, full.id, worker.id, 100).await;
+    assert_eq!(sub.payout_cents, Some(500));
+    let zero = post_one(&store, &poster, task(500)).await;
+    let (sub, _, _) = complete(&store, zero.id, worker.id, 0).await;
+    assert_eq!(sub.payout_cents, Some(0));
+    let w = balances(&store, worker.id).await;
+    assert_eq!((w.available, w.total_earned), (1300, 1300));
+    let p = balances(&store, poster.id).await;
+    assert_eq!((p.available, p.escrow), (9200 - 500, 0));
+    assert_eq!(store.stats(now()).await.unwrap().paid_out_cents, 1300);
+    assert_ledger_consistent(&store).await;
+}
+
+pub async fn submit_accept_bonus_from_treasury(store: Arc<dyn Store>) {
+    let admin = admin(&store).await;
+    let poster = enroll(&store, &[]).await;
+    grant(&store, poster.id, 10_000).await;
+    let worker = enroll(&store, &[]).await;
+    finish_probation(&store, &admin, worker.id).await;
+    let before = balances(&store, worker.id).await;
+    let treasury = balances(&store, PLATFORM).await.available;
+
+    // Intermediate: ×1.2. Quality 100 on 1000: 1000 from escrow, 200 bonus from the treasury.
+    let t = post_one(&store, &poster, task(1000)).await;
+    let (sub, done, _) = complete(&store, t.id, worker.id, 100).await;
+    assert_eq!(sub.payout_cents, Some(1200));
+    assert_eq!(
+        balances(&store, worker.id).await.available,
+        before.available + 1200
+    );
+    assert_eq!(balances(&store, PLATFORM).await.available, treasury - 200);
+    let p = balances(&store, poster.id).await;
+    assert_eq!((p.available, p.escrow), (9000, 0));
+    assert_settled_once(&store, &done).await;
+
+    // Quality 90: 1080 = all of the escrow plus 80 bonus, nothing back to the poster.
+    let t = post_one(&store, &poster, task(1000)).await;
+    let (sub, _, _) = complete(&store, t.id, worker.id, 90).await;
+    assert_eq!(sub.payout_cents, Some(1080));
+    assert_eq!(balances(&store, PLATFORM).await.available, treasury - 280);
+    // Quality 50: 600 from escrow, 400 back.
+    let t = post_one(&store, &poster, task(1000)).await;
+    let (sub, _, _) = complete(&store, t.id, worker.id, 50).await;
+    assert_eq!(sub.payout_cents, Some(600));
+    assert_eq!(
+        balances(&store, poster.id).await.available,
+        8000 - 1000 + 400
+    );
+    assert_eq!(
+        balances(&store, worker.id).await.total_earned,
+        before.total_earned + 1200 + 1080 + 600
+    );
+    assert_ledger_consistent(&store).await;
+}
+
+pub async fn submit_treasury_funded(store: Arc<dyn Store>) {
+    let admin = admin(&store).await;
+    let worker = enroll(&store, &[]).await;
+    let t = post_one(&store, &admin, task(500)).await;
+    assert!(t.funded_by_treasury);
+    let (sub, done, _) = complete(&store, t.id, worker.id, 100).await;
+    assert_eq!(sub.payout_cents, Some(500));
+    assert_eq!(balances(&store, worker.id).await.available, 500);
+    let platform = balances(&store, PLATFORM).await;
+    assert_eq!((platform.available, platform.escrow), (-500, 0));
+    assert_settled_once(&store, &done).await;
+    assert_eq!(
+        balances(&store, admin.id).await,
+        Balances::default(),
+        "the admin's own money is untouched"
+    );
+
+    // A partial payout returns the rest to the treasury.
+    let t = post_one(&store, &admin, task(500)).await;
+    let (sub, _, _) = complete(&store, t.id, worker.id, 50).await;
+    assert_eq!(sub.payout_cents, Some(250));
+    let platform = balances(&store, PLATFORM).await;
+    assert_eq!((platform.available, platform.escrow), (-750, 0));
+    assert_ledger_consistent(&store).await;
+}
+
+pub async fn submit_not_assignee(store: Arc<dyn Store>) {
+    let admin = admin(&store).await;
+    let w1 = enroll(&store, &[]).await;
+    let w2 = enroll(&store, &[]).await;
+    let t = post_one(&store, &admin, task(100)).await;
+
+    // Not claimed yet: nobody may submit.
+    assert_eq!(
+        submit(&store, t.id, w1.id, Decision::Accept, 100).await,
+        SubmitOutcome::NotAssignee
+    );
+    claim_ok(&store, t.id, w1.id).await;
+    let before = task_of(&store, t.id).await;
+    assert_eq!(
+        submit(&store, t.id, w2.id, Decision::Accept, 100).await,
+        SubmitOutcome::NotAssignee
+    );
+    assert_eq!(
+        submit(&store, t.id, w2.id, Decision::Reject, 0).await,
+        SubmitOutcome::NotAssignee
+    );
+    assert_eq!(
+        submit(&store, Uuid::now_v7(), w1.id, Decision::Accept, 100).await,
+        SubmitOutcome::TaskNotFound
+    );
+    assert_eq!(task_of(&store, t.id).await, before, "nothing changed");
+    assert_eq!(store.agent(w2.id).await.unwrap().unwrap().tasks_failed, 0);
+    assert_eq!(balances(&store, w2.id).await, Balances::default());
+
+    // Once done, not even the assignee may submit again.
+    submit_done(&store, t.id, w1.id, Decision::Accept, 100).await;
+    let s = submission(t.id, w1.id, Decision::Accept, 100, now());
+    assert_eq!(store.submit(&s).await.unwrap(), SubmitOutcome::NotAssignee);
+    assert_eq!(
+        store.submission(s.id).await.unwrap(),
+        None,
+        "no submission stored"
+    );
+    assert_eq!(balances(&store, w1.id).await.available, 100, "paid once");
+    assert_ledger_consistent(&store).await;
+}
+
+pub async fn submit_reject_retries_then_fails(store: Arc<dyn Store>) {
+    let poster = enroll(&store, &[]).await;
+    grant(&store, poster.id, 10_000).await;
+    let worker = enroll(&store, &[]).await;
+
+    // a → b → c, plus d → c; a has two attempts.
+    let wf = NewWorkflow {
+        id: Uuid::now_v7(),
+        name: "chain".to_owned(),
+    };
+    let a = NewTask {
+        max_attempts: 2,
+        ..task(1000)
+    };
+    let b = NewTask {
+        depends_on: vec![a.id],
+        ..task(200)
+    };
+    let d = task(300);
+    let c = NewTask {
+        depends_on: vec![b.id, d.id],
+        ..task(400)
+    };
+    let (a_id, b_id, c_id, d_id) = (a.id, b.id, c.id, d.id);
+    let mut p = post(&poster, vec![a, b, d, c]);
+    p.workflow = Some(wf.clone());
+    store.post_tasks(&p).await.unwrap();
+    assert_eq!(balances(&store, poster.id).await.available, 10_000 - 1900);
+
+    // First rejection: back to the pool after a back-off, attempt counted.
+    claim_ok(&store, a_id, worker.id).await;
+    let at = now();
+    let s = NewSubmission {
+        feedback: Some("empty".to_owned()),
+        ..submission(a_id, worker.id, Decision::Reject, 20, at)
+    };
+    let SubmitOutcome::Done {
+        submission: sub,
+        task: after,
+        unblocked,
+        cancelled,
+    } = store.submit(&s).await.unwrap()
+    else {
+        panic!("reject not applied")
+    };
+    assert_eq!(sub.status, SubmissionStatus::Rejected);
+    assert_eq!(sub.payout_cents, None);
+    assert_eq!(sub.quality_score, 20);
+    assert_eq!(sub.feedback.as_deref(), Some("empty"));
+    assert_eq!(after.status, TaskStatus::Available);
+    assert_eq!(after.attempts, 1);
+    assert_eq!(after.assigned_agent_id, None);
+    assert_eq!(after.lease_expires_at, None);
+    let retry_at = after.retry_at.expect("retry_at set");
+    assert!(retry_at > at, "retry_at in the future");
+    assert_eq!(
+        retry_at,
+        at + Duration::seconds(RetryPolicy::default().delay_seconds(1))
+    );
+    assert!(!after.settled);
+    assert!(unblocked.is_empty() && cancelled.is_empty());
+    assert_eq!(task_of(&store, a_id).await, after);
+    assert_escrow_held(&store, &after).await;
+    assert_eq!(
+        store.agent(worker.id).await.unwrap().unwrap().tasks_failed,
+        1
+    );
+    assert_eq!(balances(&store, worker.id).await.available, 0);
+
+    // Last attempt rejected: failed for good, escrow back, everything downstream cancelled.
+    assert!(matches!(
+        store
+            .claim_task(&claim_req(a_id, worker.id, retry_at))
+            .await
+            .unwrap(),
+        ClaimOutcome::Claimed(_)
+    ));
+    let (sub, failed, unblocked, cancelled) =
+        submit_done(&store, a_id, worker.id, Decision::Reject, 10).await;
+    assert_eq!(sub.status, SubmissionStatus::Rejected);
+    assert_eq!(failed.status, TaskStatus::Failed);
+    assert_eq!(failed.attempts, 2);
+    assert!(failed.settled);
+    assert!(unblocked.is_empty());
+    assert_eq!(
+        ids(&cancelled),
+        sorted(vec![b_id, c_id]),
+        "b and, through it, c"
+    );
+    assert!(cancelled
+        .iter()
+        .all(|t| t.status == TaskStatus::Cancelled && t.settled));
+    assert_eq!(
+        task_of(&store, d_id).await.status,
+        TaskStatus::Available,
+        "d is upstream of c, not down"
+    );
+    assert_eq!(
+        store.workflow(wf.id).await.unwrap().unwrap().status,
+        WorkflowStatus::Failed
+    );
+    for id in [a_id, b_id, c_id] {
+        assert_settled_once(&store, &task_of(&store, id).await).await;
+    }
+    assert_escrow_held(&store, &task_of(&store, d_id).await).await;
+    let p = balances(&store, poster.id).await;
+    assert_eq!((p.available, p.escrow), (10_000 - 300, 300));
+    assert_eq!(
+        store.agent(worker.id).await.unwrap().unwrap().tasks_failed,
+        2
+    );
+    assert_ledger_consistent(&store).await;
+}
+
+pub async fn release_task_only_assignee(store: Arc<dyn Store>) {
+    let admin = admin(&store).await;
+    let w1 = enroll(&store, &[]).await;
+    let w2 = enroll(&store, &[]).await;
+    let t = post_one(&store, &admin, task(100)).await;
+
+    let r = store.release_task(t.id, w1.id, now()).await;
+    assert!(
+        is_conflict(&r, Conflict::InvalidState),
+        "not claimed: {r:?}"
+    );
+    claim_ok(&store, t.id, w1.id).await;
+    let r = store.release_task(t.id, w2.id, now()).await;
+    assert!(
+        is_conflict(&r, Conflict::InvalidState),
+        "not the assignee: {r:?}"
+    );
+    assert_eq!(task_of(&store, t.id).await.assigned_agent_id, Some(w1.id));
+
+    let released = store.release_task(t.id, w1.id, now()).await.unwrap();
+    assert_eq!(released.status, TaskStatus::Available);
+    assert_eq!(released.assigned_agent_id, None);
+    assert_eq!(released.lease_expires_at, None);
+    assert_eq!(released.attempts, 0, "a release is not a failed attempt");
+    assert_eq!(released.retry_at, None);
+    assert_eq!(task_of(&store, t.id).await, released);
+    assert_escrow_held(&store, &released).await;
+    // Anyone may take it at once.
+    claim_ok(&store, t.id, w2.id).await;
+    assert!(store.active_task_counts().await.unwrap() == vec![(w2.id, 1)]);
+    assert_ledger_consistent(&store).await;
+}
+
+pub async fn cancel_task_refunds(store: Arc<dyn Store>) {
+    let poster = enroll(&store, &[]).await;
+    grant(&store, poster.id, 1000).await;
+    let worker = enroll(&store, &[]).await;
+
+    // An open task.
+    let t = post_one(&store, &poster, task(300)).await;
+    let mut dep = task(200);
+    dep.depends_on = vec![t.id];
+    let dep = post_one(&store, &poster, dep).await;
+    assert_eq!(balances(&store, poster.id).await.available, 500);
+    let at = now();
+    let cancelled = store
+        .cancel_task(
+            t.id,
+            at,
+            &AuditEntry {
+                target: Some(t.id.to_string()),
+                ..audit("task.cancelled")
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(cancelled.status, TaskStatus::Cancelled);
+    assert!(cancelled.settled);
+    assert_eq!(cancelled.updated_at, at);
+    assert_eq!(
+        task_of(&store, dep.id).await.status,
+        TaskStatus::Cancelled,
+        "dependents go too"
+    );
+    let b = balances(&store, poster.id).await;
+    assert_eq!((b.available, b.escrow), (1000, 0));
+    assert_settled_once(&store, &cancelled).await;
+    assert_settled_once(&store, &task_of(&store, dep.id).await).await;
+    let audited = store
+        .list_audit(&AuditQuery {
+            action: Some("task.cancelled".to_owned()),
+            target: Some(t.id.to_string()),
+            limit: 10,
+            ..AuditQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(audited.len(), 1);
+
+    // Twice: invalid; unknown: not found.
+    let r = store
+        .cancel_task(t.id, now(), &audit("task.cancelled"))
+        .await;
+    assert!(is_conflict(&r, Conflict::InvalidState), "{r:?}");
+    let r = store
+        .cancel_task(Uuid::now_v7(), now(), &audit("task.cancelled"))
+        .await;
+    assert!(matches!(r, Err(StoreError::NotFound)), "{r:?}");
+
+    // A claimed task can be cancelled; its assignee is freed.
+    let claimed = post_one(&store, &poster, task(400)).await;
+    claim_ok(&store, claimed.id, worker.id).await;
+    store
+        .cancel_task(claimed.id, now(), &audit("task.cancelled"))
+        .await
+        .unwrap();
+    assert!(store.active_task_counts().await.unwrap().is_empty());
+    assert_eq!(
+        submit(&store, claimed.id, worker.id, Decision::Accept, 100).await,
+        SubmitOutcome::NotAssignee
+    );
+    assert_eq!(balances(&store, poster.id).await.available, 1000);
+
+    // A completed task cannot be cancelled, and nothing moves.
+    let done = post_one(&store, &poster, task(500)).await;
+    complete(&store, done.id, worker.id, 100).await;
+    let r = store
+        .cancel_task(done.id, now(), &audit("task.cancelled"))
+        .await;
+    assert!(is_conflict(&r, Conflict::InvalidState), "{r:?}");
+    assert_eq!(task_of(&store, done.id).await.status, TaskStatus::Completed);
+    assert_settled_once(&store, &task_of(&store, done.id).await).await;
+    assert_eq!(balances(&store, poster.id).await.available, 500);
+    assert_eq!(balances(&store, worker.id).await.available, 500);
+    assert_ledger_consistent(&store).await;
+}
+
+pub async fn cancel_workflow_cascades(store: Arc<dyn Store>) {
+    let poster = enroll(&store, &[]).await;
+    grant(&store, poster.id, 10_000).await;
+    let worker = enroll(&store, &[]).await;
+
+    let wf = NewWorkflow {
+        id: Uuid::now_v7(),
+        name: "to cancel".to_owned(),
+    };
+    let a = task(100);
+    let b = NewTask {
+        depends_on: vec![a.id],
+        ..task(200)
+    };
+    let c = NewTask {
+        depends_on: vec![a.id],
+        ..task(300)
+    };
+    let d = NewTask {
+        depends_on: vec![b.id, c.id],
+        ..task(400)
+    };
+    let (a_id, b_id, c_id, d_id) = (a.id, b.id, c.id, d.id);
+    let mut p = post(&poster, vec![a, b, c, d]);
+    p.workflow = Some(wf.clone());
+    store.post_tasks(&p).await.unwrap();
+
+    // a done (paid), b claimed, c available, d blocked.
+    complete(&store, a_id, worker.id, 100).await;
+    claim_ok(&store, b_id, worker.id).await;
+    let at = now();
+    let cancelled = store
+        .cancel_workflow(wf.id, at, &audit("workflow.cancelled"))
+        .await
+        .unwrap();
+    assert_eq!(cancelled.status, WorkflowStatus::Cancelled);
+    assert_eq!(cancelled.updated_at, at);
+    assert_eq!(
+        store.workflow(wf.id).await.unwrap().as_ref(),
+        Some(&cancelled)
+    );
+    let statuses: Vec<_> = store
+        .tasks_by_ids(&[a_id, b_id, c_id, d_id])
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| (t.id, t.status))
+        .collect();
+    assert_eq!(
+        statuses,
+        vec![
+            (a_id, TaskStatus::Completed),
+            (b_id, TaskStatus::Cancelled),
+            (c_id, TaskStatus::Cancelled),
+            (d_id, TaskStatus::Cancelled),
+        ]
+    );
+    for id in [a_id, b_id, c_id, d_id] {
+        assert_settled_once(&store, &task_of(&store, id).await).await;
+    }
+    let b = balances(&store, poster.id).await;
+    assert_eq!((b.available, b.escrow), (10_000 - 100, 0));
+    assert_eq!(balances(&store, worker.id).await.available, 100);
+    assert!(store.active_task_counts().await.unwrap().is_empty());
+    assert_eq!(
+        store
+            .list_audit(&AuditQuery {
+                action: Some("workflow.cancelled".to_owned()),
+                limit: 10,
+                ..AuditQuery::default()
+            })
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+
+    let r = store
+        .cancel_workflow(wf.id, now(), &audit("workflow.cancelled"))
+        .await;
+    assert!(is_conflict(&r, Conflict::InvalidState), "{r:?}");
+    let r = store
+        .cancel_workflow(Uuid::now_v7(), now(), &audit("workflow.cancelled"))
+        .await;
+    assert!(matches!(r, Err(StoreError::NotFound)), "{r:?}");
+    assert_ledger_consistent(&store).await;
+}
+
+pub async fn expire_leases_retry_or_fail(store: Arc<dyn Store>) {
+    let poster = enroll(&store, &[]).await;
+    grant(&store, poster.id, 10_000).await;
+    let worker = enroll(&store, &[]).await;
+    let retry = RetryPolicy {
+        base_seconds: 10,
+        max_seconds: 60,
+    };
+
+    let t0 = now();
+    let lease = |task_id: Uuid| ClaimRequest {
+        lease_seconds: 60,
+        ..claim_req(task_id, worker.id, t0)
+    };
+    let twice = post_one(
+        &store,
+        &poster,
+        NewTask {
+            max_attempts: 2,
+            ..task(100)
+        },
+    )
+    .await;
+    let once = post_one(
+        &store,
+        &poster,
+        NewTask {
+            max_attempts: 1,
+            ..task(200)
+        },
+    )
+    .await;
+    let dep = post_one(
+        &store,
+        &poster,
+        NewTask {
+            depends_on: vec![once.id],
+            ..task(300)
+        },
+    )
+    .await;
+    let long = post_one(&store, &poster, task(400)).await;
+    for id in [twice.id, once.id] {
+        assert!(matches!(
+            store.claim_task(&lease(id)).await.unwrap(),
+            ClaimOutcome::Claimed(_)
+        ));
+    }
+    assert!(matches!(
+        store
+            .claim_task(&ClaimRequest {
+                lease_seconds: 3000,
+                ..lease(long.id)
+            })
+            .await
+            .unwrap(),
+        ClaimOutcome::Claimed(_)
+    ));
+
+    // Before the leases end nothing happens.
+    assert!(store
+        .expire_leases(t0 + Duration::seconds(30), &retry, 100)
+        .await
+        .unwrap()
+        .is_empty());
+
+    let later = t0 + Duration::seconds(120);
+    let changed = store.expire_leases(later, &retry, 100).await.unwrap();
+    assert_eq!(ids(&changed), sorted(vec![twice.id, once.id, dep.id]));
+
+    // Attempts left: back to the pool, attempt counted, back-off.
+    let back = task_of(&store, twice.id).await;
+    assert_eq!(back.status, TaskStatus::Available);
+    assert_eq!(back.attempts, 1);
+    assert_eq!(back.assigned_agent_id, None);
+    assert_eq!(back.lease_expires_at, None);
+    assert_eq!(
+        back.retry_at,
+        Some(later + Duration::seconds(retry.delay_seconds(1)))
+    );
+    assert_escrow_held(&store, &back).await;
+
+    // Out of attempts: failed, refunded, dependents cancelled.
+    let failed = task_of(&store, once.id).await;
+    assert_eq!(failed.status, TaskStatus::Failed);
+    assert_eq!(failed.attempts, 1);
+    assert_settled_once(&store, &failed).await;
+    let dep = task_of(&store, dep.id).await;
+    assert_eq!(dep.status, TaskStatus::Cancelled);
+    assert_settled_once(&store, &dep).await;
+
+    // The long lease is untouched.
+    assert_eq!(task_of(&store, long.id).await.status, TaskStatus::Claimed);
+    assert_eq!(
+        store.active_task_counts().await.unwrap(),
+        vec![(worker.id, 1)]
+    );
+    let b = balances(&store, poster.id).await;
+    assert_eq!((b.available, b.escrow), (10_000 - 500, 500));
+
+    // The second lease of `twice` runs out too: now it fails.
+    assert!(matches!(
+        store
+            .claim_task(&claim_req(twice.id, worker.id, back.retry_at.unwrap()))
+            .await
+            .unwrap(),
+        ClaimOutcome::Claimed(_)
+    ));
+    let changed = store
+        .expire_leases(later + Duration::hours(1), &retry, 100)
+        .await
+        .unwrap();
+    assert_eq!(ids(&changed), sorted(vec![twice.id, long.id]));
+    assert_eq!(task_of(&store, twice.id).await.status, TaskStatus::Failed);
+    assert_eq!(task_of(&store, long.id).await.status, TaskStatus::Available);
+    let b = balances(&store, poster.id).await;
+    assert_eq!((b.available, b.escrow), (10_000 - 400, 400));
+    assert!(store
+        .expire_leases(later + Duration::hours(2), &retry, 100)
+        .await
+        .unwrap()
+        .is_empty());
+    assert_ledger_consistent(&store).await;
+}
+
+pub async fn expire_deadlines_refund_and_cascade(store: Arc<dyn Store>) {
+    let poster = enroll(&store, &[]).await;
+    grant(&store, poster.id, 10_000).await;
+    let worker = enroll(&store, &[]).await;
+    let t0 = now();
+
+    let soon = post_one(
+        &store,
+        &poster,
+        NewTask {
+            deadline: t0 + Duration::minutes(10),
+            ..task(100)
+        },
+    )
+    .await;
+    let claimed = post_one(
+        &store,
+        &poster,
+        NewTask {
+            deadline: t0 + Duration::minutes(20),
+            ..task(200)
+        },
+    )
+    .await;
+    let dep = post_one(
+        &store,
+        &poster,
+        NewTask {
+            depends_on: vec![soon.id],
+            deadline: t0 + Duration::days(2),
+            ..task(300)
+        },
+    )
+    .await;
+    let late = post_one(
+        &store,
+        &poster,
+        NewTask {
+            deadline: t0 + Duration::days(1),
+            ..task(400)
+        },
+    )
+    .await;
+    claim_ok(&store, claimed.id, worker.id).await;
+
+    assert!(store.expire_deadlines(t0, 100).await.unwrap().is_empty());
+    let changed = store
+        .expire_deadlines(t0 + Duration::hours(1), 100)
+        .await
+        .unwrap();
+    assert_eq!(ids(&changed), sorted(vec![soon.id, claimed.id, dep.id]));
+    for t in &changed {
+        let expected = if t.id == dep.id {
+            TaskStatus::Cancelled
+        } else {
+            TaskStatus::Expired
+        };
+        assert_eq!(t.status, expected, "{}", t.id);
+        assert_eq!(task_of(&store, t.id).await.status, expected);
+        assert_settled_once(&store, t).await;
+    }
+    assert!(
+        store.active_task_counts().await.unwrap().is_empty(),
+        "the assignee lost the expired task"
+    );
+    assert_eq!(
+        submit(&store, claimed.id, worker.id, Decision::Accept, 100).await,
+        SubmitOutcome::NotAssignee
+    );
+    assert_eq!(task_of(&store, late.id).await.status, TaskStatus::Available);
+    let b = balances(&store, poster.id).await;
+    assert_eq!((b.available, b.escrow), (10_000 - 400, 400));
+
+    // Running again changes nothing; a later run takes the rest.
+    assert!(store
+        .expire_deadlines(t0 + Duration::hours(1), 100)
+        .await
+        .unwrap()
+        .is_empty());
+    let changed = store
+        .expire_deadlines(t0 + Duration::days(3), 100)
+        .await
+        .unwrap();
+    assert_eq!(ids(&changed), vec![late.id]);
+    let b = balances(&store, poster.id).await;
+    assert_eq!((b.available, b.escrow), (10_000, 0));
+    // Finished tasks are left alone.
+    let done = post_one(
+        &store,
+        &poster,
+        NewTask {
+            deadline: t0 + Duration::minutes(5),
+            ..task(100)
+        },
+    )
+    .await;
+    complete(&store, done.id, worker.id, 100).await;
+    assert!(store
+        .expire_deadlines(t0 + Duration::days(4), 100)
+        .await
+        .unwrap()
+        .is_empty());
+    assert_ledger_consistent(&store).await;
+}
