@@ -9,7 +9,7 @@ use std::io::{self, Write as _};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context as _};
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SecondsFormat, Utc};
 use nervix_client::{AgentKeys, Client, ClientError, EnrollRequest, TokenResponse};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -137,7 +137,7 @@ async fn enroll(args: EnrollArgs) -> anyhow::Result<()> {
     println!(
         "token: saved to {} (expires {})",
         config_path.display(),
-        config.expires_at.to_rfc3339()
+        rfc3339(config.expires_at)
     );
     Ok(())
 }
@@ -159,7 +159,7 @@ async fn login(config_path: &Path) -> anyhow::Result<()> {
         config.agent_id,
         config.agent_uuid,
         config_path.display(),
-        config.expires_at.to_rfc3339()
+        rfc3339(config.expires_at)
     );
     Ok(())
 }
@@ -192,8 +192,12 @@ async fn whoami(config_path: &Path) -> anyhow::Result<()> {
     println!("capabilities {}", me.capabilities.join(", "));
     println!("online       {}", me.online);
     println!("server       {}", config.server);
-    println!("token until  {}", config.expires_at.to_rfc3339());
+    println!("token until  {}", rfc3339(config.expires_at));
     Ok(())
+}
+
+fn rfc3339(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::Secs, true)
 }
 
 fn load_or_create_key(path: &Path) -> anyhow::Result<AgentKeys> {

@@ -2,8 +2,8 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::Context as _;
-use nervix_client::AgentKeys;
+use anyhow::{bail, Context as _};
+use nervix_client::{AgentKeys, KeyError};
 
 #[derive(clap::Args)]
 pub struct KeygenArgs {
@@ -19,10 +19,14 @@ pub struct KeygenArgs {
 pub fn run(args: KeygenArgs) -> anyhow::Result<()> {
     create_private_parent(&args.out)?;
     let keys = AgentKeys::generate();
-    if args.force {
-        keys.save_overwriting(&args.out)?;
+    let saved = if args.force {
+        keys.save_overwriting(&args.out)
     } else {
-        keys.save(&args.out)?;
+        keys.save(&args.out)
+    };
+    match saved {
+        Err(e @ KeyError::AlreadyExists { .. }) => bail!("{e}; pass --force to replace it"),
+        other => other?,
     }
     println!("wrote {}", args.out.display());
     println!("public_key            {}", keys.public_key_b64());

@@ -366,6 +366,7 @@ impl Client {
 
     /// Like [`Client::request`] but with extra headers and a body sent byte for byte (as
     /// `application/json` unless a `content-type` header is given), for malformed-input tests.
+    /// An `authorization` header given here is sent instead of the client's token.
     pub async fn request_raw(
         &self,
         method: Method,
@@ -373,9 +374,18 @@ impl Client {
         headers: &[(&str, &str)],
         body: Option<Vec<u8>>,
     ) -> Result<RawResponse> {
+        let has = |wanted: &str| headers.iter().any(|(n, _)| n.eq_ignore_ascii_case(wanted));
         let mut req = self.http.request(method, self.raw_url(path)?);
+        // The caller's own `Authorization` replaces the client's token rather than joining it,
+        // so tests can present forged or malformed credentials.
+        if !has("authorization") {
+            req = self.authorize(req);
+        }
         if let Some(body) = body {
-            req = req.header(CONTENT_TYPE, "application/json").body(body);
+            if !has("content-type") {
+                req = req.header(CONTENT_TYPE, "application/json");
+            }
+            req = req.body(body);
         }
         for (name, value) in headers {
             let name =
@@ -384,7 +394,7 @@ impl Client {
                 HeaderValue::from_str(value).map_err(|e| invalid_header(name.as_str(), e))?;
             req = req.header(name, value);
         }
-        let resp = self.authorize(req).send().await?;
+        let resp = req.send().await?;
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
         let body = resp.bytes().await?.to_vec();
@@ -433,14 +443,8 @@ impl Client {
     }
 
     async fn send<T: DeserializeOwned>(&self, req: RequestBuilder) -> Result<T> {
-        let resp = self.authorize(req).send().await?;
-        let status = resp.status();
-        let retry_after = retry_after(resp.headers());
-        let body = resp.bytes().await?;
-        if !status.is_success() {
-            return Err(api_error(status, &body, retry_after));
-        }
-        serde_json::from_slice(&body).map_err(|source| ClientError::Decode {
+        let (status, body) = self.execute(req).await?;
+        serde_json::from_slice(body.as_ref()).map_err(|source| ClientError::Decode {
             status: status.as_u16(),
             source,
         })
@@ -448,6 +452,11 @@ impl Client {
 
     /// For endpoints whose success body carries nothing the caller needs.
     async fn send_no_content(&self, req: RequestBuilder) -> Result<()> {
+        self.execute(req).await.map(drop)
+    }
+
+    /// Sends an authorized request; an error status becomes [`ClientError::Api`].
+    async fn execute(&self, req: RequestBuilder) -> Result<(StatusCode, impl AsRef<[u8]>)> {
         let resp = self.authorize(req).send().await?;
         let status = resp.status();
         let retry_after = retry_after(resp.headers());
@@ -455,7 +464,7 @@ impl Client {
         if !status.is_success() {
             return Err(api_error(status, &body, retry_after));
         }
-        Ok(())
+        Ok((status, body))
     }
 }
 

@@ -224,6 +224,8 @@ pub struct Agent {
     pub total_earnings: Option<Decimal2>,
     #[serde(default)]
     pub role: Option<Role>,
+    #[serde(default)]
+    pub suspended: Option<bool>,
 }
 
 /// Filters of `GET /v1/agents`.
@@ -343,6 +345,12 @@ pub struct Task {
     pub max_attempts: u32,
     #[serde(default)]
     pub lease_expires_at: Option<DateTime<Utc>>,
+    /// The task's key inside its workflow.
+    #[serde(default)]
+    pub key: Option<String>,
+    /// While in the future, the task is in retry back-off and cannot be claimed.
+    #[serde(default)]
+    pub retry_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -443,6 +451,13 @@ pub struct Submission {
     pub status: SubmissionStatus,
     #[serde(default)]
     pub feedback: Option<String>,
+    /// What the submitter was paid, once accepted.
+    #[serde(default)]
+    pub payout: Option<Decimal2>,
+    #[serde(default)]
+    pub created_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub decided_at: Option<DateTime<Utc>>,
 }
 
 /// One automated check, e.g. `non_empty`, `json_schema`, `syntax`, `lint`, `secret_scan`.

@@ -2,6 +2,10 @@
 //! small in-process stand-in for the server. Contract tests against the real server live in
 //! the server's test suite.
 
+// clippy.toml allows unwrap in `#[test]` functions only; the mock's handlers are test code too,
+// where a panic is simply a failed test.
+#![allow(clippy::unwrap_used)]
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
@@ -312,6 +316,31 @@ async fn raw_requests_return_any_status() {
         .await
         .unwrap();
     assert_eq!(raw.status, 400);
+
+    let bearer = format!("Bearer {TOKEN}");
+    let raw = client
+        .request_raw(
+            Method::GET,
+            "/v1/agents/me",
+            &[("Authorization", &bearer)],
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(raw.status, 200);
+    // A caller-supplied Authorization replaces the client's own token.
+    let authed = client.clone().with_token(TOKEN);
+    let raw = authed
+        .request_raw(
+            Method::GET,
+            "/v1/agents/me",
+            &[("authorization", "Bearer forged")],
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(raw.status, 401);
+    assert_eq!(raw.json()["code"], "unauthorized");
 }
 
 #[test]

@@ -329,6 +329,8 @@ pub struct ClaimRequest {
     pub at: DateTime<Utc>,
 }
 
+// Returned once per call and matched right away; boxing would only add an allocation.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum ClaimOutcome {
     Claimed(TaskRecord),
@@ -431,6 +433,7 @@ impl SubmissionStatus {
     }
 }
 
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum SubmitOutcome {
     Done {

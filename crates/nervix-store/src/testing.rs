@@ -1,5 +1,8 @@
 //! Fresh, isolated stores for tests: a SQLite file in a temporary folder, or a private schema
 //! in the PostgreSQL database named by `NERVIX_TEST_POSTGRES_URL`.
+//!
+//! Test scaffolding: a setup failure panics with a message, which is what a test wants.
+#![allow(clippy::expect_used)]
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -45,11 +48,10 @@ pub fn postgres_url() -> Option<String> {
     }
 }
 
-/// A store on a new, empty schema of the test database; `None` when PostgreSQL tests skip.
-pub async fn postgres() -> Option<TestStore> {
-    let base = postgres_url()?;
+/// Creates a new, empty schema in the test database and returns its name.
+async fn create_schema(base: &str) -> String {
     let schema = format!("t_{}", uuid::Uuid::new_v4().simple());
-    let mut conn = sqlx::PgConnection::connect(&base)
+    let mut conn = sqlx::PgConnection::connect(base)
         .await
         .expect("connect to NERVIX_TEST_POSTGRES_URL");
     sqlx::query(&format!("CREATE SCHEMA {schema}"))
@@ -57,6 +59,21 @@ pub async fn postgres() -> Option<TestStore> {
         .await
         .expect("create test schema");
     conn.close().await.ok();
+    schema
+}
+
+/// A database URL for a new, empty schema of the test database, for code that connects by URL
+/// (a server under test); `None` when PostgreSQL tests skip.
+pub async fn postgres_database_url() -> Option<String> {
+    let base = postgres_url()?;
+    let schema = create_schema(&base).await;
+    Some(with_search_path(&base, &schema))
+}
+
+/// A store on a new, empty schema of the test database; `None` when PostgreSQL tests skip.
+pub async fn postgres() -> Option<TestStore> {
+    let base = postgres_url()?;
+    let schema = create_schema(&base).await;
     let url = with_search_path(&base, &schema);
     let options = PgConnectOptions::from_str(&base)
         .expect("parse postgres url")

@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod agents;
+pub mod economy;
 pub mod enroll;
 pub mod platform;
 pub mod tasks;
@@ -111,8 +112,10 @@ impl PageParams {
     pub fn limit(&self) -> Result<i64, ApiError> {
         match self.limit {
             None => Ok(50),
-            Some(n) if (1..=200).contains(&n) => Ok(n),
-            Some(_) => Err(ApiError::field("limit", "must be between 1 and 200")),
+            // Above the maximum is served as the maximum, as clients paging "as much as
+            // possible" expect; zero or negative is a mistake worth telling.
+            Some(n) if n >= 1 => Ok(n.min(200)),
+            Some(_) => Err(ApiError::field("limit", "must be at least 1")),
         }
     }
 
@@ -166,6 +169,7 @@ impl<T> Page<T> {
         (name = "agents", description = "Agent profiles and directory"),
         (name = "tasks", description = "Tasks, claims and submissions"),
         (name = "workflows", description = "DAG workflows"),
+        (name = "economy", description = "Balances and the ledger"),
         (name = "admin", description = "Operator actions"),
         (name = "platform", description = "Health, metrics, stats"),
     )
@@ -196,6 +200,7 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(enroll::routes())
         .merge(agents::routes())
+        .merge(economy::routes())
         .merge(tasks::routes())
         .merge(workflows::routes())
         .merge(admin::routes())

@@ -160,6 +160,22 @@ pub async fn view(state: &AppState, t: TaskRecord) -> ApiResult<TaskView> {
     Ok(TaskView::new(t, deps))
 }
 
+/// Renders many tasks with one dependency query.
+pub async fn views(state: &AppState, tasks: Vec<TaskRecord>) -> ApiResult<Vec<TaskView>> {
+    let ids: Vec<Uuid> = tasks.iter().map(|t| t.id).collect();
+    let mut deps: std::collections::HashMap<Uuid, Vec<Uuid>> = std::collections::HashMap::new();
+    for (task, dep) in state.store.dependencies_of(&ids).await? {
+        deps.entry(task).or_default().push(dep);
+    }
+    Ok(tasks
+        .into_iter()
+        .map(|t| {
+            let d = deps.remove(&t.id).unwrap_or_default();
+            TaskView::new(t, d)
+        })
+        .collect())
+}
+
 /// Validates posted task fields; errors are named `{prefix}{field}`.
 pub fn validate_fields(
     state: &AppState,
@@ -242,7 +258,7 @@ pub fn validate_fields(
             .map_or(0, Reputation::hundredths),
         reward_cents: f.reward.cents(),
         complexity,
-        kind: kind,
+        kind,
         output_schema: f.output_schema.clone(),
         language: f.language.clone(),
         deadline: f.deadline,

@@ -84,11 +84,10 @@ fn progress(tasks: &[TaskRecord]) -> Progress {
         completed,
         failed,
         running,
-        percent: if total == 0 {
-            0
-        } else {
-            u8::try_from(completed * 100 / total).unwrap_or(100)
-        },
+        percent: (completed * 100)
+            .checked_div(total)
+            .and_then(|p| u8::try_from(p).ok())
+            .unwrap_or(0),
     }
 }
 
@@ -98,10 +97,7 @@ async fn render(
     tasks: Vec<TaskRecord>,
 ) -> ApiResult<WorkflowView> {
     let progress = progress(&tasks);
-    let mut views = Vec::with_capacity(tasks.len());
-    for t in tasks {
-        views.push(super::tasks::view(state, t).await?);
-    }
+    let views = super::tasks::views(state, tasks).await?;
     Ok(WorkflowView {
         id: wf.id,
         name: wf.name,

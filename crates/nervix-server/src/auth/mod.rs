@@ -147,7 +147,6 @@ impl FromRequestParts<AppState> for Caller {
         }
         let token = bearer(parts).ok_or_else(|| ApiError::unauthorized("missing bearer token"))?;
         let caller = authenticate(state, token, crate::api::client_ip(parts)).await?;
-        state.limits.check_agent(caller.id)?;
         state.presence.seen(state, caller.id);
         parts.extensions.insert(caller.clone());
         Ok(caller)
@@ -164,6 +163,9 @@ pub async fn authenticate(
         let ring: Arc<keys::KeyRing> = state.keys();
         verify(&ring, token)?
     };
+    // Limit by the (cryptographically verified) subject before touching storage, so a
+    // flood costs signature checks only.
+    state.limits.check_agent(claims.sub)?;
     let auth = state
         .store
         .auth_state(claims.jti, claims.sub)

@@ -878,6 +878,19 @@ macro_rules! impl_sql_store {
                     .await?)
             }
 
+            async fn dependencies_of(&self, ids: &[Uuid]) -> Result<Vec<(Uuid, Uuid)>> {
+                if ids.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let mut qb = QueryBuilder::<$db>::new("SELECT task_id, depends_on FROM task_dependencies WHERE task_id IN (");
+                let mut sep = qb.separated(", ");
+                for id in ids {
+                    sep.push_bind(*id);
+                }
+                qb.push(") ORDER BY task_id, depends_on");
+                Ok(qb.build_query_as().fetch_all(self.reader()).await?)
+            }
+
             async fn workflow(&self, id: Uuid) -> Result<Option<WorkflowRecord>> {
                 let row: Option<WorkflowRow> = sqlx::query_as(&format!("SELECT {WORKFLOW_COLUMNS} FROM workflows WHERE id = $1"))
                     .bind(id)
@@ -1082,7 +1095,9 @@ macro_rules! impl_sql_store {
                     .await?;
                 for task_id in ids {
                     if let Some(t) = finish_task(&mut tx, task_id, TaskStatus::Cancelled, OPEN_STATUSES, at).await? {
-                        refund(&mut tx, &t, at, "workflow cancelled").await?;
+                        // Like a cancelled task: refund, and cancel dependents outside the
+                        // workflow too (they could never become available otherwise).
+                        abandon(&mut tx, &t, at, "workflow cancelled").await?;
                     }
                 }
                 insert_audit(&mut tx, audit).await?;

@@ -187,23 +187,31 @@ async fn run_sequence(
         }
         run.agents.push(a);
     }
-    for (i, op) in ops.into_iter().enumerate() {
-        run.clock += Duration::seconds(30);
-        let settled = run
-            .apply(&op)
-            .await
-            .map_err(|e| TestCaseError::fail(format!("op #{i} {op:?}: {e}")))?;
-        run.observe(settled)
-            .await
-            .map_err(|e| TestCaseError::fail(format!("after op #{i} {op:?}: {e}")))?;
+    let result = run.run(ops).await;
+    // Sequences share the store (and its treasury): close every task this one left open, so
+    // that the expiry runs of later sequences only ever touch their own tasks.
+    for id in &run.tasks {
+        match store.cancel_task(*id, run.clock, &audit("task.cancelled")).await {
+            Ok(_) | Err(StoreError::Conflict(Conflict::InvalidState)) => {}
+            Err(e) => return Err(TestCaseError::fail(format!("clean-up: {e:?}"))),
+        }
     }
-    run.final_checks().await
+    result
 }
 
 /// The settlement an accepted submission should get: (task, worker, payout, bonus, refund).
 type Expected = Option<(Uuid, Uuid, i64, i64, i64)>;
 
 impl Run<'_> {
+    async fn run(&mut self, ops: Vec<Op>) -> Result<(), TestCaseError> {
+        for (i, op) in ops.into_iter().enumerate() {
+            self.clock += Duration::seconds(30);
+            let settled = self.apply(&op).await.map_err(|e| TestCaseError::fail(format!("op #{i} {op:?}: {e}")))?;
+            self.observe(settled).await.map_err(|e| TestCaseError::fail(format!("after op #{i} {op:?}: {e}")))?;
+        }
+        self.final_checks().await
+    }
+
     fn poster(&self, i: usize) -> &AgentRecord {
         if i >= AGENTS {
             self.admin
@@ -629,6 +637,16 @@ impl Run<'_> {
                 "workflow {} is {:?}",
                 id,
                 wf.status
+            );
+            // A workflow that can no longer complete is not reported as running.
+            let doomed = tasks
+                .iter()
+                .any(|t| t.status.is_terminal() && t.status != TaskStatus::Completed);
+            prop_assert!(
+                !(doomed && wf.status == WorkflowStatus::Active),
+                "workflow {} is active with tasks {:?}",
+                id,
+                tasks.iter().map(|t| t.status).collect::<Vec<_>>()
             );
         }
         Ok(())

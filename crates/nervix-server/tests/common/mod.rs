@@ -1,0 +1,425 @@
+//! Shared scaffolding of the server's integration tests: a whole server on a random port over a
+//! fresh database (SQLite file or private PostgreSQL schema), an admin token, agents enrolled
+//! through the real SDK, and a macro that runs every test case on both backends.
+
+#![allow(dead_code)]
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::Engine;
+use chrono::{DateTime, Utc};
+use nervix_client::{AgentKeys, Client, ClientError, EnrollRequest, Method, RawResponse};
+use nervix_server::{Config, Running};
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+use uuid::Uuid;
+
+/// Instantiates each listed case, an `async fn(Backend)`, as `sqlite::<case>` and
+/// `postgres::<case>` tests. The PostgreSQL ones print a SKIP line and pass when
+/// `NERVIX_TEST_POSTGRES_URL` is unset (outside CI; in CI they fail instead).
+#[macro_export]
+macro_rules! backend_tests {
+    ($($case:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    super::$case($crate::common::Backend::Sqlite).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    super::$case($crate::common::Backend::Postgres).await;
+                }
+            )*
+        }
+    };
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    /// A URL for a fresh, empty database; `None` when this backend's tests skip.
+    pub async fn fresh_database_url(self, dir: &Path) -> Option<String> {
+        match self {
+            Backend::Sqlite => Some(format!("sqlite://{}", dir.join("nervix.db").display())),
+            Backend::Postgres => nervix_store::testing::postgres_database_url().await,
+        }
+    }
+}
+
+/// Test defaults: no rate limits, fast background loops, immediate retries, no spot checks.
+pub fn test_config(dir: &Path, database_url: String) -> Config {
+    let mut c = Config::for_data_dir(dir.to_path_buf());
+    c.database_url = database_url;
+    c.rate_limit_enroll_per_minute = 0;
+    c.rate_limit_agent_per_second = 0;
+    c.worker_interval = Duration::from_millis(100);
+    c.retry = nervix_store::RetryPolicy {
+        base_seconds: 0,
+        max_seconds: 0,
+    };
+    c.spot_check_rate = 0.0;
+    c
+}
+
+/// A running server with its own data folder and database.
+pub struct TestApp {
+    pub backend: Backend,
+    pub config: Config,
+    running: Option<Running>,
+    pub base: String,
+    pub http: reqwest::Client,
+    pub admin_token: String,
+    /// Authenticated as the operator's admin identity.
+    pub admin: Client,
+    pub admin_id: Uuid,
+    dir: tempfile::TempDir,
+}
+
+/// An enrolled agent and an SDK client carrying its token.
+pub struct TestAgent {
+    pub client: Client,
+    pub keys: AgentKeys,
+    pub id: Uuid,
+    pub handle: String,
+    pub token: String,
+}
+
+impl TestApp {
+    /// A server with [`test_config`]; `None` when the backend skips.
+    pub async fn start(backend: Backend) -> Option<TestApp> {
+        Self::start_with(backend, |_| {}).await
+    }
+
+    /// A server with [`test_config`] adjusted by `adjust`; `None` when the backend skips.
+    pub async fn start_with(backend: Backend, adjust: impl FnOnce(&mut Config)) -> Option<TestApp> {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let url = backend.fresh_database_url(dir.path()).await?;
+        let mut config = test_config(dir.path(), url);
+        adjust(&mut config);
+        Some(Self::start_on(backend, dir, config).await)
+    }
+
+    /// A server for an existing data folder and database (e.g. a second node).
+    pub async fn start_on(backend: Backend, dir: tempfile::TempDir, config: Config) -> TestApp {
+        let admin_token = nervix_server::operator::create_admin_token(&config)
+            .await
+            .expect("admin token");
+        let running = launch(&config).await;
+        let base = format!("http://{}", running.addr);
+        let http = reqwest::Client::builder()
+            .pool_max_idle_per_host(64)
+            .timeout(Duration::from_secs(30))
+            .build()
+            .expect("http client");
+        let admin = Client::with_http_client(&base, http.clone())
+            .expect("client")
+            .with_token(admin_token.clone());
+        let admin_id = admin.me().await.expect("admin me").id;
+        TestApp {
+            backend,
+            config,
+            running: Some(running),
+            base,
+            http,
+            admin_token,
+            admin,
+            admin_id,
+            dir,
+        }
+    }
+
+    pub fn running(&self) -> &Running {
+        self.running.as_ref().expect("server is running")
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// An unauthenticated client.
+    pub fn client(&self) -> Client {
+        Client::with_http_client(&self.base, self.http.clone()).expect("client")
+    }
+
+    /// A client carrying `token`.
+    pub fn client_with(&self, token: &str) -> Client {
+        self.client().with_token(token.to_owned())
+    }
+
+    /// Enrolls `handle` with `capabilities` (fresh keys) through the SDK.
+    pub async fn enroll(&self, handle: &str, capabilities: &[&str]) -> TestAgent {
+        let keys = AgentKeys::generate();
+        let req = EnrollRequest::new(handle, &keys).capabilities(capabilities.iter().copied());
+        self.enroll_request(keys, req).await
+    }
+
+    pub async fn enroll_request(&self, keys: AgentKeys, req: EnrollRequest) -> TestAgent {
+        let mut client = self.client();
+        let token = client
+            .enroll(&keys, &req)
+            .await
+            .unwrap_or_else(|e| panic!("enroll {}: {e}", req.agent_id));
+        TestAgent {
+            client,
+            keys,
+            id: token.agent.id,
+            handle: req.agent_id.clone(),
+            token: token.token,
+        }
+    }
+
+    /// Enrolls `n` agents `{prefix}-{i}` with `capabilities`, a few at a time.
+    pub async fn enroll_many(&self, prefix: &str, n: usize, capabilities: &[&str]) -> Vec<TestAgent> {
+        let mut out = Vec::with_capacity(n);
+        for chunk in (0..n).collect::<Vec<_>>().chunks(8) {
+            let batch = chunk
+                .iter()
+                .map(|i| self.enroll(&format!("{prefix}-{i}"), capabilities));
+            out.extend(futures::future::join_all(batch).await);
+        }
+        out
+    }
+
+    /// Credits an agent from the treasury.
+    pub async fn grant(&self, agent: Uuid, amount: &str) {
+        let (status, body) = self
+            .admin
+            .request(
+                Method::POST,
+                &format!("/v1/admin/agents/{agent}/grant"),
+                Some(&json!({ "amount": amount })),
+            )
+            .await
+            .expect("grant");
+        assert_eq!(status, 200, "grant: {body}");
+    }
+
+    /// Posts a task as admin (from the treasury) from raw JSON; panics unless 201.
+    pub async fn admin_post(&self, task: Value) -> Value {
+        post_task_json(&self.admin, task).await
+    }
+
+    /// Restarts the server on the same data folder and database.
+    pub async fn restart(&mut self) {
+        if let Some(r) = self.running.take() {
+            r.shutdown().await;
+        }
+        let running = launch(&self.config).await;
+        self.base = format!("http://{}", running.addr);
+        self.admin = Client::with_http_client(&self.base, self.http.clone())
+            .expect("client")
+            .with_token(self.admin_token.clone());
+        self.running = Some(running);
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(r) = self.running.take() {
+            r.shutdown().await;
+        }
+    }
+
+    /// Moves a claimed task's lease into the past, straight in the database, as if the
+    /// assignee had gone quiet for longer than it asked for.
+    pub async fn backdate_lease(&self, task: Uuid) {
+        let past = Utc::now() - chrono::Duration::seconds(5);
+        let sql = "UPDATE tasks SET lease_expires_at = $1 WHERE id = $2 AND status = 'claimed'";
+        let updated = match self.backend {
+            Backend::Sqlite => {
+                let opts = sqlx::sqlite::SqliteConnectOptions::from_str(&self.config.database_url)
+                    .expect("sqlite url")
+                    .busy_timeout(Duration::from_secs(10));
+                let pool = sqlx::SqlitePool::connect_with(opts).await.expect("sqlite");
+                let n = sqlx::query(sql)
+                    .bind(past)
+                    .bind(task)
+                    .execute(&pool)
+                    .await
+                    .expect("backdate lease")
+                    .rows_affected();
+                pool.close().await;
+                n
+            }
+            Backend::Postgres => {
+                let pool = sqlx::PgPool::connect(&self.config.database_url)
+                    .await
+                    .expect("postgres");
+                let n = sqlx::query(sql)
+                    .bind(past)
+                    .bind(task)
+                    .execute(&pool)
+                    .await
+                    .expect("backdate lease")
+                    .rows_affected();
+                pool.close().await;
+                n
+            }
+        };
+        assert_eq!(updated, 1, "task {task} was not claimed");
+    }
+}
+
+async fn launch(config: &Config) -> Running {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    nervix_server::start(listener, config.clone())
+        .await
+        .expect("start server")
+}
+
+/// `POST /v1/tasks` with a raw JSON body; panics unless 201.
+pub async fn post_task_json(client: &Client, task: Value) -> Value {
+    let (status, body) = client
+        .request(Method::POST, "/v1/tasks", Some(&task))
+        .await
+        .expect("post task");
+    assert_eq!(status, 201, "post task: {body}");
+    body
+}
+
+/// A task body: simple text task needing `caps`, due in an hour.
+pub fn task_body(title: &str, reward: &str, caps: &[&str]) -> Value {
+    json!({
+        "title": title,
+        "description": "integration test task",
+        "requirements": {"capabilities": caps},
+        "reward": reward,
+        "complexity": "simple",
+        "deadline": in_secs(3600),
+    })
+}
+
+pub fn in_secs(secs: i64) -> String {
+    (Utc::now() + chrono::Duration::seconds(secs)).to_rfc3339()
+}
+
+pub fn id_of(v: &Value) -> Uuid {
+    v["id"]
+        .as_str()
+        .and_then(|s| Uuid::parse_str(s).ok())
+        .unwrap_or_else(|| panic!("no id in {v}"))
+}
+
+/// The API error of a failed SDK call; panics when the call succeeded.
+pub fn api_err<T: std::fmt::Debug>(r: Result<T, ClientError>) -> ClientError {
+    match r {
+        Ok(v) => panic!("expected an API error, got {v:?}"),
+        Err(e) => e,
+    }
+}
+
+/// Asserts an error status and code.
+pub fn assert_api_err<T: std::fmt::Debug>(r: Result<T, ClientError>, status: u16, code: &str) -> ClientError {
+    let e = api_err(r);
+    assert_eq!(e.status(), Some(status), "{e}");
+    assert_eq!(e.code(), Some(code), "{e}");
+    e
+}
+
+/// Asserts a 422 whose `errors` name `field`.
+pub fn assert_field_error(status: u16, body: &Value, field: &str) {
+    assert_eq!(status, 422, "expected 422 naming {field}, got {status}: {body}");
+    let named = body["errors"]
+        .as_array()
+        .is_some_and(|errs| errs.iter().any(|e| e["field"] == field));
+    assert!(named, "422 does not name field {field}: {body}");
+}
+
+/// Asserts an RFC 9457 problem response with `status`.
+pub fn assert_problem(r: &RawResponse, status: u16) -> Value {
+    assert_eq!(r.status, status, "body: {}", String::from_utf8_lossy(&r.body));
+    let ct = r.header("content-type").unwrap_or_default();
+    assert!(
+        ct.starts_with("application/problem+json"),
+        "content-type {ct:?} for {status}"
+    );
+    let body = r.json();
+    for field in ["type", "title", "status", "detail", "code"] {
+        assert!(!body[field].is_null(), "problem lacks {field}: {body}");
+    }
+    assert_eq!(body["status"], status, "{body}");
+    assert!(body["code"].as_str().is_some_and(|c| !c.is_empty()));
+    body
+}
+
+/// Polls `f` every 50 ms until it returns `Some`, or panics after `timeout`.
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let start = std::time::Instant::now();
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+// ---- tokens ----------------------------------------------------------------------------------
+
+/// The decoded header and claims of a JWT (no verification).
+pub fn jwt_parts(token: &str) -> (Value, Value) {
+    let mut parts = token.split('.');
+    let mut next = || {
+        let p = parts.next().expect("jwt part");
+        serde_json::from_slice::<Value>(&URL_SAFE_NO_PAD.decode(p).expect("base64url"))
+            .expect("jwt json")
+    };
+    let header = next();
+    let claims = next();
+    (header, claims)
+}
+
+/// The server's signing keys from the data folder: (kid, 32-byte seed), newest first.
+pub fn server_signing_keys(data_dir: &Path) -> Vec<(String, [u8; 32], DateTime<Utc>)> {
+    let mut keys = Vec::new();
+    for entry in std::fs::read_dir(data_dir.join("keys")).expect("keys folder") {
+        let path = entry.expect("entry").path();
+        if path.extension().and_then(|e| e.to_str()) != Some("json") {
+            continue;
+        }
+        let file: Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).expect("key file")).expect("json");
+        let seed: [u8; 32] = STANDARD
+            .decode(file["seed"].as_str().expect("seed"))
+            .expect("seed base64")
+            .try_into()
+            .expect("32 bytes");
+        let created = file["created_at"]
+            .as_str()
+            .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
+            .map(|d| d.with_timezone(&Utc))
+            .expect("created_at");
+        keys.push((file["kid"].as_str().expect("kid").to_owned(), seed, created));
+    }
+    keys.sort_by_key(|k| std::cmp::Reverse(k.2));
+    keys
+}
+
+/// Signs `claims` as an EdDSA JWT with `kid` and an Ed25519 `seed`.
+pub fn sign_eddsa(seed: &[u8; 32], kid: &str, claims: &Value) -> String {
+    use ed25519_dalek::pkcs8::EncodePrivateKey;
+    let key = ed25519_dalek::SigningKey::from_bytes(seed);
+    let der = key.to_pkcs8_der().expect("pkcs8");
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA);
+    header.kid = Some(kid.to_owned());
+    jsonwebtoken::encode(
+        &header,
+        claims,
+        &jsonwebtoken::EncodingKey::from_ed_der(der.as_bytes()),
+    )
+    .expect("sign")
+}
