@@ -178,7 +178,59 @@ async fn bench_tasks(args: TasksBench) -> anyhow::Result<()> {
     );
     let op = TaskCycleOp { admin, workers };
     let report = closed_loop(&plan, Arc::new(op)).await?;
-    report.print(args.common.json)
+    report.print(args.common.json)?;
+    report_match_latency(&setup.base).await
+}
+
+/// The server's own post → `task_available` latency, read from its Prometheus histogram
+/// (bucket resolution: the quantile is the upper bound of the bucket it falls in).
+async fn report_match_latency(client: &Client) -> anyhow::Result<()> {
+    let raw = client
+        .request_raw(reqwest::Method::GET, "/metrics", &[], None)
+        .await
+        .context("fetching /metrics")?;
+    let text = String::from_utf8_lossy(&raw.body);
+    let buckets = histogram_buckets(&text, "nervix_match_notify_latency_seconds");
+    let Some(total) = buckets.last().map(|b| b.1) else {
+        eprintln!("match latency: no samples in /metrics");
+        return Ok(());
+    };
+    let quantile = |q: f64| {
+        let rank = (q * total as f64).ceil() as u64;
+        buckets
+            .iter()
+            .find(|b| b.1 >= rank)
+            .map_or(f64::INFINITY, |b| b.0)
+    };
+    eprintln!(
+        "match latency (post → task_available, server histogram, {total} tasks): p50 ≤ {:.1} ms, p99 ≤ {:.1} ms",
+        quantile(0.50) * 1000.0,
+        quantile(0.99) * 1000.0
+    );
+    Ok(())
+}
+
+/// `(upper bound, cumulative count)` of a Prometheus histogram, in order.
+fn histogram_buckets(text: &str, name: &str) -> Vec<(f64, u64)> {
+    let prefix = format!("{name}_bucket{{le=\"");
+    text.lines()
+        .filter_map(|line| {
+            let rest = line.strip_prefix(&prefix)?;
+            let (le, rest) = rest.split_once('"')?;
+            let count = rest
+                .trim_start_matches('}')
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()?;
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().ok()?
+            };
+            Some((le, count))
+        })
+        .collect()
 }
 
 /// Shared state of a run: one connection pool for every simulated agent, and the deadline.
@@ -807,6 +859,13 @@ mod tests {
                 outcome: Some("accepted".into()),
             })
         }
+    }
+
+    #[test]
+    fn parses_histogram_buckets() {
+        let text = "# TYPE x histogram\nx_bucket{le=\"0.001\"} 3\nx_bucket{le=\"0.01\"} 9\nx_bucket{le=\"+Inf\"} 10\nx_count 10\n";
+        let b = histogram_buckets(text, "x");
+        assert_eq!(b, vec![(0.001, 3), (0.01, 9), (f64::INFINITY, 10)]);
     }
 
     fn plan(total: u64, seconds: u64) -> Plan {

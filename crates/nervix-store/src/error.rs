@@ -49,6 +49,20 @@ impl StoreError {
         }
     }
 
+    /// A conflict the database resolved by aborting this transaction (deadlock, serialization
+    /// failure, SQLite busy): running it again is safe and will usually succeed.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            StoreError::Database(sqlx::Error::Database(db)) => {
+                matches!(
+                    db.code().as_deref(),
+                    Some("40P01" | "40001" | "55P03" | "5" | "6" | "517")
+                )
+            }
+            _ => false,
+        }
+    }
+
     /// Maps a unique violation on the agents table to the conflict it means.
     pub(crate) fn from_insert_agent(e: sqlx::Error) -> Self {
         if let sqlx::Error::Database(db) = &e {

@@ -50,12 +50,14 @@ impl PgStore {
 
 impl Dialect for PgStore {
     const LOCK_ROW: &'static str = " FOR UPDATE";
-    // SKIP LOCKED: losers of a race do not queue behind the winner's row lock; they see no
-    // row at once and get `already_claimed`.
+    // A plain conditional update: concurrent claimers queue on the row lock and, once the
+    // winner commits, re-check the condition on the new row version and update nothing
+    // (`already_claimed`). Not SKIP LOCKED: that also skips a row held by any other short write
+    // (a matching round's `mark_notified`, say), and then every claimer of an available task
+    // would lose.
     const CLAIM: &'static str = "UPDATE tasks SET status = 'claimed', assigned_agent_id = $1, \
         lease_expires_at = $2, updated_at = $3 \
-        WHERE id = (SELECT id FROM tasks WHERE id = $4 AND status = 'available' \
-                    AND (retry_at IS NULL OR retry_at <= $3) FOR UPDATE SKIP LOCKED)";
+        WHERE id = $4 AND status = 'available' AND (retry_at IS NULL OR retry_at <= $3)";
 }
 
 impl_sql_store!(PgStore, sqlx::Postgres);

@@ -34,7 +34,10 @@ impl SqliteStore {
             .busy_timeout(Duration::from_secs(5))
             .foreign_keys(true)
             .pragma("temp_store", "memory")
-            .pragma("cache_size", "-32000");
+            // Reads through the memory map instead of pread; also keeps the page cache small,
+            // which matters because SQLite drops a connection's whole cache whenever another
+            // connection has written since its last read.
+            .pragma("mmap_size", "268435456");
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .acquire_timeout(opts.acquire_timeout)

@@ -38,6 +38,26 @@ macro_rules! impl_sql_store {
 
         const OPEN_STATUSES: &str = "('blocked', 'available', 'claimed')";
 
+        /// Runs a write transaction again when the database aborted it to break a deadlock or
+        /// a serialization conflict (PostgreSQL under contention). Every attempt starts a fresh
+        /// transaction, so nothing of the aborted one remains.
+        macro_rules! retry_transient {
+            ($body:block) => {{
+                let mut attempt = 0u32;
+                loop {
+                    let result: Result<_> = async $body.await;
+                    match result {
+                        Err(e) if e.is_transient() && attempt < 4 => {
+                            attempt += 1;
+                            tracing::debug!(error = %e, attempt, "transient database conflict; retrying");
+                            tokio::time::sleep(std::time::Duration::from_millis(2u64 << attempt)).await;
+                        }
+                        other => break other,
+                    }
+                }
+            }};
+        }
+
         async fn insert_audit(conn: &mut Conn, e: &AuditEntry) -> Result<()> {
             sqlx::query(
                 "INSERT INTO audit_log (id, at, actor_id, actor_handle, action, target, client_ip, details) \
@@ -70,11 +90,15 @@ macro_rules! impl_sql_store {
             Ok(())
         }
 
-        async fn set_capabilities(conn: &mut Conn, table: &str, owner_col: &str, owner: Uuid, caps: &[String]) -> Result<()> {
+        async fn replace_capabilities(conn: &mut Conn, table: &str, owner_col: &str, owner: Uuid, caps: &[String]) -> Result<()> {
             sqlx::query(&format!("DELETE FROM {table} WHERE {owner_col} = $1"))
                 .bind(owner)
                 .execute(&mut *conn)
                 .await?;
+            insert_capabilities(conn, table, owner_col, owner, caps).await
+        }
+
+        async fn insert_capabilities(conn: &mut Conn, table: &str, owner_col: &str, owner: Uuid, caps: &[String]) -> Result<()> {
             if caps.is_empty() {
                 return Ok(());
             }
@@ -109,10 +133,15 @@ macro_rules! impl_sql_store {
             .fetch_one(&mut *conn)
             .await
             .map_err(StoreError::from_insert_agent)?;
-            set_capabilities(conn, "agent_capabilities", "agent_id", a.id, &a.capabilities).await?;
-            for kind in [AccountKind::Available, AccountKind::Escrow] {
-                ensure_account(conn, a.id, kind).await?;
-            }
+            insert_capabilities(conn, "agent_capabilities", "agent_id", a.id, &a.capabilities).await?;
+            sqlx::query("INSERT INTO ledger_accounts (id, owner_id, kind, balance) VALUES ($1, $2, $3, 0), ($4, $2, $5, 0)")
+                .bind(account_id(a.id, AccountKind::Available))
+                .bind(a.id)
+                .bind(AccountKind::Available.as_str())
+                .bind(account_id(a.id, AccountKind::Escrow))
+                .bind(AccountKind::Escrow.as_str())
+                .execute(conn)
+                .await?;
             row.try_into()
         }
 
@@ -141,6 +170,21 @@ macro_rules! impl_sql_store {
             let total: i128 = legs.iter().map(|l| i128::from(l.1)).sum();
             if total != 0 {
                 return Err(StoreError::Corrupt(format!("unbalanced ledger transaction ({memo}): {total}")));
+            }
+            // Lock every account of the transaction first, in one global order (PostgreSQL;
+            // SQLite has a single writer). Taken leg by leg in the callers' order, two
+            // settlements between the same two agents in opposite directions deadlocked.
+            let mut accounts: Vec<Uuid> = legs.iter().filter(|l| l.1 != 0).map(|l| l.0).collect();
+            accounts.sort_unstable();
+            accounts.dedup();
+            if accounts.len() > 1 && !<$store as Dialect>::LOCK_ROW.is_empty() {
+                let mut qb = QueryBuilder::<$db>::new("SELECT id FROM ledger_accounts WHERE id IN (");
+                let mut sep = qb.separated(", ");
+                for account in &accounts {
+                    sep.push_bind(*account);
+                }
+                qb.push(") ORDER BY id").push(<$store as Dialect>::LOCK_ROW);
+                qb.build().execute(&mut *conn).await?;
             }
             let txn_id = Uuid::now_v7();
             for &(account, amount, kind) in legs {
@@ -602,7 +646,7 @@ macro_rules! impl_sql_store {
                 let row: Option<AgentRow> = qb.build_query_as().fetch_optional(&mut *tx).await?;
                 let row = row.ok_or(StoreError::NotFound)?;
                 if let Some(caps) = &p.capabilities {
-                    set_capabilities(&mut tx, "agent_capabilities", "agent_id", id, caps).await?;
+                    replace_capabilities(&mut tx, "agent_capabilities", "agent_id", id, caps).await?;
                 }
                 insert_audit(&mut tx, audit).await?;
                 tx.commit().await?;
@@ -712,6 +756,7 @@ macro_rules! impl_sql_store {
             }
 
             async fn post_tasks(&self, post: &NewPost) -> Result<Vec<TaskRecord>> {
+                retry_transient!({
                 let mut tx = self.begin_write().await?;
                 if let Some(wf) = &post.workflow {
                     sqlx::query(
@@ -778,7 +823,7 @@ macro_rules! impl_sql_store {
                     .bind(post.at)
                     .fetch_one(&mut *tx)
                     .await?;
-                    set_capabilities(&mut tx, "task_capabilities", "task_id", t.id, &t.capabilities).await?;
+                    insert_capabilities(&mut tx, "task_capabilities", "task_id", t.id, &t.capabilities).await?;
                     if !t.depends_on.is_empty() {
                         let mut qb = QueryBuilder::<$db>::new("INSERT INTO task_dependencies (task_id, depends_on) ");
                         qb.push_values(&t.depends_on, |mut b, d| {
@@ -809,6 +854,7 @@ macro_rules! impl_sql_store {
                 }
                 tx.commit().await?;
                 Ok(created)
+                            })
             }
 
             async fn task(&self, id: Uuid) -> Result<Option<TaskRecord>> {
@@ -908,6 +954,7 @@ macro_rules! impl_sql_store {
             }
 
             async fn claim_task(&self, c: &ClaimRequest) -> Result<ClaimOutcome> {
+                retry_transient!({
                 let mut tx = self.begin_write().await?;
                 let agent: Option<AgentRow> = sqlx::query_as(&format!(
                     "SELECT {AGENT_COLUMNS} FROM agents WHERE id = $1{}", <Self as Dialect>::LOCK_ROW
@@ -930,9 +977,14 @@ macro_rules! impl_sql_store {
                     .bind(agent.id)
                     .fetch_one(&mut *tx)
                     .await?;
+                // `check_eligibility` binary-searches the capabilities: they must be sorted,
+                // whatever order the agent was stored with.
+                let mut capabilities = agent.capabilities.clone();
+                capabilities.sort_unstable();
+                capabilities.dedup();
                 let profile = AgentProfile {
                     id: agent.id,
-                    capabilities: agent.capabilities.clone(),
+                    capabilities,
                     reputation: Reputation::from_hundredths(agent.reputation),
                     completed_tasks: agent.tasks_completed,
                     online: true,
@@ -965,9 +1017,11 @@ macro_rules! impl_sql_store {
                 let claimed = TaskRecord::try_from(row)?;
                 tx.commit().await?;
                 Ok(ClaimOutcome::Claimed(claimed))
+                            })
             }
 
             async fn submit(&self, s: &NewSubmission) -> Result<SubmitOutcome> {
+                retry_transient!({
                 let mut tx = self.begin_write().await?;
                 let Some(task) = fetch_task(&mut tx, s.task_id).await? else { return Ok(SubmitOutcome::TaskNotFound) };
                 if task.status != TaskStatus::Claimed || task.assigned_agent_id != Some(s.agent_id) {
@@ -975,12 +1029,21 @@ macro_rules! impl_sql_store {
                 }
                 let (status, payout, final_task, unblocked, cancelled) = match s.decision {
                     Decision::Accept => {
-                        let agent: AgentRow = sqlx::query_as(&format!("SELECT {AGENT_COLUMNS} FROM agents WHERE id = $1"))
-                            .bind(s.agent_id)
-                            .fetch_one(&mut *tx)
-                            .await?;
+                        // Count the completion first, as the reject path does: the agent row is
+                        // then always locked before ledger rows (PostgreSQL deadlocked when two
+                        // submissions of one agent took them in opposite orders), and the level
+                        // comes from the locked row, not from a read a concurrent submit can race.
+                        let agent: AgentRow = sqlx::query_as(&format!(
+                            "UPDATE agents SET tasks_completed = tasks_completed + 1, updated_at = $1 WHERE id = $2 \
+                             RETURNING {AGENT_COLUMNS}"
+                        ))
+                        .bind(s.at)
+                        .bind(s.agent_id)
+                        .fetch_one(&mut *tx)
+                        .await?;
                         let agent = AgentRecord::try_from(agent)?;
-                        let level = Level::of(Reputation::from_hundredths(agent.reputation), agent.tasks_completed);
+                        // The level the work was done at: before this completion.
+                        let level = Level::of(Reputation::from_hundredths(agent.reputation), agent.tasks_completed - 1);
                         let Some(done) = finish_task(&mut tx, task.id, TaskStatus::Completed, "('claimed')", s.at).await? else {
                             return Ok(SubmitOutcome::NotAssignee);
                         };
@@ -1000,11 +1063,6 @@ macro_rules! impl_sql_store {
                             ],
                         )
                         .await?;
-                        sqlx::query("UPDATE agents SET tasks_completed = tasks_completed + 1, updated_at = $1 WHERE id = $2")
-                            .bind(s.at)
-                            .bind(s.agent_id)
-                            .execute(&mut *tx)
-                            .await?;
                         let unblocked = on_completed(&mut tx, &done, s.at).await?;
                         (SubmissionStatus::Accepted, Some(money.payout().cents()), done, unblocked, Vec::new())
                     }
@@ -1039,6 +1097,7 @@ macro_rules! impl_sql_store {
                 .await?;
                 tx.commit().await?;
                 Ok(SubmitOutcome::Done { submission: row.try_into()?, task: final_task, unblocked, cancelled })
+                            })
             }
 
             async fn submission(&self, id: Uuid) -> Result<Option<SubmissionRecord>> {
@@ -1067,6 +1126,7 @@ macro_rules! impl_sql_store {
             }
 
             async fn cancel_task(&self, task_id: Uuid, at: DateTime<Utc>, audit: &AuditEntry) -> Result<TaskRecord> {
+                retry_transient!({
                 let mut tx = self.begin_write().await?;
                 let Some(task) = finish_task(&mut tx, task_id, TaskStatus::Cancelled, OPEN_STATUSES, at).await? else {
                     return Err(match fetch_task(&mut tx, task_id).await? {
@@ -1078,9 +1138,11 @@ macro_rules! impl_sql_store {
                 insert_audit(&mut tx, audit).await?;
                 tx.commit().await?;
                 Ok(task)
+                            })
             }
 
             async fn cancel_workflow(&self, id: Uuid, at: DateTime<Utc>, audit: &AuditEntry) -> Result<WorkflowRecord> {
+                retry_transient!({
                 let mut tx = self.begin_write().await?;
                 if !set_workflow_status(&mut tx, id, WorkflowStatus::Cancelled, at).await? {
                     let exists: Option<Uuid> = sqlx::query_scalar("SELECT id FROM workflows WHERE id = $1")
@@ -1107,9 +1169,11 @@ macro_rules! impl_sql_store {
                     .await?;
                 tx.commit().await?;
                 row.try_into()
+                            })
             }
 
             async fn expire_leases(&self, now: DateTime<Utc>, retry: &RetryPolicy, limit: i64) -> Result<Vec<TaskRecord>> {
+                retry_transient!({
                 let mut tx = self.begin_write().await?;
                 let rows: Vec<TaskRow> = sqlx::query_as(&format!(
                     "SELECT {TASK_COLUMNS} FROM tasks WHERE status = 'claimed' AND lease_expires_at < $1 \
@@ -1127,9 +1191,11 @@ macro_rules! impl_sql_store {
                 }
                 tx.commit().await?;
                 Ok(changed)
+                            })
             }
 
             async fn expire_deadlines(&self, now: DateTime<Utc>, limit: i64) -> Result<Vec<TaskRecord>> {
+                retry_transient!({
                 let mut tx = self.begin_write().await?;
                 let ids: Vec<Uuid> = sqlx::query_scalar(&format!(
                     "SELECT id FROM tasks WHERE status IN {OPEN_STATUSES} AND deadline < $1 ORDER BY deadline LIMIT $2"
@@ -1148,6 +1214,7 @@ macro_rules! impl_sql_store {
                 }
                 tx.commit().await?;
                 Ok(changed)
+                            })
             }
 
             async fn tasks_to_notify(&self, now: DateTime<Utc>, window_start: DateTime<Utc>, limit: i64) -> Result<Vec<TaskRecord>> {
@@ -1241,6 +1308,7 @@ macro_rules! impl_sql_store {
             }
 
             async fn grant(&self, to: Uuid, amount: i64, memo: &str, audit: &AuditEntry) -> Result<()> {
+                retry_transient!({
                 if amount <= 0 {
                     return Err(StoreError::invalid("amount", "must be positive"));
                 }
@@ -1256,6 +1324,7 @@ macro_rules! impl_sql_store {
                 insert_audit(&mut tx, audit).await?;
                 tx.commit().await?;
                 Ok(())
+                            })
             }
 
             async fn idempotent_response(&self, agent: Uuid, key: &str) -> Result<Option<IdempotentResponse>> {

@@ -149,6 +149,13 @@ pub async fn claim_eligibility(store: Arc<dyn Store>) {
         .await
         .unwrap();
     assert_eq!(ids(&eligible), vec![picky2.id]);
+
+    // Capabilities stored in any order still match.
+    let unsorted = enroll(&store, &["sql", "go", "python"]).await;
+    let mut both = task(100);
+    both.capabilities = vec!["python".to_owned(), "sql".to_owned()];
+    let both = post_one(&store, &admin, both).await;
+    claim_ok(&store, both.id, unsorted.id).await;
 }
 
 pub async fn claim_capacity(store: Arc<dyn Store>) {

@@ -191,7 +191,10 @@ async fn run_sequence(
     // Sequences share the store (and its treasury): close every task this one left open, so
     // that the expiry runs of later sequences only ever touch their own tasks.
     for id in &run.tasks {
-        match store.cancel_task(*id, run.clock, &audit("task.cancelled")).await {
+        match store
+            .cancel_task(*id, run.clock, &audit("task.cancelled"))
+            .await
+        {
             Ok(_) | Err(StoreError::Conflict(Conflict::InvalidState)) => {}
             Err(e) => return Err(TestCaseError::fail(format!("clean-up: {e:?}"))),
         }
@@ -206,8 +209,13 @@ impl Run<'_> {
     async fn run(&mut self, ops: Vec<Op>) -> Result<(), TestCaseError> {
         for (i, op) in ops.into_iter().enumerate() {
             self.clock += Duration::seconds(30);
-            let settled = self.apply(&op).await.map_err(|e| TestCaseError::fail(format!("op #{i} {op:?}: {e}")))?;
-            self.observe(settled).await.map_err(|e| TestCaseError::fail(format!("after op #{i} {op:?}: {e}")))?;
+            let settled = self
+                .apply(&op)
+                .await
+                .map_err(|e| TestCaseError::fail(format!("op #{i} {op:?}: {e}")))?;
+            self.observe(settled)
+                .await
+                .map_err(|e| TestCaseError::fail(format!("after op #{i} {op:?}: {e}")))?;
         }
         self.final_checks().await
     }

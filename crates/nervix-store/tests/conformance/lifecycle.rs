@@ -482,6 +482,18 @@ pub async fn cancel_workflow_cascades(store: Arc<dyn Store>) {
     p.workflow = Some(wf.clone());
     store.post_tasks(&p).await.unwrap();
 
+    // A standalone task posted on top of the workflow's last task.
+    let outside = post_one(
+        &store,
+        &poster,
+        NewTask {
+            depends_on: vec![d_id],
+            ..task(500)
+        },
+    )
+    .await;
+    assert_eq!(outside.status, TaskStatus::Blocked);
+
     // a done (paid), b claimed, c available, d blocked.
     complete(&store, a_id, worker.id, 100).await;
     claim_ok(&store, b_id, worker.id).await;
@@ -515,6 +527,10 @@ pub async fn cancel_workflow_cascades(store: Arc<dyn Store>) {
     for id in [a_id, b_id, c_id, d_id] {
         assert_settled_once(&store, &task_of(&store, id).await).await;
     }
+    // The dependent outside the workflow could never run: cancelled and refunded too.
+    let outside = task_of(&store, outside.id).await;
+    assert_eq!(outside.status, TaskStatus::Cancelled);
+    assert_settled_once(&store, &outside).await;
     let b = balances(&store, poster.id).await;
     assert_eq!((b.available, b.escrow), (10_000 - 100, 0));
     assert_eq!(balances(&store, worker.id).await.available, 100);
@@ -770,5 +786,99 @@ pub async fn expire_deadlines_refund_and_cascade(store: Arc<dyn Store>) {
         .await
         .unwrap()
         .is_empty());
+    assert_ledger_consistent(&store).await;
+}
+
+/// Two agents settle each other's work at the same time, both ways, accepting most and failing
+/// some for good: every submission goes through. Each settlement touches both agents' accounts
+/// and the worker's agent row, in different orders depending on the direction and decision.
+pub async fn concurrent_cross_settlements(store: Arc<dyn Store>) {
+    const EACH: usize = 40;
+    let mut pair = Vec::new();
+    for _ in 0..2 {
+        let mut a = new_agent(&unique("cross"), &[]);
+        a.max_concurrent_tasks = i64::try_from(EACH).unwrap();
+        let a = enroll_with(&store, a).await;
+        grant(&store, a.id, 100_000).await;
+        pair.push(a);
+    }
+    let mut jobs = Vec::new();
+    for (poster, worker) in [(&pair[0], &pair[1]), (&pair[1], &pair[0])] {
+        for i in 0..EACH {
+            let t = post_one(
+                &store,
+                poster,
+                NewTask {
+                    max_attempts: 1,
+                    ..task(1000)
+                },
+            )
+            .await;
+            claim_ok(&store, t.id, worker.id).await;
+            let decision = if i % 3 == 2 {
+                Decision::Reject
+            } else {
+                Decision::Accept
+            };
+            jobs.push((t, worker.id, decision));
+        }
+    }
+    let barrier = Arc::new(tokio::sync::Barrier::new(jobs.len()));
+    let handles: Vec<_> = jobs
+        .iter()
+        .map(|(t, worker, decision)| {
+            let store = Arc::clone(&store);
+            let barrier = Arc::clone(&barrier);
+            let s = submission(t.id, *worker, *decision, 50, now());
+            tokio::spawn(async move {
+                barrier.wait().await;
+                store.submit(&s).await
+            })
+        })
+        .collect();
+    let mut failures = Vec::new();
+    for (h, (_, _, decision)) in handles.into_iter().zip(&jobs) {
+        let want = match decision {
+            Decision::Accept => TaskStatus::Completed,
+            Decision::Reject => TaskStatus::Failed,
+        };
+        match h.await.unwrap() {
+            Ok(SubmitOutcome::Done { task, .. }) => assert_eq!(task.status, want),
+            other => failures.push(format!("{other:?}")),
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} concurrent submits failed: {failures:?}",
+        failures.len(),
+        jobs.len()
+    );
+    for (t, _, _) in &jobs {
+        assert_settled_once(&store, &task_of(&store, t.id).await).await;
+    }
+    // Quality 50 pays 500 of 1000 (600 once out of probation), the rest and the escrow of
+    // failed tasks go back to the poster.
+    let accepted = (0..EACH).filter(|i| i % 3 != 2).count();
+    let accepted = i64::try_from(accepted).unwrap();
+    let b0 = balances(&store, pair[0].id).await;
+    let b1 = balances(&store, pair[1].id).await;
+    for (mine, theirs) in [(b0, b1), (b1, b0)] {
+        assert_eq!(mine.escrow, 0);
+        assert!(
+            (accepted * 500..=accepted * 600).contains(&mine.total_earned),
+            "{mine:?}"
+        );
+        assert_eq!(
+            mine.available,
+            100_000 - theirs.total_earned + mine.total_earned
+        );
+    }
+    for a in &pair {
+        let rec = store.agent(a.id).await.unwrap().unwrap();
+        assert_eq!(
+            (rec.tasks_completed, rec.tasks_failed),
+            (accepted, i64::try_from(EACH).unwrap() - accepted)
+        );
+    }
     assert_ledger_consistent(&store).await;
 }
