@@ -39,6 +39,11 @@ impl PgStore {
         &self.pool
     }
 
+    /// For single-statement writes, which need no explicit transaction.
+    fn writer(&self) -> &PgPool {
+        &self.pool
+    }
+
     async fn begin_write(&self) -> crate::Result<Transaction<'static, Postgres>> {
         Ok(self.pool.begin().await?)
     }

@@ -58,6 +58,11 @@ impl SqliteStore {
         &self.reader
     }
 
+    /// For single-statement writes, which need no explicit transaction.
+    fn writer(&self) -> &SqlitePool {
+        &self.writer
+    }
+
     async fn begin_write(&self) -> crate::Result<Transaction<'static, Sqlite>> {
         Ok(self.writer.begin_with("BEGIN IMMEDIATE").await?)
     }

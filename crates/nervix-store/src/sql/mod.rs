@@ -431,7 +431,6 @@ macro_rules! impl_sql_store {
             }
 
             async fn insert_challenge(&self, c: &NewChallenge) -> Result<()> {
-                let mut tx = self.begin_write().await?;
                 sqlx::query(
                     "INSERT INTO challenges (id, purpose, agent_id, public_key, challenge, payload, failures, \
                      expires_at, created_at) VALUES ($1, $2, $3, $4, $5, $6, 0, $7, $8)",
@@ -444,9 +443,8 @@ macro_rules! impl_sql_store {
                 .bind(c.payload.as_ref().map(Json))
                 .bind(c.expires_at)
                 .bind(c.created_at)
-                .execute(&mut *tx)
+                .execute(self.writer())
                 .await?;
-                tx.commit().await?;
                 Ok(())
             }
 
@@ -459,12 +457,10 @@ macro_rules! impl_sql_store {
             }
 
             async fn record_challenge_failure(&self, id: Uuid) -> Result<i64> {
-                let mut tx = self.begin_write().await?;
                 let n: Option<i64> = sqlx::query_scalar("UPDATE challenges SET failures = failures + 1 WHERE id = $1 RETURNING failures")
                     .bind(id)
-                    .fetch_optional(&mut *tx)
+                    .fetch_optional(self.writer())
                     .await?;
-                tx.commit().await?;
                 n.ok_or(StoreError::NotFound)
             }
 
@@ -548,13 +544,11 @@ macro_rules! impl_sql_store {
             }
 
             async fn purge_challenges(&self, before: DateTime<Utc>) -> Result<u64> {
-                let mut tx = self.begin_write().await?;
                 let n = sqlx::query("DELETE FROM challenges WHERE expires_at < $1")
                     .bind(before)
-                    .execute(&mut *tx)
+                    .execute(self.writer())
                     .await?
                     .rows_affected();
-                tx.commit().await?;
                 Ok(n)
             }
 
@@ -690,13 +684,11 @@ macro_rules! impl_sql_store {
             }
 
             async fn touch_agent(&self, id: Uuid, at: DateTime<Utc>) -> Result<()> {
-                let mut tx = self.begin_write().await?;
                 sqlx::query("UPDATE agents SET last_seen_at = $1 WHERE id = $2")
                     .bind(at)
                     .bind(id)
-                    .execute(&mut *tx)
+                    .execute(self.writer())
                     .await?;
-                tx.commit().await?;
                 Ok(())
             }
 
@@ -1232,15 +1224,13 @@ macro_rules! impl_sql_store {
             }
 
             async fn mark_notified(&self, task_id: Uuid, round: i64, at: DateTime<Utc>) -> Result<bool> {
-                let mut tx = self.begin_write().await?;
                 let n = sqlx::query("UPDATE tasks SET notify_round = $1 + 1, notified_at = $2 WHERE id = $3 AND notify_round = $1")
                     .bind(round)
                     .bind(at)
                     .bind(task_id)
-                    .execute(&mut *tx)
+                    .execute(self.writer())
                     .await?
                     .rows_affected();
-                tx.commit().await?;
                 Ok(n == 1)
             }
 
@@ -1344,7 +1334,6 @@ macro_rules! impl_sql_store {
             }
 
             async fn save_idempotent_response(&self, agent: Uuid, key: &str, r: &IdempotentResponse) -> Result<bool> {
-                let mut tx = self.begin_write().await?;
                 let n = sqlx::query(
                     "INSERT INTO idempotency_keys (agent_id, key, request_hash, status, body, created_at) \
                      VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (agent_id, key) DO NOTHING",
@@ -1355,10 +1344,9 @@ macro_rules! impl_sql_store {
                 .bind(i64::from(r.status))
                 .bind(&r.body)
                 .bind(r.created_at)
-                .execute(&mut *tx)
+                .execute(self.writer())
                 .await?
                 .rows_affected();
-                tx.commit().await?;
                 Ok(n == 1)
             }
         }
