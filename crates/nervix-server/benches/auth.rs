@@ -13,20 +13,41 @@ fn signature_verification(c: &mut Criterion) {
     let challenge = "nervix-enroll-v1:01938b3e-7c1a-7d2e-9f00-000000000000:q8Jx3m1S0Yv6m3rQ8o4tN9t2h5d7f1a0c3e6g9i2k4m";
     let signature = key.sign(challenge.as_bytes());
     c.bench_function("ed25519_verify_strict_challenge", |b| {
-        b.iter(|| public.verify_strict(std::hint::black_box(challenge.as_bytes()), &signature).unwrap())
+        b.iter(|| {
+            public
+                .verify_strict(std::hint::black_box(challenge.as_bytes()), &signature)
+                .unwrap()
+        })
     });
 }
 
 fn token_verification(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
     let ring = KeyRing::load_or_create(dir.path()).unwrap();
-    let issued = auth::issue(&ring, uuid::Uuid::now_v7(), "bench-agent", Role::Agent, chrono::Utc::now(), chrono::Duration::days(90))
-        .expect("issue");
+    let issued = auth::issue(
+        &ring,
+        uuid::Uuid::now_v7(),
+        "bench-agent",
+        Role::Agent,
+        chrono::Utc::now(),
+        chrono::Duration::days(90),
+    )
+    .expect("issue");
     c.bench_function("jwt_eddsa_verify", |b| {
         b.iter(|| auth::verify(&ring, std::hint::black_box(&issued.token)).unwrap())
     });
     c.bench_function("jwt_eddsa_issue", |b| {
-        b.iter(|| auth::issue(&ring, uuid::Uuid::now_v7(), "bench-agent", Role::Agent, chrono::Utc::now(), chrono::Duration::days(90)).expect("issue"))
+        b.iter(|| {
+            auth::issue(
+                &ring,
+                uuid::Uuid::now_v7(),
+                "bench-agent",
+                Role::Agent,
+                chrono::Utc::now(),
+                chrono::Duration::days(90),
+            )
+            .expect("issue")
+        })
     });
 }
 

@@ -17,7 +17,9 @@ use crate::error::ApiResult;
 use crate::state::AppState;
 
 pub fn routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(earnings)).routes(routes!(contributions))
+    OpenApiRouter::new()
+        .routes(routes!(earnings))
+        .routes(routes!(contributions))
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -69,20 +71,38 @@ pub struct EntryView {
 /// The caller's ledger entries, newest first.
 #[utoipa::path(get, path = "/v1/agents/me/contributions", tag = "economy", security(("bearer" = [])), params(PageParams),
     responses((status = 200, body = Page<EntryView>), (status = 401, body = crate::error::Problem)))]
-async fn contributions(State(state): State<AppState>, caller: Caller, Query(page): Query<PageParams>) -> ApiResult<Json<Page<EntryView>>> {
+async fn contributions(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(page): Query<PageParams>,
+) -> ApiResult<Json<Page<EntryView>>> {
     let limit = page.limit()?;
     let rows = state
         .store
-        .ledger_entries(&LedgerQuery { owner: Some(caller.id), task_id: None, before: page.cursor()?, limit: limit + 1 })
+        .ledger_entries(&LedgerQuery {
+            owner: Some(caller.id),
+            task_id: None,
+            before: page.cursor()?,
+            limit: limit + 1,
+        })
         .await?;
     let escrow = account_id(caller.id, AccountKind::Escrow);
-    Ok(Json(Page::from_rows(rows, limit, |e| e.id, |e: LedgerEntry| EntryView {
-        id: e.id,
-        kind: e.kind,
-        amount: Money::from_cents(e.amount),
-        account: if e.account_id == escrow { "escrow" } else { "available" },
-        task_id: e.task_id,
-        created_at: e.created_at,
-        memo: e.memo,
-    })))
+    Ok(Json(Page::from_rows(
+        rows,
+        limit,
+        |e| e.id,
+        |e: LedgerEntry| EntryView {
+            id: e.id,
+            kind: e.kind,
+            amount: Money::from_cents(e.amount),
+            account: if e.account_id == escrow {
+                "escrow"
+            } else {
+                "available"
+            },
+            task_id: e.task_id,
+            created_at: e.created_at,
+            memo: e.memo,
+        },
+    )))
 }

@@ -36,8 +36,23 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        match axum::Json::<T>::from_request(req, state).await {
+        // serde stops at the first problem it meets, so a body cut short after an unknown key
+        // (`{"role": `) would come back as a data error (422). Keep the bytes so malformed JSON
+        // is always told apart: 400, whatever else is wrong with it.
+        let headers = req.headers().clone();
+        let bytes = axum::body::Bytes::from_request(req, state)
+            .await
+            .map_err(|e| json_rejection(JsonRejection::from(e)))?;
+        let mut again = Request::new(axum::body::Body::from(bytes.clone()));
+        *again.headers_mut() = headers;
+        match axum::Json::<T>::from_request(again, state).await {
             Ok(axum::Json(v)) => Ok(ApiJson(v)),
+            Err(JsonRejection::JsonDataError(data)) => {
+                match serde_json::from_slice::<serde::de::IgnoredAny>(&bytes) {
+                    Err(syntax) => Err(ApiError::bad_request(format!("malformed JSON: {syntax}"))),
+                    Ok(_) => Err(json_rejection(JsonRejection::JsonDataError(data))),
+                }
+            }
             Err(rejection) => Err(json_rejection(rejection)),
         }
     }

@@ -85,6 +85,8 @@ pub struct TestApp {
     pub admin: Client,
     pub admin_id: Uuid,
     dir: tempfile::TempDir,
+    /// The PostgreSQL schema this app created, dropped again by [`TestApp::stop`].
+    own_schema: Option<String>,
 }
 
 /// An enrolled agent and an SDK client carrying its token.
@@ -108,7 +110,16 @@ impl TestApp {
         let url = backend.fresh_database_url(dir.path()).await?;
         let mut config = test_config(dir.path(), url);
         adjust(&mut config);
-        Some(Self::start_on(backend, dir, config).await)
+        let own_schema = match backend {
+            Backend::Sqlite => None,
+            Backend::Postgres => config
+                .database_url
+                .rsplit_once("search_path%3D")
+                .map(|(_, schema)| schema.to_owned()),
+        };
+        let mut app = Self::start_on(backend, dir, config).await;
+        app.own_schema = own_schema;
+        Some(app)
     }
 
     /// A server for an existing data folder and database (e.g. a second node).
@@ -137,6 +148,7 @@ impl TestApp {
             admin,
             admin_id,
             dir,
+            own_schema: None,
         }
     }
 
@@ -144,8 +156,9 @@ impl TestApp {
         self.running.as_ref().expect("server is running")
     }
 
+    /// The server's data folder (signing keys; the SQLite file).
     pub fn data_dir(&self) -> &Path {
-        self.dir.path()
+        &self.config.data_dir
     }
 
     /// An unauthenticated client.
@@ -181,12 +194,17 @@ impl TestApp {
     }
 
     /// Enrolls `n` agents `{prefix}-{i}` with `capabilities`, a few at a time.
-    pub async fn enroll_many(&self, prefix: &str, n: usize, capabilities: &[&str]) -> Vec<TestAgent> {
+    pub async fn enroll_many(
+        &self,
+        prefix: &str,
+        n: usize,
+        capabilities: &[&str],
+    ) -> Vec<TestAgent> {
         let mut out = Vec::with_capacity(n);
         for chunk in (0..n).collect::<Vec<_>>().chunks(8) {
             let batch = chunk
                 .iter()
-                .map(|i| self.enroll(&format!("{prefix}-{i}"), capabilities));
+                .map(|i| async move { self.enroll(&format!("{prefix}-{i}"), capabilities).await });
             out.extend(futures::future::join_all(batch).await);
         }
         out
@@ -211,22 +229,19 @@ impl TestApp {
         post_task_json(&self.admin, task).await
     }
 
-    /// Restarts the server on the same data folder and database.
-    pub async fn restart(&mut self) {
-        if let Some(r) = self.running.take() {
-            r.shutdown().await;
-        }
-        let running = launch(&self.config).await;
-        self.base = format!("http://{}", running.addr);
-        self.admin = Client::with_http_client(&self.base, self.http.clone())
-            .expect("client")
-            .with_token(self.admin_token.clone());
-        self.running = Some(running);
-    }
-
+    /// Shuts the server down and drops the PostgreSQL schema it created. (A failed test skips
+    /// this and leaves its schema behind, to look at.)
     pub async fn stop(mut self) {
         if let Some(r) = self.running.take() {
             r.shutdown().await;
+        }
+        if let (Some(schema), Some(base)) = (self.own_schema.take(), pg_base_url()) {
+            let pool = sqlx::PgPool::connect(&base).await.expect("postgres");
+            sqlx::query(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+                .execute(&pool)
+                .await
+                .expect("drop test schema");
+            pool.close().await;
         }
     }
 
@@ -268,6 +283,65 @@ impl TestApp {
         };
         assert_eq!(updated, 1, "task {task} was not claimed");
     }
+}
+
+/// Sends a bare HTTP/1.1 request head (no body) on a fresh connection and reads the response:
+/// for requests whose declared body the server must refuse before reading it. Sending the
+/// body too would race the server closing the connection on it.
+pub async fn send_head(addr: std::net::SocketAddr, head: &str) -> RawResponse {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut conn = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    conn.write_all(head.as_bytes()).await.expect("write head");
+    let mut buf = Vec::new();
+    let read = async {
+        loop {
+            let mut chunk = [0u8; 4096];
+            let n = conn.read(&mut chunk).await.expect("read response");
+            buf.extend_from_slice(&chunk[..n]);
+            if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let text = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+                let len = text
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .and_then(|v| v.trim().parse::<usize>().ok())
+                    .unwrap_or(0);
+                if buf.len() >= end + 4 + len || n == 0 {
+                    return end;
+                }
+            }
+            assert!(n > 0, "connection closed before a response");
+        }
+    };
+    let end = tokio::time::timeout(Duration::from_secs(10), read)
+        .await
+        .expect("response in time");
+    let text = String::from_utf8_lossy(&buf[..end]).into_owned();
+    let mut lines = text.split("\r\n");
+    let status: u16 = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|s| s.parse().ok())
+        .expect("status line");
+    let mut headers = reqwest::header::HeaderMap::new();
+    for line in lines {
+        if let Some((k, v)) = line.split_once(':') {
+            headers.append(
+                reqwest::header::HeaderName::from_bytes(k.trim().as_bytes()).expect("name"),
+                reqwest::header::HeaderValue::from_str(v.trim()).expect("value"),
+            );
+        }
+    }
+    RawResponse {
+        status,
+        headers,
+        body: buf[end + 4..].to_vec(),
+    }
+}
+
+fn pg_base_url() -> Option<String> {
+    std::env::var("NERVIX_TEST_POSTGRES_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
 }
 
 async fn launch(config: &Config) -> Running {
@@ -319,7 +393,11 @@ pub fn api_err<T: std::fmt::Debug>(r: Result<T, ClientError>) -> ClientError {
 }
 
 /// Asserts an error status and code.
-pub fn assert_api_err<T: std::fmt::Debug>(r: Result<T, ClientError>, status: u16, code: &str) -> ClientError {
+pub fn assert_api_err<T: std::fmt::Debug>(
+    r: Result<T, ClientError>,
+    status: u16,
+    code: &str,
+) -> ClientError {
     let e = api_err(r);
     assert_eq!(e.status(), Some(status), "{e}");
     assert_eq!(e.code(), Some(code), "{e}");
@@ -328,7 +406,10 @@ pub fn assert_api_err<T: std::fmt::Debug>(r: Result<T, ClientError>, status: u16
 
 /// Asserts a 422 whose `errors` name `field`.
 pub fn assert_field_error(status: u16, body: &Value, field: &str) {
-    assert_eq!(status, 422, "expected 422 naming {field}, got {status}: {body}");
+    assert_eq!(
+        status, 422,
+        "expected 422 naming {field}, got {status}: {body}"
+    );
     let named = body["errors"]
         .as_array()
         .is_some_and(|errs| errs.iter().any(|e| e["field"] == field));
@@ -337,7 +418,12 @@ pub fn assert_field_error(status: u16, body: &Value, field: &str) {
 
 /// Asserts an RFC 9457 problem response with `status`.
 pub fn assert_problem(r: &RawResponse, status: u16) -> Value {
-    assert_eq!(r.status, status, "body: {}", String::from_utf8_lossy(&r.body));
+    assert_eq!(
+        r.status,
+        status,
+        "body: {}",
+        String::from_utf8_lossy(&r.body)
+    );
     let ct = r.header("content-type").unwrap_or_default();
     assert!(
         ct.starts_with("application/problem+json"),

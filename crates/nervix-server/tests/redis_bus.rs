@@ -1,0 +1,104 @@
+//! Two server nodes on one PostgreSQL database with the Redis event bus: what one node
+//! publishes reaches the other's subscribers (matching notifications, agent changes).
+//!
+//! Needs `NERVIX_TEST_REDIS_URL` and `NERVIX_TEST_POSTGRES_URL`. Without them the test prints a
+//! SKIP line and passes, except in CI (`CI=true`), where it fails.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use nervix_server::bus::Event;
+use tokio::sync::broadcast;
+use uuid::Uuid;
+
+use common::{eventually, id_of, task_body, test_config, Backend, TestApp};
+
+fn redis_url() -> Option<String> {
+    match std::env::var("NERVIX_TEST_REDIS_URL") {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ => {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "NERVIX_TEST_REDIS_URL must be set in CI"
+            );
+            eprintln!("SKIP: NERVIX_TEST_REDIS_URL is not set; the Redis bus test skips");
+            None
+        }
+    }
+}
+
+/// Waits for `task_available` events of `task` on `rx` until `want` agents were notified (and
+/// a little longer, so that extra events would be seen).
+async fn notified(rx: &mut broadcast::Receiver<Event>, task: Uuid, want: usize) -> Vec<Uuid> {
+    let mut agents = Vec::new();
+    let mut until = tokio::time::Instant::now() + Duration::from_secs(10);
+    while let Ok(event) = tokio::time::timeout_at(until, rx.recv()).await {
+        let Event::ToAgent { agent_id, frame } = event.expect("bus") else {
+            continue;
+        };
+        if frame.kind == "task_available" && frame.data["task_id"] == task.to_string() {
+            assert!(frame.data["match_score"].is_number(), "{frame:?}");
+            agents.push(agent_id);
+            if agents.len() == want {
+                until = tokio::time::Instant::now() + Duration::from_millis(500);
+            }
+        }
+    }
+    agents
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn task_available_crosses_nodes() {
+    let Some(redis) = redis_url() else {
+        return;
+    };
+    let Some(node_a) = TestApp::start_with(Backend::Postgres, |c| {
+        c.redis_url = Some(redis.clone());
+    })
+    .await
+    else {
+        return;
+    };
+    // Node B: same database, same signing keys (the data folder), same Redis.
+    let mut config_b = test_config(node_a.data_dir(), node_a.config.database_url.clone());
+    config_b.redis_url = Some(redis);
+    let node_b = TestApp::start_on(Backend::Postgres, tempfile::tempdir().unwrap(), config_b).await;
+
+    // Agents enroll on node A; node B's matching index hears of them through Redis.
+    let agents = node_a.enroll_many("redis-agent", 3, &["redisx"]).await;
+    let ids: HashSet<Uuid> = agents.iter().map(|a| a.id).collect();
+    for node in [&node_a, &node_b] {
+        let matcher = node.running().state.matcher.clone();
+        eventually(Duration::from_secs(10), "both matching indexes", || {
+            let matcher = matcher.clone();
+            async move { (matcher.len() >= 4).then_some(()) }
+        })
+        .await;
+    }
+    // A token issued by node A works on node B.
+    let on_b = node_b.client_with(&agents[0].token);
+    assert_eq!(on_b.me().await.unwrap().id, agents[0].id);
+
+    // Posted on A, heard on B.
+    let mut rx_b = node_b.running().state.bus.subscribe();
+    let t = node_a
+        .admin_post(task_body("cross-node", "3.00", &["redisx"]))
+        .await;
+    let got = notified(&mut rx_b, id_of(&t), ids.len()).await;
+    assert_eq!(got.len(), ids.len(), "node B heard {got:?}");
+    assert_eq!(got.into_iter().collect::<HashSet<_>>(), ids);
+
+    // And the other way round.
+    let mut rx_a = node_a.running().state.bus.subscribe();
+    let t = node_b
+        .admin_post(task_body("cross-node back", "3.00", &["redisx"]))
+        .await;
+    let got = notified(&mut rx_a, id_of(&t), ids.len()).await;
+    assert_eq!(got.into_iter().collect::<HashSet<_>>(), ids);
+
+    node_b.stop().await;
+    node_a.stop().await;
+}
