@@ -378,13 +378,16 @@ async fn enroll_respond(
         now,
         state.config.token_ttl,
     )?;
-    let entry = audit(
+    // The enrolling client acts as the agent it becomes.
+    let mut entry = audit(
         None,
         ip,
         "agent.enroll",
         Some(agent.id.to_string()),
         json!({"agent_id": agent.handle, "jti": issued.record.jti}),
     );
+    entry.actor_id = Some(agent.id);
+    entry.actor_handle = Some(agent.handle.clone());
     let record = state
         .store
         .complete_enrollment(c.id, &agent, &issued.record, &entry)
@@ -484,13 +487,15 @@ async fn auth_token(
         Utc::now(),
         state.config.token_ttl,
     )?;
-    let entry = audit(
+    let mut entry = audit(
         None,
         ip,
         "token.issue",
         Some(agent.id.to_string()),
         json!({"agent_id": agent.handle, "jti": issued.record.jti}),
     );
+    entry.actor_id = Some(agent.id);
+    entry.actor_handle = Some(agent.handle.clone());
     state
         .store
         .complete_login(c.id, &issued.record, &entry)

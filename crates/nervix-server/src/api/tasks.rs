@@ -55,6 +55,9 @@ pub struct Requirements {
 /// The fields of a task as posted (alone, or inside a workflow).
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct TaskFields {
+    /// A workflow task's key, which its siblings' `depends_on` name (workflows only).
+    #[serde(default)]
+    pub key: Option<String>,
     pub title: String,
     #[serde(default)]
     pub description: String,
@@ -73,15 +76,14 @@ pub struct TaskFields {
     pub language: Option<String>,
     /// 1–10, default 3.
     pub max_attempts: Option<i64>,
+    /// Upstream tasks: their UUIDs for `POST /v1/tasks`, keys of this workflow's tasks inside
+    /// `POST /v1/workflows`.
+    #[serde(default)]
+    pub depends_on: Vec<String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct NewTaskRequest {
-    #[serde(flatten)]
-    pub fields: TaskFields,
-    #[serde(default)]
-    pub depends_on: Vec<Uuid>,
-}
+/// `POST /v1/tasks` takes the task fields with `depends_on` holding task UUIDs.
+pub type NewTaskRequest = TaskFields;
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct RequirementsView {
@@ -389,11 +391,25 @@ async fn post_task(
 ) -> ApiResult<Response> {
     idempotent(&state, &caller, &headers, &req, || async {
         let now = Utc::now();
-        let mut task = validate_fields(&state, &req.fields, "", now)?;
+        if req.key.is_some() {
+            return Err(ApiError::field(
+                "key",
+                "only tasks inside a workflow have a key",
+            ));
+        }
+        let mut task = validate_fields(&state, &req, "", now)?;
         if req.depends_on.len() > MAX_WORKFLOW_TASKS {
             return Err(ApiError::field("depends_on", "too many dependencies"));
         }
-        let mut deps = req.depends_on.clone();
+        let mut deps = req
+            .depends_on
+            .iter()
+            .enumerate()
+            .map(|(i, d)| {
+                Uuid::parse_str(d.trim())
+                    .map_err(|_| ApiError::field(format!("depends_on[{i}]"), "must be a task UUID"))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         deps.sort();
         deps.dedup();
         task.depends_on = deps;

@@ -30,15 +30,8 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(cancel_workflow))
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct WorkflowTask {
-    pub key: String,
-    #[serde(flatten)]
-    pub fields: TaskFields,
-    /// Keys of tasks in this workflow.
-    #[serde(default)]
-    pub depends_on: Vec<String>,
-}
+/// A task of a workflow: the task fields with a `key`, and `depends_on` naming keys.
+pub type WorkflowTask = TaskFields;
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct NewWorkflowRequest {
@@ -129,7 +122,7 @@ async fn post_workflow(
             .tasks
             .iter()
             .map(|t| DagNode {
-                key: &t.key,
+                key: t.key.as_deref().unwrap_or_default(),
                 depends_on: &t.depends_on,
             })
             .collect();
@@ -141,21 +134,21 @@ async fn post_workflow(
         let mut tasks = Vec::with_capacity(order.len());
         for i in order {
             let wt = &req.tasks[i];
-            match validate_fields(&state, &wt.fields, &format!("tasks[{i}]."), now) {
+            match validate_fields(&state, wt, &format!("tasks[{i}]."), now) {
                 Ok(mut t) => {
-                    t.workflow_key = Some(wt.key.clone());
+                    t.workflow_key = wt.key.clone();
                     t.depends_on = wt
                         .depends_on
                         .iter()
                         .filter_map(|k| ids.get(k.as_str()).copied())
                         .collect();
-                    ids.insert(&wt.key, t.id);
+                    ids.insert(wt.key.as_deref().unwrap_or_default(), t.id);
                     tasks.push(t);
                 }
                 Err(e) => {
                     errs.0.extend(e.0);
                     // Keep dependents resolvable so every task's own errors are reported.
-                    ids.insert(&wt.key, Uuid::nil());
+                    ids.insert(wt.key.as_deref().unwrap_or_default(), Uuid::nil());
                 }
             }
         }

@@ -221,7 +221,20 @@ async fn task_validation_names_fields(backend: Backend) {
             )
             .await
             .unwrap();
-        assert_eq!(status, 422, "{reward}: {problem}");
+        assert_field_error(status, &problem, "reward");
+    }
+    // Type errors name their field too.
+    for (body, field) in [
+        (with("deadline", json!("tomorrow")), "deadline"),
+        (with("depends_on", json!(["not-a-uuid"])), "depends_on[0]"),
+        (with("key", json!("a")), "key"),
+    ] {
+        let (status, problem) = app
+            .admin
+            .request(Method::POST, "/v1/tasks", Some(&body))
+            .await
+            .unwrap();
+        assert_field_error(status, &problem, field);
     }
     // Several errors at once are all named.
     let mut many = base.clone();
