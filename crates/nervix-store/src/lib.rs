@@ -71,6 +71,13 @@ pub trait Store: Send + Sync + 'static {
 
     // ---- challenges, enrollment, tokens --------------------------------------------------
     async fn insert_challenge(&self, c: &NewChallenge) -> Result<()>;
+    /// Stores an enrollment challenge unless `handle` or the challenge's public key is already
+    /// enrolled, in one statement; returns the conflict instead when one is.
+    async fn insert_enrollment_challenge(
+        &self,
+        c: &NewChallenge,
+        handle: &str,
+    ) -> Result<Option<Conflict>>;
     async fn challenge(&self, id: Uuid) -> Result<Option<ChallengeRecord>>;
     /// Counts one bad signature; returns the new failure count.
     async fn record_challenge_failure(&self, id: Uuid) -> Result<i64>;

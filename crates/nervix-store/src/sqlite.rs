@@ -37,7 +37,7 @@ impl SqliteStore {
             // Reads through the memory map instead of pread; also keeps the page cache small,
             // which matters because SQLite drops a connection's whole cache whenever another
             // connection has written since its last read.
-            .pragma("mmap_size", "268435456");
+            .pragma("mmap_size", "0");
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .acquire_timeout(opts.acquire_timeout)
@@ -45,7 +45,7 @@ impl SqliteStore {
             .await?;
         sqlx::migrate!("migrations/sqlite").run(&writer).await?;
         let reader = SqlitePoolOptions::new()
-            .max_connections(opts.max_connections.clamp(1, 8))
+            .max_connections(opts.max_connections.clamp(1, 3))
             .acquire_timeout(opts.acquire_timeout)
             .connect_with(base.read_only(true))
             .await?;

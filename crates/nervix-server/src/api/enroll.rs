@@ -218,13 +218,6 @@ async fn enroll(
         return Err(ApiError::internal("validated fields missing"));
     };
     let public_key = STANDARD.encode(key.to_bytes());
-    if let Some(conflict) = state
-        .store
-        .enrollment_conflict(handle.as_str(), &public_key)
-        .await?
-    {
-        return Err(nervix_store::StoreError::Conflict(conflict).into());
-    }
     let now = Utc::now();
     let id = Uuid::now_v7();
     let challenge = challenge_text(ENROLL_PREFIX, id);
@@ -237,19 +230,25 @@ async fn enroll(
         "metadata": req.metadata.unwrap_or_else(|| json!({})),
         "max_concurrent_tasks": max,
     });
-    state
+    let conflict = state
         .store
-        .insert_challenge(&NewChallenge {
-            id,
-            purpose: ChallengePurpose::Enroll,
-            agent_id: None,
-            public_key,
-            challenge: challenge.clone(),
-            payload: Some(payload),
-            expires_at,
-            created_at: now,
-        })
+        .insert_enrollment_challenge(
+            &NewChallenge {
+                id,
+                purpose: ChallengePurpose::Enroll,
+                agent_id: None,
+                public_key,
+                challenge: challenge.clone(),
+                payload: Some(payload),
+                expires_at,
+                created_at: now,
+            },
+            handle.as_str(),
+        )
         .await?;
+    if let Some(conflict) = conflict {
+        return Err(nervix_store::StoreError::Conflict(conflict).into());
+    }
     Ok((
         StatusCode::CREATED,
         Json(EnrollResponse {

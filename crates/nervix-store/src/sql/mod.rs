@@ -448,6 +448,30 @@ macro_rules! impl_sql_store {
                 Ok(())
             }
 
+            async fn insert_enrollment_challenge(&self, c: &NewChallenge, handle: &str) -> Result<Option<Conflict>> {
+                let inserted = sqlx::query(
+                    "INSERT INTO challenges (id, purpose, agent_id, public_key, challenge, payload, failures, \
+                     expires_at, created_at) SELECT $1, $2, $3, $4, $5, $6, 0, $7, $8 \
+                     WHERE NOT EXISTS (SELECT 1 FROM agents WHERE handle = $9 OR public_key = $4)",
+                )
+                .bind(c.id)
+                .bind(c.purpose.as_str())
+                .bind(c.agent_id)
+                .bind(&c.public_key)
+                .bind(&c.challenge)
+                .bind(c.payload.as_ref().map(Json))
+                .bind(c.expires_at)
+                .bind(c.created_at)
+                .bind(handle)
+                .execute(self.writer())
+                .await?
+                .rows_affected();
+                if inserted == 1 {
+                    return Ok(None);
+                }
+                Ok(Some(self.enrollment_conflict(handle, &c.public_key).await?.unwrap_or(Conflict::DuplicateHandle)))
+            }
+
             async fn challenge(&self, id: Uuid) -> Result<Option<ChallengeRecord>> {
                 let row: Option<ChallengeRow> = sqlx::query_as(&format!("SELECT {CHALLENGE_COLUMNS} FROM challenges WHERE id = $1"))
                     .bind(id)
