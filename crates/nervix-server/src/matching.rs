@@ -128,7 +128,27 @@ impl Matcher {
         if !store.mark_notified(task.id, round, Utc::now()).await? {
             return Ok(0);
         }
-        let picks = self.round(task, usize::try_from(round).unwrap_or(0));
+        Ok(self
+            .publish_round(
+                bus,
+                metrics,
+                task,
+                usize::try_from(round).unwrap_or(0),
+                became_available,
+            )
+            .await)
+    }
+
+    /// Publishes `task_available` to the agents of `round`. Returns how many were told.
+    pub async fn publish_round(
+        &self,
+        bus: &dyn EventBus,
+        metrics: &Metrics,
+        task: &TaskRecord,
+        round: usize,
+        became_available: DateTime<Utc>,
+    ) -> usize {
+        let picks = self.round(task, round);
         for (agent_id, score) in &picks {
             let frame = Frame {
                 kind: "task_available".into(),
@@ -159,7 +179,7 @@ impl Matcher {
                 / 1e6;
             metrics.match_latency.observe(secs.max(0.0));
         }
-        Ok(picks.len())
+        picks.len()
     }
 }
 

@@ -216,6 +216,10 @@ pub struct NewPost {
     pub tasks: Vec<NewTask>,
     pub at: DateTime<Utc>,
     pub audit: Option<AuditEntry>,
+    /// The posting node publishes the first matching round of its available tasks itself, so
+    /// they are stored as already in round 1: the widening loop takes over only after the
+    /// window, and nobody else repeats round 0.
+    pub notifies_first_round: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -359,7 +359,19 @@ pub async fn after_change(state: &AppState, t: &TaskRecord) {
     }
 }
 
-/// Runs the first matching round in the background: the poster's response does not wait.
+/// Publishes the first matching round of a freshly posted task (stored as already in round 1,
+/// see `NewPost::notifies_first_round`): no database write stands between post and notify.
+pub fn announce(state: &AppState, t: TaskRecord) {
+    let state = state.clone();
+    tokio::spawn(async move {
+        state
+            .matcher
+            .publish_round(state.bus.as_ref(), &state.metrics, &t, 0, t.created_at)
+            .await;
+    });
+}
+
+/// Runs the next matching round of a task that became available again, in the background.
 pub fn offer(state: &AppState, t: TaskRecord) {
     let state = state.clone();
     tokio::spawn(async move {
@@ -420,6 +432,7 @@ async fn post_task(
             tasks: vec![task],
             at: now,
             audit: None,
+            notifies_first_round: true,
         };
         let created = state.store.post_tasks(&post).await?;
         let t = created
@@ -427,7 +440,7 @@ async fn post_task(
             .next()
             .ok_or_else(|| ApiError::internal("post created no task"))?;
         if t.status == TaskStatus::Available {
-            offer(&state, t.clone());
+            announce(&state, t.clone());
         }
         let v = view(&state, t).await?;
         Ok((StatusCode::CREATED, to_value(&v)?))

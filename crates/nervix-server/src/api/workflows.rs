@@ -17,7 +17,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use super::tasks::{after_change, idempotent, offer, validate_fields, TaskFields, TaskView};
+use super::tasks::{after_change, announce, idempotent, validate_fields, TaskFields, TaskView};
 use super::{audit, ApiJson};
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
@@ -170,10 +170,11 @@ async fn post_workflow(
                 Some(wf_id.to_string()),
                 json!({"tasks": req.tasks.len()}),
             )),
+            notifies_first_round: true,
         };
         let created = state.store.post_tasks(&post).await?;
         for t in created.iter().filter(|t| t.status == TaskStatus::Available) {
-            offer(&state, t.clone());
+            announce(&state, t.clone());
         }
         let wf = state
             .store

@@ -812,11 +812,12 @@ macro_rules! impl_sql_store {
                         }
                     }
                     let status = if blocked { TaskStatus::Blocked } else { TaskStatus::Available };
+                    let first_round = post.notifies_first_round && !blocked;
                     let row: TaskRow = sqlx::query_as(&format!(
                         "INSERT INTO tasks (id, title, description, capabilities, min_reputation, reward_cents, \
                          complexity, kind, output_schema, language, deadline, status, workflow_id, workflow_key, \
-                         posted_by, funded_by_treasury, attempts, max_attempts, notify_round, settled, created_at, updated_at) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, 0, $17, 0, FALSE, $18, $18) \
+                         posted_by, funded_by_treasury, attempts, max_attempts, notify_round, notified_at, settled, created_at, updated_at) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, 0, $17, $19, $20, FALSE, $18, $18) \
                          RETURNING {TASK_COLUMNS}"
                     ))
                     .bind(t.id)
@@ -837,6 +838,8 @@ macro_rules! impl_sql_store {
                     .bind(post.from_treasury)
                     .bind(t.max_attempts)
                     .bind(post.at)
+                    .bind(i64::from(first_round))
+                    .bind(first_round.then_some(post.at))
                     .fetch_one(&mut *tx)
                     .await?;
                     insert_capabilities(&mut tx, "task_capabilities", "task_id", t.id, &t.capabilities).await?;

@@ -186,6 +186,7 @@ pub fn post(poster: &AgentRecord, tasks: Vec<NewTask>) -> NewPost {
         tasks,
         at: now(),
         audit: Some(audit("task.posted")),
+        notifies_first_round: false,
     }
 }
 

@@ -339,6 +339,22 @@ pub async fn notify_rounds(store: Arc<dyn Store>) {
     // Never notified: due; blocked tasks are not.
     assert_eq!(due(t0, t0).await, vec![fresh.id]);
 
+    // A post whose node announces round 0 itself is stored in round 1 and not due until the
+    // window has passed; its blocked siblings still start at round 0.
+    let mut announced = post(&admin, vec![task(100)]);
+    announced.notifies_first_round = true;
+    let announced = store.post_tasks(&announced).await.unwrap().remove(0);
+    assert_eq!(announced.notify_round, 1);
+    assert!(announced.notified_at.is_some());
+    assert!(!store.mark_notified(announced.id, 0, t0).await.unwrap());
+    assert!(!due(now(), t0 - Duration::seconds(1))
+        .await
+        .contains(&announced.id));
+    store
+        .cancel_task(announced.id, now(), &audit("task.cancel"))
+        .await
+        .unwrap();
+
     assert!(store.mark_notified(fresh.id, 0, t0).await.unwrap());
     assert!(
         !store.mark_notified(fresh.id, 0, t0).await.unwrap(),
