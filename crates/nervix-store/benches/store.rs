@@ -37,7 +37,11 @@ async fn enroll(store: &Arc<dyn Store>, n: u64, role: Role) -> AgentRecord {
         expires_at: now + Duration::minutes(5),
         created_at: now,
     };
-    assert!(store.insert_enrollment_challenge(&c, &format!("a{n}")).await.unwrap().is_none());
+    assert!(store
+        .insert_enrollment_challenge(&c, &format!("a{n}"))
+        .await
+        .unwrap()
+        .is_none());
     let c = store.challenge(c.id).await.unwrap().unwrap();
     let agent = NewAgent {
         id: Uuid::now_v7(),
@@ -51,15 +55,34 @@ async fn enroll(store: &Arc<dyn Store>, n: u64, role: Role) -> AgentRecord {
         role,
         created_at: now,
     };
-    let token = TokenRecord { jti: Uuid::new_v4(), agent_id: agent.id, kid: "k".into(), issued_at: now, expires_at: now + Duration::days(90) };
-    store.complete_enrollment(c.id, &agent, &token, &audit("agent.enroll")).await.unwrap()
+    let token = TokenRecord {
+        jti: Uuid::new_v4(),
+        agent_id: agent.id,
+        kid: "k".into(),
+        issued_at: now,
+        expires_at: now + Duration::days(90),
+    };
+    store
+        .complete_enrollment(c.id, &agent, &token, &audit("agent.enroll"))
+        .await
+        .unwrap()
 }
 
 fn bench(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("bench.db").display());
-    let store: Arc<dyn Store> = rt.block_on(async { Arc::new(SqliteStore::connect(&url, &ConnectOptions::default()).await.unwrap()) });
+    let store: Arc<dyn Store> = rt.block_on(async {
+        Arc::new(
+            SqliteStore::connect(&url, &ConnectOptions::default())
+                .await
+                .unwrap(),
+        )
+    });
     let mut n = 0u64;
     c.bench_function("sqlite_enrollment", |b| {
         b.iter(|| {
@@ -89,10 +112,26 @@ fn bench(c: &mut Criterion) {
                     workflow_key: None,
                     max_attempts: 3,
                 };
-                let post = NewPost { poster: admin.id, from_treasury: true, workflow: None, tasks: vec![task], at: now, audit: None, notifies_first_round: true };
+                let post = NewPost {
+                    poster: admin.id,
+                    from_treasury: true,
+                    workflow: None,
+                    tasks: vec![task],
+                    at: now,
+                    audit: None,
+                    notifies_first_round: true,
+                };
                 let t = store.post_tasks(&post).await.unwrap().remove(0);
-                let claim = ClaimRequest { task_id: t.id, agent_id: worker.id, lease_seconds: 600, at: now };
-                assert!(matches!(store.claim_task(&claim).await.unwrap(), ClaimOutcome::Claimed(_)));
+                let claim = ClaimRequest {
+                    task_id: t.id,
+                    agent_id: worker.id,
+                    lease_seconds: 600,
+                    at: now,
+                };
+                assert!(matches!(
+                    store.claim_task(&claim).await.unwrap(),
+                    ClaimOutcome::Claimed(_)
+                ));
                 let s = NewSubmission {
                     id: Uuid::now_v7(),
                     task_id: t.id,
@@ -106,7 +145,10 @@ fn bench(c: &mut Criterion) {
                     retry: RetryPolicy::default(),
                     at: now,
                 };
-                assert!(matches!(store.submit(&s).await.unwrap(), SubmitOutcome::Done { .. }));
+                assert!(matches!(
+                    store.submit(&s).await.unwrap(),
+                    SubmitOutcome::Done { .. }
+                ));
             })
         })
     });

@@ -55,14 +55,6 @@ impl PgStore {
 
 impl Dialect for PgStore {
     const LOCK_ROW: &'static str = " FOR UPDATE";
-    // A plain conditional update: concurrent claimers queue on the row lock and, once the
-    // winner commits, re-check the condition on the new row version and update nothing
-    // (`already_claimed`). Not SKIP LOCKED: that also skips a row held by any other short write
-    // (a matching round's `mark_notified`, say), and then every claimer of an available task
-    // would lose.
-    const CLAIM: &'static str = "UPDATE tasks SET status = 'claimed', assigned_agent_id = $1, \
-        lease_expires_at = $2, updated_at = $3 \
-        WHERE id = $4 AND status = 'available' AND (retry_at IS NULL OR retry_at <= $3)";
 }
 
 impl_sql_store!(PgStore, sqlx::Postgres);

@@ -75,9 +75,6 @@ impl SqliteStore {
 
 impl Dialect for SqliteStore {
     const LOCK_ROW: &'static str = "";
-    const CLAIM: &'static str = "UPDATE tasks SET status = 'claimed', assigned_agent_id = $1, \
-        lease_expires_at = $2, updated_at = $3 \
-        WHERE id = $4 AND status = 'available' AND (retry_at IS NULL OR retry_at <= $3)";
 }
 
 impl_sql_store!(SqliteStore, sqlx::Sqlite);

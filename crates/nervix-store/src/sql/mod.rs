@@ -3,7 +3,7 @@
 //! sqlx has no trait that abstracts "a database whose types include Uuid, DateTime and Json"
 //! without pages of where-clauses, so the implementation is written once as a macro body and
 //! instantiated for `sqlx::Sqlite` and `sqlx::Postgres`. Backend differences are confined to
-//! the `Dialect` constants each backend provides and to how a write transaction begins.
+//! the `Dialect` constants each backend provides (today: row locks) and to how a write transaction begins.
 
 pub(crate) mod rows;
 
@@ -12,9 +12,17 @@ pub(crate) trait Dialect {
     /// Appended to a SELECT of the claiming agent's row to serialise its claims
     /// (PostgreSQL row lock; SQLite already has a single writer).
     const LOCK_ROW: &'static str;
-    /// The claim: one conditional write. `$1` agent, `$2` lease end, `$3` now, `$4` task.
-    const CLAIM: &'static str;
 }
+
+/// The claim: one conditional write, the same on both backends. `$1` agent, `$2` lease end,
+/// `$3` now, `$4` task. Concurrent claimers queue on the row (PostgreSQL row lock, SQLite's
+/// single writer); once the winner commits, the others re-check the condition against the new
+/// row and update nothing. Not `SKIP LOCKED`: that also skips a row held by any other short
+/// write (a matching round's `mark_notified`, say), and every claimer of an available task
+/// would then lose.
+pub(crate) const CLAIM: &str = "UPDATE tasks SET status = 'claimed', assigned_agent_id = $1, \
+    lease_expires_at = $2, updated_at = $3 \
+    WHERE id = $4 AND status = 'available' AND (retry_at IS NULL OR retry_at <= $3)";
 
 macro_rules! impl_sql_store {
     ($store:ident, $db:ty) => {
@@ -406,6 +414,33 @@ macro_rules! impl_sql_store {
                 }
             }
 
+            /// Inserts a challenge; with `handle`, only if neither it nor the challenge's public
+            /// key is enrolled yet (one statement, so the check and the insert cannot drift).
+            async fn insert_challenge_unless_enrolled(&self, c: &NewChallenge, handle: Option<&str>) -> Result<bool> {
+                let guard = if handle.is_some() {
+                    " WHERE NOT EXISTS (SELECT 1 FROM agents WHERE handle = $9 OR public_key = $4)"
+                } else {
+                    ""
+                };
+                let sql = format!(
+                    "INSERT INTO challenges (id, purpose, agent_id, public_key, challenge, payload, failures, \
+                     expires_at, created_at) SELECT $1, $2, $3, $4, $5, $6, 0, $7, $8{guard}"
+                );
+                let mut q = sqlx::query(&sql)
+                    .bind(c.id)
+                    .bind(c.purpose.as_str())
+                    .bind(c.agent_id)
+                    .bind(&c.public_key)
+                    .bind(&c.challenge)
+                    .bind(c.payload.as_ref().map(Json))
+                    .bind(c.expires_at)
+                    .bind(c.created_at);
+                if let Some(h) = handle {
+                    q = q.bind(h.to_owned());
+                }
+                Ok(q.execute(self.writer()).await?.rows_affected() == 1)
+            }
+
             pub(crate) async fn ensure_platform_accounts(&self) -> Result<()> {
                 let mut tx = self.begin_write().await?;
                 ensure_account(&mut tx, PLATFORM, AccountKind::Treasury).await?;
@@ -431,42 +466,12 @@ macro_rules! impl_sql_store {
             }
 
             async fn insert_challenge(&self, c: &NewChallenge) -> Result<()> {
-                sqlx::query(
-                    "INSERT INTO challenges (id, purpose, agent_id, public_key, challenge, payload, failures, \
-                     expires_at, created_at) VALUES ($1, $2, $3, $4, $5, $6, 0, $7, $8)",
-                )
-                .bind(c.id)
-                .bind(c.purpose.as_str())
-                .bind(c.agent_id)
-                .bind(&c.public_key)
-                .bind(&c.challenge)
-                .bind(c.payload.as_ref().map(Json))
-                .bind(c.expires_at)
-                .bind(c.created_at)
-                .execute(self.writer())
-                .await?;
+                self.insert_challenge_unless_enrolled(c, None).await?;
                 Ok(())
             }
 
             async fn insert_enrollment_challenge(&self, c: &NewChallenge, handle: &str) -> Result<Option<Conflict>> {
-                let inserted = sqlx::query(
-                    "INSERT INTO challenges (id, purpose, agent_id, public_key, challenge, payload, failures, \
-                     expires_at, created_at) SELECT $1, $2, $3, $4, $5, $6, 0, $7, $8 \
-                     WHERE NOT EXISTS (SELECT 1 FROM agents WHERE handle = $9 OR public_key = $4)",
-                )
-                .bind(c.id)
-                .bind(c.purpose.as_str())
-                .bind(c.agent_id)
-                .bind(&c.public_key)
-                .bind(&c.challenge)
-                .bind(c.payload.as_ref().map(Json))
-                .bind(c.expires_at)
-                .bind(c.created_at)
-                .bind(handle)
-                .execute(self.writer())
-                .await?
-                .rows_affected();
-                if inserted == 1 {
+                if self.insert_challenge_unless_enrolled(c, Some(handle)).await? {
                     return Ok(None);
                 }
                 Ok(Some(self.enrollment_conflict(handle, &c.public_key).await?.unwrap_or(Conflict::DuplicateHandle)))
@@ -1025,7 +1030,7 @@ macro_rules! impl_sql_store {
                     Err(why) => return Ok(ClaimOutcome::NotEligible(why)),
                 }
                 let lease_end = (c.at + chrono::Duration::seconds(c.lease_seconds)).min(task.deadline);
-                let row: Option<TaskRow> = sqlx::query_as(&format!("{} RETURNING {TASK_COLUMNS}", <Self as Dialect>::CLAIM))
+                let row: Option<TaskRow> = sqlx::query_as(&format!("{} RETURNING {TASK_COLUMNS}", $crate::sql::CLAIM))
                     .bind(agent.id)
                     .bind(lease_end)
                     .bind(c.at)
