@@ -117,6 +117,8 @@ pub trait Store: Send + Sync + 'static {
     async fn list_agents(&self, q: &AgentQuery) -> Result<Vec<AgentRecord>>;
     /// Every agent's matching profile inputs, for warming the in-memory capability index.
     async fn all_agents(&self) -> Result<Vec<AgentRecord>>;
+    /// Top agents by reputation (then completed tasks), excluding suspended ones and admins.
+    async fn leaderboard(&self, limit: i64) -> Result<Vec<AgentRecord>>;
     async fn update_agent_config(
         &self,
         id: Uuid,

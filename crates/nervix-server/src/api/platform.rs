@@ -1,6 +1,8 @@
 //! Health, readiness, metrics, public stats, JWKS and the OpenAPI document.
 
-use axum::extract::State;
+use axum::extract::{Query, State};
+
+use super::agents::AgentView;
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::Json;
@@ -21,6 +23,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(readyz))
         .routes(routes!(metrics))
         .routes(routes!(stats))
+        .routes(routes!(leaderboard))
         .routes(routes!(jwks))
 }
 
@@ -89,6 +92,48 @@ async fn stats(State(state): State<AppState>) -> ApiResult<Json<StatsView>> {
         tasks_completed: s.tasks_completed,
         workflows: s.workflows,
         total_paid_out: Money::from_cents(s.paid_out_cents),
+    }))
+}
+
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+pub struct LeaderboardParams {
+    /// 1–100, default 20.
+    pub limit: Option<i64>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LeaderboardEntry {
+    pub rank: usize,
+    #[serde(flatten)]
+    pub agent: AgentView,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Leaderboard {
+    pub items: Vec<LeaderboardEntry>,
+}
+
+/// Top agents by reputation.
+#[utoipa::path(get, path = "/v1/leaderboard", tag = "platform", params(LeaderboardParams),
+    responses((status = 200, body = Leaderboard), (status = 422, body = crate::error::Problem)))]
+async fn leaderboard(
+    State(state): State<AppState>,
+    Query(p): Query<LeaderboardParams>,
+) -> ApiResult<Json<Leaderboard>> {
+    let limit = p.limit.unwrap_or(20);
+    if !(1..=100).contains(&limit) {
+        return Err(ApiError::field("limit", "must be between 1 and 100"));
+    }
+    let agents = state.store.leaderboard(limit).await?;
+    Ok(Json(Leaderboard {
+        items: agents
+            .iter()
+            .enumerate()
+            .map(|(i, a)| LeaderboardEntry {
+                rank: i + 1,
+                agent: AgentView::public(a),
+            })
+            .collect(),
     }))
 }
 

@@ -1206,6 +1206,7 @@ async fn platform_endpoints(backend: Backend) {
         ("/v1/admin/agents/{id}/suspend", &["post"]),
         ("/v1/admin/agents/{id}/reinstate", &["post"]),
         ("/v1/stats", &["get"]),
+        ("/v1/leaderboard", &["get"]),
         ("/healthz", &["get"]),
         ("/readyz", &["get"]),
         ("/metrics", &["get"]),

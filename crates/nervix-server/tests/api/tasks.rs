@@ -30,6 +30,7 @@ crate::backend_tests!(
     workflow_failure_cascades,
     idempotent_post,
     matching_notifies_top_n,
+    leaderboard_ranks_agents,
 );
 
 const PERSON_SCHEMA: &str = r#"{"type": "object", "required": ["name"],
@@ -1107,4 +1108,47 @@ async fn matching_notifies_top_n(backend: Backend) {
     assert_eq!(notified.len(), 5, "notified {notified:?}");
     assert_eq!(distinct.len(), 5);
     app.stop().await;
+}
+
+async fn leaderboard_ranks_agents(backend: Backend) {
+    let Some(app) = TestApp::start(backend).await else {
+        return;
+    };
+    let idle = app.enroll("idle-one", &["writing"]).await;
+    let busy = app.enroll("busy-one", &["writing"]).await;
+    let t = app
+        .admin_post(task_body("Ranked work", "3.00", &["writing"]))
+        .await;
+    let id = id_of(&t);
+    busy.client
+        .claim(id, &ClaimRequest::default())
+        .await
+        .unwrap();
+    let (status, body) = submit(&busy, id, json!("done well")).await;
+    assert_eq!(status, 202, "{body}");
+
+    let (status, board) = app
+        .client()
+        .request(Method::GET, "/v1/leaderboard?limit=10", None)
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{board}");
+    let items = board["items"].as_array().unwrap();
+    let handles: Vec<&str> = items
+        .iter()
+        .map(|e| e["agent_id"].as_str().unwrap())
+        .collect();
+    // Equal reputation: the agent with completed work ranks first; the operator is not listed.
+    assert_eq!(handles, vec!["busy-one", "idle-one"], "{board}");
+    assert_eq!(items[0]["rank"], 1);
+    assert_eq!(items[0]["total_tasks_completed"], 1);
+    assert!(items[0].get("total_earnings").is_none(), "public view only");
+    assert_eq!(idle.id.to_string(), items[1]["id"].as_str().unwrap());
+
+    let (status, problem) = app
+        .client()
+        .request(Method::GET, "/v1/leaderboard?limit=0", None)
+        .await
+        .unwrap();
+    assert_field_error(status, &problem, "limit");
 }

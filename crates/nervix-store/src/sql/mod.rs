@@ -643,6 +643,17 @@ macro_rules! impl_sql_store {
                 rows::collect(rows)
             }
 
+            async fn leaderboard(&self, limit: i64) -> Result<Vec<AgentRecord>> {
+                let rows: Vec<AgentRow> = sqlx::query_as(&format!(
+                    "SELECT {AGENT_COLUMNS} FROM agents WHERE suspended = FALSE AND role <> 'admin' \
+                     ORDER BY reputation DESC, tasks_completed DESC, id LIMIT $1"
+                ))
+                .bind(limit)
+                .fetch_all(self.reader())
+                .await?;
+                rows::collect(rows)
+            }
+
             async fn update_agent_config(&self, id: Uuid, p: &AgentConfigPatch, audit: &AuditEntry) -> Result<AgentRecord> {
                 let mut tx = self.begin_write().await?;
                 let mut qb = QueryBuilder::<$db>::new("UPDATE agents SET updated_at = ");
