@@ -47,6 +47,13 @@ pub async fn create_admin_token(config: &Config) -> Result<String, ServerError> 
         details: json!({}),
     };
     let admin = store.ensure_agent(&agent, &created).await?;
+    if admin.role != Role::Admin {
+        // Enrollment refuses this handle, so only a database edited by hand gets here.
+        store.close().await;
+        return Err(ServerError::Store(nervix_store::StoreError::Corrupt(
+            format!("the handle {ADMIN_HANDLE:?} belongs to an agent without the admin role"),
+        )));
+    }
     let issued = crate::auth::issue(
         &keys,
         admin.id,

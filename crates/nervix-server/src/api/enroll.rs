@@ -28,6 +28,16 @@ use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
 
 pub const ENROLL_PREFIX: &str = "nervix-enroll-v1";
+/// Handles no agent may enroll under: the operator's identity and names that would pass for
+/// the platform itself.
+pub const RESERVED_HANDLES: &[&str] = &[
+    crate::operator::ADMIN_HANDLE,
+    "nervix",
+    "system",
+    "root",
+    "operator",
+    "platform",
+];
 pub const AUTH_PREFIX: &str = "nervix-auth-v1";
 
 pub fn routes() -> OpenApiRouter<AppState> {
@@ -196,7 +206,13 @@ async fn enroll(
     ApiJson(req): ApiJson<EnrollRequest>,
 ) -> ApiResult<(StatusCode, Json<EnrollResponse>)> {
     let mut errs = FieldErrors::default();
-    let handle = errs.check(AgentHandle::parse(&req.agent_id));
+    let handle = errs.check(AgentHandle::parse(&req.agent_id).and_then(|h| {
+        if RESERVED_HANDLES.contains(&h.as_str()) {
+            Err(nervix_core::FieldError::new("agent_id", "is reserved"))
+        } else {
+            Ok(h)
+        }
+    }));
     let key = errs.check(parse_public_key(&req.public_key));
     if let Some(k) = &req.encryption_public_key {
         errs.check(decode_key("encryption_public_key", k));

@@ -320,6 +320,11 @@ async fn invalid_enrollment_fields_name_the_field(backend: Backend) {
             json!({"agent_id": "Upper", "public_key": good_key}),
             "agent_id",
         ),
+        // The operator's identity cannot be taken by enrolling first.
+        (
+            json!({"agent_id": "admin", "public_key": good_key}),
+            "agent_id",
+        ),
         (
             json!({"agent_id": "-dash", "public_key": good_key}),
             "agent_id",
