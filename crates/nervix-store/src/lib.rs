@@ -221,4 +221,17 @@ pub trait Store: Send + Sync + 'static {
         key: &str,
         r: &IdempotentResponse,
     ) -> Result<bool>;
+    /// Stores the final response of a key reserved by `save_idempotent_response` with status 0
+    /// (in progress).
+    async fn finish_idempotent_response(
+        &self,
+        agent: Uuid,
+        key: &str,
+        status: u16,
+        body: &str,
+    ) -> Result<()>;
+    /// Gives up a reservation (status 0) so the client may retry after an error.
+    async fn release_idempotency_key(&self, agent: Uuid, key: &str) -> Result<()>;
+    /// Drops reservations still in progress since before `before` (their request died).
+    async fn purge_stale_idempotency_keys(&self, before: DateTime<Utc>) -> Result<u64>;
 }

@@ -271,7 +271,9 @@ pub fn validate_fields(
 }
 
 /// Replays the stored response for a repeated `Idempotency-Key`, or runs `f` and stores its
-/// response. The same key with a different body is refused.
+/// response. The key is reserved before `f` runs, so a retry that arrives while the first
+/// request is still in flight gets 409 instead of doing the work (and moving the money) twice.
+/// The same key with a different body is refused; a failed request releases its key.
 pub async fn idempotent<B, F, Fut>(
     state: &AppState,
     caller: &Caller,
@@ -301,30 +303,57 @@ where
     let hash = hex(&Sha256::digest(
         serde_json::to_vec(body).unwrap_or_default(),
     ));
-    if let Some(prev) = state.store.idempotent_response(caller.id, &key).await? {
-        if prev.request_hash != hash {
-            return Err(ApiError::unprocessable(
-                "idempotency_key_reused",
-                "this Idempotency-Key was used with a different body",
-            ));
-        }
-        let status = StatusCode::from_u16(prev.status).unwrap_or(StatusCode::OK);
-        let value: Value = serde_json::from_str(&prev.body).unwrap_or(Value::Null);
-        return Ok((status, Json(value)).into_response());
-    }
-    let (status, value) = f().await?;
-    let record = nervix_store::IdempotentResponse {
-        request_hash: hash,
-        status: status.as_u16(),
-        body: value.to_string(),
+    let reservation = nervix_store::IdempotentResponse {
+        request_hash: hash.clone(),
+        status: IN_PROGRESS,
+        body: String::new(),
         created_at: Utc::now(),
     };
-    state
+    if !state
         .store
-        .save_idempotent_response(caller.id, &key, &record)
-        .await?;
-    Ok((status, Json(value)).into_response())
+        .save_idempotent_response(caller.id, &key, &reservation)
+        .await?
+    {
+        let prev = state.store.idempotent_response(caller.id, &key).await?;
+        return match prev {
+            Some(prev) if prev.request_hash != hash => Err(ApiError::unprocessable(
+                "idempotency_key_reused",
+                "this Idempotency-Key was used with a different body",
+            )),
+            Some(prev) if prev.status != IN_PROGRESS => {
+                let status = StatusCode::from_u16(prev.status).unwrap_or(StatusCode::OK);
+                let value: Value = serde_json::from_str(&prev.body).unwrap_or(Value::Null);
+                Ok((status, Json(value)).into_response())
+            }
+            _ => {
+                let mut e = ApiError::conflict(
+                    "idempotency_in_progress",
+                    "a request with this Idempotency-Key is still being processed",
+                );
+                e.retry_after = Some(1);
+                Err(e)
+            }
+        };
+    }
+    match f().await {
+        Ok((status, value)) => {
+            state
+                .store
+                .finish_idempotent_response(caller.id, &key, status.as_u16(), &value.to_string())
+                .await?;
+            Ok((status, Json(value)).into_response())
+        }
+        Err(e) => {
+            if let Err(release) = state.store.release_idempotency_key(caller.id, &key).await {
+                tracing::warn!(error = %release, "could not release an idempotency key");
+            }
+            Err(e)
+        }
+    }
 }
+
+/// Status stored while the first request with a key is running.
+const IN_PROGRESS: u16 = 0;
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()

@@ -1029,15 +1029,51 @@ async fn idempotent_post(backend: Backend) {
     let (s3, problem) = send("key-1", other).await;
     assert_eq!(s3, 422, "{problem}");
     assert_eq!(problem["code"], "idempotency_key_reused");
-    // A new key is a new post (and here, no funds).
+    // A new key is a new post (and here, no funds). A failed request releases its key, so the
+    // same key works once there is money.
     let (s4, problem) = send("key-2", body.clone()).await;
     assert_eq!(s4, 402, "{problem}");
+    app.grant(poster.id, "10.00").await;
+    let (s5, retried) = send("key-2", body.clone()).await;
+    assert_eq!(s5, 201, "{retried}");
+    let (_, cancelled) = poster
+        .client
+        .request(
+            Method::POST,
+            &format!("/v1/tasks/{}/cancel", retried["id"].as_str().unwrap()),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(cancelled["status"], "cancelled", "{cancelled}");
+    // Concurrent retries of one request (a client timing out while the first still runs) post
+    // it once: every answer is the first task, or 409 while it is in flight.
+    let racers: Vec<_> = (0..12)
+        .map(|_| tokio::spawn(send("key-3", body.clone())))
+        .collect();
+    let mut ids = HashSet::new();
+    for r in racers {
+        let (status, v) = r.await.unwrap();
+        match status {
+            201 => {
+                ids.insert(v["id"].as_str().unwrap().to_owned());
+            }
+            409 => assert_eq!(v["code"], "idempotency_in_progress", "{v}"),
+            other => panic!("unexpected {other}: {v}"),
+        }
+    }
+    assert_eq!(ids.len(), 1, "one task for one key: {ids:?}");
+    assert_eq!(
+        money(&poster).await,
+        (0, 2000),
+        "escrowed once for key-3 (and key-1)"
+    );
     let (_, page) = app
         .admin
         .request(Method::GET, "/v1/tasks?eligible=false", None)
         .await
         .unwrap();
-    assert_eq!(page["items"].as_array().unwrap().len(), 1, "{page}");
+    assert_eq!(page["items"].as_array().unwrap().len(), 3, "{page}");
     // Keys are per caller: the admin's key-1 is its own.
     let (status, v) = app
         .admin

@@ -1392,6 +1392,34 @@ macro_rules! impl_sql_store {
                 .rows_affected();
                 Ok(n == 1)
             }
+
+            async fn finish_idempotent_response(&self, agent: Uuid, key: &str, status: u16, body: &str) -> Result<()> {
+                sqlx::query("UPDATE idempotency_keys SET status = $1, body = $2 WHERE agent_id = $3 AND key = $4 AND status = 0")
+                    .bind(i64::from(status))
+                    .bind(body)
+                    .bind(agent)
+                    .bind(key)
+                    .execute(self.writer())
+                    .await?;
+                Ok(())
+            }
+
+            async fn release_idempotency_key(&self, agent: Uuid, key: &str) -> Result<()> {
+                sqlx::query("DELETE FROM idempotency_keys WHERE agent_id = $1 AND key = $2 AND status = 0")
+                    .bind(agent)
+                    .bind(key)
+                    .execute(self.writer())
+                    .await?;
+                Ok(())
+            }
+
+            async fn purge_stale_idempotency_keys(&self, before: DateTime<Utc>) -> Result<u64> {
+                Ok(sqlx::query("DELETE FROM idempotency_keys WHERE status = 0 AND created_at < $1")
+                    .bind(before)
+                    .execute(self.writer())
+                    .await?
+                    .rows_affected())
+            }
         }
         }
     };

@@ -477,4 +477,82 @@ pub async fn idempotency_keys(store: Arc<dyn Store>) {
             .as_ref(),
         Some(&first)
     );
+
+    // Reservation lifecycle: status 0 while the first request runs, then its response; a failed
+    // request releases its key; reservations of requests that died are purged.
+    let reserve = |hash: &str| IdempotentResponse {
+        request_hash: hash.to_owned(),
+        status: 0,
+        body: String::new(),
+        created_at: now(),
+    };
+    assert!(store
+        .save_idempotent_response(agent, "r", &reserve("h"))
+        .await
+        .unwrap());
+    assert!(
+        !store
+            .save_idempotent_response(agent, "r", &reserve("h"))
+            .await
+            .unwrap(),
+        "in flight"
+    );
+    store
+        .finish_idempotent_response(agent, "r", 201, "{\"id\":1}")
+        .await
+        .unwrap();
+    let done = store
+        .idempotent_response(agent, "r")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((done.status, done.body.as_str()), (201, "{\"id\":1}"));
+    store.release_idempotency_key(agent, "r").await.unwrap();
+    assert!(
+        store
+            .idempotent_response(agent, "r")
+            .await
+            .unwrap()
+            .is_some(),
+        "a finished key is kept"
+    );
+
+    assert!(store
+        .save_idempotent_response(agent, "e", &reserve("h"))
+        .await
+        .unwrap());
+    store.release_idempotency_key(agent, "e").await.unwrap();
+    assert_eq!(
+        store.idempotent_response(agent, "e").await.unwrap(),
+        None,
+        "released after an error"
+    );
+
+    assert!(store
+        .save_idempotent_response(agent, "s", &reserve("h"))
+        .await
+        .unwrap());
+    assert_eq!(
+        store
+            .purge_stale_idempotency_keys(now() - chrono::Duration::minutes(1))
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        store
+            .purge_stale_idempotency_keys(now() + chrono::Duration::minutes(1))
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(store.idempotent_response(agent, "s").await.unwrap(), None);
+    assert!(
+        store
+            .idempotent_response(agent, "r")
+            .await
+            .unwrap()
+            .is_some(),
+        "finished keys are not purged"
+    )
 }
