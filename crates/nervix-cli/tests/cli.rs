@@ -1,0 +1,144 @@
+//! The `nervix` binary end to end against a real server on the embedded default: key
+//! generation, agent enrollment with a saved token, whoami/login with the saved config, and the
+//! operator's admin token.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::Path;
+use std::process::Command;
+
+use nervix_server::Config;
+
+fn nervix(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_nervix"))
+        .args(args)
+        .env_remove("NERVIX_AGENT_CONFIG")
+        .env_remove("NERVIX_SERVER")
+        .output()
+        .expect("run nervix");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[cfg(unix)]
+fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keygen_enroll_whoami_login_and_admin_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut config = Config::for_data_dir(data.clone());
+    config.rate_limit_enroll_per_minute = 0;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let server = nervix_server::start(listener, config).await.unwrap();
+    let url = format!("http://{}", server.addr);
+
+    // keygen writes a 0600 key file and refuses to overwrite it.
+    let key = dir.path().join("agent.key");
+    let key_s = key.to_str().unwrap();
+    let (ok, stdout, stderr) = tokio::task::spawn_blocking({
+        let key_s = key_s.to_owned();
+        move || nervix(&["keygen", "--out", &key_s])
+    })
+    .await
+    .unwrap();
+    assert!(ok, "{stdout}{stderr}");
+    assert!(stdout.contains("public_key"), "{stdout}");
+    #[cfg(unix)]
+    assert_eq!(mode(&key), 0o600);
+    let (ok, _, stderr) = nervix(&["keygen", "--out", key_s]);
+    assert!(!ok && stderr.contains("--force"), "{stderr}");
+
+    // enroll saves the token to a 0600 config file and never prints it.
+    let cfg = dir.path().join("agent.json");
+    let cfg_s = cfg.to_str().unwrap().to_owned();
+    let (ok, stdout, stderr) = tokio::task::spawn_blocking({
+        let (url, key_s, cfg_s) = (url.clone(), key_s.to_owned(), cfg_s.clone());
+        move || {
+            nervix(&[
+                "agent",
+                "enroll",
+                "--server",
+                &url,
+                "--agent-id",
+                "cli-agent",
+                "--capabilities",
+                "coding,research",
+                "--key",
+                &key_s,
+                "--config",
+                &cfg_s,
+            ])
+        }
+    })
+    .await
+    .unwrap();
+    assert!(ok, "{stdout}{stderr}");
+    #[cfg(unix)]
+    assert_eq!(mode(&cfg), 0o600);
+    let saved: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&cfg).unwrap()).unwrap();
+    let token = saved["token"].as_str().unwrap().to_owned();
+    assert_eq!(token.split('.').count(), 3, "a JWT: {saved}");
+    assert!(
+        !stdout.contains(&token) && !stderr.contains(&token),
+        "the token is never printed"
+    );
+    let me = nervix_client::Client::new(&url)
+        .unwrap()
+        .with_token(token.clone());
+    let agent = me.me().await.unwrap();
+    assert_eq!(agent.agent_id, "cli-agent");
+    assert_eq!(agent.capabilities, vec!["coding", "research"]);
+
+    // whoami and login use the saved config; login replaces the token.
+    let (ok, stdout, stderr) = tokio::task::spawn_blocking({
+        let cfg_s = cfg_s.clone();
+        move || nervix(&["agent", "whoami", "--config", &cfg_s])
+    })
+    .await
+    .unwrap();
+    assert!(ok && stdout.contains("cli-agent"), "{stdout}{stderr}");
+    let (ok, stdout, stderr) = tokio::task::spawn_blocking({
+        let cfg_s = cfg_s.clone();
+        move || nervix(&["agent", "login", "--config", &cfg_s])
+    })
+    .await
+    .unwrap();
+    assert!(ok, "{stdout}{stderr}");
+    let saved: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&cfg).unwrap()).unwrap();
+    assert_ne!(saved["token"].as_str().unwrap(), token);
+
+    // The operator's token: the last word of stdout, an admin on the same storage.
+    let data_s = data.to_str().unwrap().to_owned();
+    let (ok, stdout, stderr) = tokio::task::spawn_blocking(move || {
+        nervix(&["admin", "create-token", "--data-dir", &data_s])
+    })
+    .await
+    .unwrap();
+    assert!(ok, "{stdout}{stderr}");
+    let admin_token = stdout.split_whitespace().last().unwrap().to_owned();
+    let admin = nervix_client::Client::new(&url)
+        .unwrap()
+        .with_token(admin_token);
+    let v = admin.verify().await.unwrap();
+    assert_eq!(v.role.to_string(), "admin");
+    let (status, audit) = admin
+        .request(
+            nervix_client::Method::GET,
+            "/v1/admin/audit?action=agent.enroll",
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{audit}");
+    assert_eq!(audit["items"][0]["target"], agent.id.to_string());
+
+    server.shutdown().await;
+}
