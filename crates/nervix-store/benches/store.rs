@@ -83,6 +83,11 @@ fn bench(c: &mut Criterion) {
                 .unwrap(),
         )
     });
+    // One statement's round trip through sqlx's SQLite worker thread (`SELECT 1`): the unit
+    // the hot paths pay per statement.
+    c.bench_function("sqlite_round_trip", |b| {
+        b.iter(|| rt.block_on(store.ping()).unwrap())
+    });
     let mut n = 0u64;
     c.bench_function("sqlite_enrollment", |b| {
         b.iter(|| {
