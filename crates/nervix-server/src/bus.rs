@@ -41,6 +41,8 @@ pub enum BusError {
     Redis(#[from] redis::RedisError),
     #[error("encoding: {0}")]
     Encode(#[from] serde_json::Error),
+    #[error("the Redis subscription closed")]
+    Closed,
 }
 
 #[async_trait]
@@ -75,40 +77,67 @@ impl EventBus for InProcessBus {
 }
 
 pub struct RedisBus {
-    conn: redis::aio::MultiplexedConnection,
+    /// Reconnects by itself after Redis restarts.
+    conn: redis::aio::ConnectionManager,
     local: broadcast::Sender<Event>,
 }
 
 impl RedisBus {
-    /// Connects and starts relaying the Redis channel into the local broadcast until `shutdown`.
-    /// Returns once the subscription is live, so no event published afterwards is missed.
+    /// Connects and relays the Redis channel into the local broadcast until `shutdown`.
+    /// Returns once the first subscription is live, so no event published afterwards is
+    /// missed. The relay is a supervised worker: when the subscription drops (Redis restarted,
+    /// network cut), it is logged and re-established with back-off.
     pub async fn connect(url: &str, shutdown: CancellationToken) -> Result<Arc<Self>, BusError> {
         let client = redis::Client::open(url)?;
-        let conn = client.get_multiplexed_async_connection().await?;
+        let conn = redis::aio::ConnectionManager::new(client.clone()).await?;
         let (local, _) = broadcast::channel(CAPACITY);
-        let mut pubsub = client.get_async_pubsub().await?;
-        pubsub.subscribe(REDIS_CHANNEL).await?;
+        let first = Arc::new(parking_lot::Mutex::new(Some(subscribe(&client).await?)));
         let relay = local.clone();
-        tokio::spawn(async move {
-            let mut messages = pubsub.on_message();
-            loop {
-                tokio::select! {
-                    _ = shutdown.cancelled() => break,
-                    msg = messages.next() => {
-                        let Some(msg) = msg else {
-                            tracing::error!("redis event subscription closed");
-                            break;
-                        };
-                        match msg.get_payload::<String>().map(|p| serde_json::from_str::<Event>(&p)) {
-                            Ok(Ok(event)) => { let _ = relay.send(event); }
-                            Ok(Err(e)) => tracing::warn!(error = %e, "undecodable event on the bus"),
-                            Err(e) => tracing::warn!(error = %e, "unreadable event on the bus"),
-                        }
-                    }
-                }
+        crate::workers::supervise("redis_event_relay", shutdown, move |sd| {
+            let (client, relay, first) = (client.clone(), relay.clone(), first.clone());
+            async move {
+                let taken = first.lock().take();
+                let pubsub = match taken {
+                    Some(p) => p,
+                    None => subscribe(&client).await?,
+                };
+                relay_events(pubsub, relay, sd).await
             }
         });
         Ok(Arc::new(RedisBus { conn, local }))
+    }
+}
+
+async fn subscribe(client: &redis::Client) -> Result<redis::aio::PubSub, BusError> {
+    let mut pubsub = client.get_async_pubsub().await?;
+    pubsub.subscribe(REDIS_CHANNEL).await?;
+    Ok(pubsub)
+}
+
+/// Forwards bus messages until shutdown (`Ok`) or until the subscription ends (`Err`).
+async fn relay_events(
+    mut pubsub: redis::aio::PubSub,
+    relay: broadcast::Sender<Event>,
+    shutdown: CancellationToken,
+) -> Result<(), crate::workers::WorkerError> {
+    let mut messages = pubsub.on_message();
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            msg = messages.next() => {
+                let Some(msg) = msg else {
+                    return Err(BusError::Closed.into());
+                };
+                match msg.get_payload::<String>().map(|p| serde_json::from_str::<Event>(&p)) {
+                    Ok(Ok(event)) => {
+                        // No local subscriber right now is not an error.
+                        let _ = relay.send(event);
+                    }
+                    Ok(Err(e)) => tracing::warn!(error = %e, "undecodable event on the bus"),
+                    Err(e) => tracing::warn!(error = %e, "unreadable event on the bus"),
+                }
+            }
+        }
     }
 }
 

@@ -22,6 +22,8 @@ use crate::bus::{Event, EventBus, Frame};
 use crate::metrics::Metrics;
 use crate::presence::ONLINE_WINDOW;
 
+const REBUILD_EVERY: std::time::Duration = std::time::Duration::from_secs(300);
+
 pub struct Matcher {
     index: RwLock<CapabilityIndex>,
     top_n: usize,
@@ -183,7 +185,9 @@ impl Matcher {
     }
 }
 
-/// Keeps the index in step with agent changes published by any node.
+/// Keeps the index in step with agent changes published by any node, and rebuilds it from
+/// storage every few minutes so that drift (workload counts after reaped leases, missed events)
+/// cannot accumulate.
 pub async fn follow_agent_changes(
     matcher: Arc<Matcher>,
     store: Arc<dyn Store>,
@@ -191,9 +195,15 @@ pub async fn follow_agent_changes(
     shutdown: tokio_util::sync::CancellationToken,
 ) -> Result<(), crate::workers::WorkerError> {
     let mut rx = bus.subscribe();
+    let mut rebuild = tokio::time::interval(REBUILD_EVERY);
+    rebuild.tick().await;
     loop {
         let event = tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
+            _ = rebuild.tick() => {
+                matcher.warm(store.as_ref()).await?;
+                continue;
+            }
             e = rx.recv() => e,
         };
         match event {

@@ -21,6 +21,8 @@ pub enum WorkerError {
     Store(#[from] nervix_store::StoreError),
     #[error(transparent)]
     Keys(#[from] crate::auth::keys::KeyError),
+    #[error(transparent)]
+    Bus(#[from] crate::bus::BusError),
 }
 
 pub fn supervise<F, Fut>(

@@ -50,11 +50,59 @@ async fn notified(rx: &mut broadcast::Receiver<Event>, task: Uuid, want: usize) 
     agents
 }
 
+/// The tests of this file share Redis pub/sub; the reconnect test cuts every subscriber off.
+static REDIS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_resubscribes_after_redis_drops_it() {
+    let Some(redis) = redis_url() else {
+        return;
+    };
+    let _serial = REDIS.lock().await;
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let bus = nervix_server::bus::RedisBus::connect(&redis, shutdown.clone())
+        .await
+        .unwrap();
+    let mut rx = nervix_server::bus::EventBus::subscribe(bus.as_ref());
+
+    // Cut every pub/sub connection, as a Redis restart would.
+    let client = redis::Client::open(redis.as_str()).unwrap();
+    let mut admin = client.get_multiplexed_async_connection().await.unwrap();
+    let killed: i64 = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("pubsub")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    assert!(killed >= 1, "our subscription was live");
+
+    // The supervised relay subscribes again; events published after that arrive.
+    let agent_id = Uuid::now_v7();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    let got = loop {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the relay never resubscribed"
+        );
+        nervix_server::bus::EventBus::publish(bus.as_ref(), Event::AgentChanged { agent_id })
+            .await
+            .unwrap();
+        match tokio::time::timeout(Duration::from_millis(300), rx.recv()).await {
+            Ok(Ok(e @ Event::AgentChanged { .. })) => break e,
+            _ => continue,
+        }
+    };
+    assert_eq!(got, Event::AgentChanged { agent_id });
+    shutdown.cancel();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn task_available_crosses_nodes() {
     let Some(redis) = redis_url() else {
         return;
     };
+    let _serial = REDIS.lock().await;
     let Some(node_a) = TestApp::start_with(Backend::Postgres, |c| {
         c.redis_url = Some(redis.clone());
     })
