@@ -278,10 +278,14 @@ pub async fn problemize(req: Request, next: Next) -> Response {
         s if s.is_server_error() => ("internal_error", "an internal error occurred"),
         _ => ("bad_request", "the request could not be processed"),
     };
-    let allow = res.headers().get(header::ALLOW).cloned();
+    // Keep what outer layers and the router said (Allow, x-request-id, …); only the body
+    // and its type change.
+    let mut headers = res.headers().clone();
+    headers.remove(header::CONTENT_TYPE);
+    headers.remove(header::CONTENT_LENGTH);
     let mut out = ApiError::new(status, code, detail).into_response();
-    if let Some(allow) = allow {
-        out.headers_mut().insert(header::ALLOW, allow);
+    for (name, value) in &headers {
+        out.headers_mut().insert(name.clone(), value.clone());
     }
     out
 }

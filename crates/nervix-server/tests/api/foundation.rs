@@ -35,6 +35,7 @@ crate::backend_tests!(
     concurrent_enrollment_of_one_handle,
     audit_log,
     platform_endpoints,
+    request_ids_are_echoed,
 );
 
 async fn enroll_happy_path(backend: Backend) {
@@ -1235,4 +1236,32 @@ async fn platform_endpoints(backend: Backend) {
     assert_eq!(stats["tasks_completed"], 0, "{stats}");
     assert_eq!(stats["total_paid_out"], "0.00", "{stats}");
     app.stop().await;
+}
+
+async fn request_ids_are_echoed(backend: Backend) {
+    let Some(app) = TestApp::start(backend).await else {
+        return;
+    };
+    let client = app.client();
+    // Generated when the client sends none, on success and on errors alike.
+    for path in ["/healthz", "/v1/no-such-route"] {
+        let r = client
+            .request_raw(Method::GET, path, &[], None)
+            .await
+            .unwrap();
+        let id = r.header("x-request-id").unwrap_or_default().to_owned();
+        assert!(Uuid::parse_str(&id).is_ok(), "{path}: {id:?}");
+    }
+    // Kept when the client sends one.
+    let r = client
+        .request_raw(
+            Method::GET,
+            "/v1/agents/me",
+            &[("x-request-id", "trace-me-42")],
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 401);
+    assert_eq!(r.header("x-request-id"), Some("trace-me-42"));
 }
