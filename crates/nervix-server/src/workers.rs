@@ -80,6 +80,10 @@ where
 
 const BATCH: i64 = 200;
 
+fn stale_reservation(config: &crate::Config) -> chrono::Duration {
+    chrono::Duration::from_std(config.request_timeout * 4).unwrap_or(chrono::Duration::minutes(2))
+}
+
 /// Starts every background service. `store` is the workers' own pool, apart from the API's.
 pub fn spawn_all(
     state: &AppState,
@@ -143,8 +147,13 @@ pub fn spawn_all(
     handles.push(supervise("housekeeping", shutdown.clone(), move |sd| {
         let (s, st) = (s.clone(), st.clone());
         async move {
-            every(Duration::from_secs(60), sd, || async {
+            // Once a minute with the default one-second tick.
+            every(interval * 60, sd, || async {
                 s.purge_challenges(Utc::now() - chrono::Duration::hours(1))
+                    .await?;
+                // An idempotency reservation older than any request could run belongs to a
+                // request that died; drop it so the client's retry can proceed.
+                s.purge_stale_idempotency_keys(Utc::now() - stale_reservation(&st.config))
                     .await?;
                 st.limits.shrink();
                 st.presence.forget_idle();

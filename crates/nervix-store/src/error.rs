@@ -49,14 +49,15 @@ impl StoreError {
         }
     }
 
-    /// A conflict the database resolved by aborting this transaction (deadlock, serialization
-    /// failure, SQLite busy): running it again is safe and will usually succeed.
+    /// A conflict the database resolved by aborting this transaction (PostgreSQL deadlock or
+    /// serialization failure; SQLite busy/locked): running it again is safe and will usually
+    /// succeed.
     pub fn is_transient(&self) -> bool {
         match self {
             StoreError::Database(sqlx::Error::Database(db)) => {
                 matches!(
                     db.code().as_deref(),
-                    Some("40P01" | "40001" | "55P03" | "5" | "6" | "517")
+                    Some("40P01" | "40001" | "5" | "6" | "517")
                 )
             }
             _ => false,

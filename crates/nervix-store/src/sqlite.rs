@@ -33,11 +33,7 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(5))
             .foreign_keys(true)
-            .pragma("temp_store", "memory")
-            // Reads through the memory map instead of pread; also keeps the page cache small,
-            // which matters because SQLite drops a connection's whole cache whenever another
-            // connection has written since its last read.
-            .pragma("mmap_size", "0");
+            .pragma("temp_store", "memory");
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .acquire_timeout(opts.acquire_timeout)

@@ -36,17 +36,21 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        // serde stops at the first problem it meets, so a body cut short after an unknown key
-        // (`{"role": `) would come back as a data error (422). Keep the bytes so malformed JSON
-        // is always told apart: 400, whatever else is wrong with it.
-        let headers = req.headers().clone();
+        if !is_json(req.headers()) {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "expected Content-Type: application/json",
+            ));
+        }
         let bytes = axum::body::Bytes::from_request(req, state)
             .await
             .map_err(|e| json_rejection(JsonRejection::from(e)))?;
-        let mut again = Request::new(axum::body::Body::from(bytes.clone()));
-        *again.headers_mut() = headers;
-        match axum::Json::<T>::from_request(again, state).await {
+        match axum::Json::<T>::from_bytes(&bytes) {
             Ok(axum::Json(v)) => Ok(ApiJson(v)),
+            // serde stops at the first problem it meets, so a body cut short after an unknown
+            // key (`{"role": `) reads as a data error. Malformed JSON is 400, whatever else is
+            // wrong with it; only this (rare) path parses the bytes a second time.
             Err(JsonRejection::JsonDataError(data)) => {
                 match serde_json::from_slice::<serde::de::IgnoredAny>(&bytes) {
                     Err(syntax) => Err(ApiError::bad_request(format!("malformed JSON: {syntax}"))),
@@ -56,6 +60,21 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
             Err(rejection) => Err(json_rejection(rejection)),
         }
     }
+}
+
+/// `application/json` or any `application/*+json`, parameters allowed (as axum's `Json`).
+fn is_json(headers: &axum::http::HeaderMap) -> bool {
+    let Some(essence) = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+    else {
+        return false;
+    };
+    let essence = essence.trim().to_ascii_lowercase();
+    essence
+        .strip_prefix("application/")
+        .is_some_and(|sub| sub == "json" || sub.ends_with("+json"))
 }
 
 fn json_rejection(r: JsonRejection) -> ApiError {

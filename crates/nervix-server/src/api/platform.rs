@@ -1,8 +1,6 @@
 //! Health, readiness, metrics, public stats, JWKS and the OpenAPI document.
 
 use axum::extract::{Query, State};
-
-use super::agents::AgentView;
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::Json;
@@ -13,6 +11,7 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use super::agents::AgentView;
 use crate::error::{ApiError, ApiResult};
 use crate::presence::ONLINE_WINDOW;
 use crate::state::AppState;

@@ -31,6 +31,7 @@ crate::backend_tests!(
     idempotent_post,
     matching_notifies_top_n,
     leaderboard_ranks_agents,
+    stale_idempotency_reservation_is_purged,
 );
 
 const PERSON_SCHEMA: &str = r#"{"type": "object", "required": ["name"],
@@ -1187,4 +1188,47 @@ async fn leaderboard_ranks_agents(backend: Backend) {
         .await
         .unwrap();
     assert_field_error(status, &problem, "limit");
+}
+
+async fn stale_idempotency_reservation_is_purged(backend: Backend) {
+    let Some(app) = TestApp::start(backend).await else {
+        return;
+    };
+    let poster = app.enroll("poster", &[]).await;
+    app.grant(poster.id, "5.00").await;
+    // A reservation left by a request that died long ago (the process crashed mid-request).
+    let store = app.running().state.store.clone();
+    let dead = nervix_store::IdempotentResponse {
+        request_hash: "whatever".into(),
+        status: 0,
+        body: String::new(),
+        created_at: chrono::Utc::now() - chrono::Duration::hours(1),
+    };
+    assert!(store
+        .save_idempotent_response(poster.id, "dead-key", &dead)
+        .await
+        .unwrap());
+    let send = || {
+        poster.client.request_raw(
+            Method::POST,
+            "/v1/tasks",
+            &[("Idempotency-Key", "dead-key")],
+            Some(serde_json::to_vec(&task_body("after a crash", "5.00", &[])).unwrap()),
+        )
+    };
+    // While the dead reservation stands, the key is taken (its body hash differs from ours).
+    let r = send().await.unwrap();
+    assert_eq!(r.status, 422, "still reserved: {}", r.json());
+    assert_eq!(r.json()["code"], "idempotency_key_reused");
+    // The housekeeping worker (every 60 ticks: 6 s in tests) drops it; the retry then posts.
+    let posted = eventually(
+        Duration::from_secs(20),
+        "the stale reservation to go",
+        || async {
+            let r = send().await.unwrap();
+            (r.status == 201).then(|| r.json())
+        },
+    )
+    .await;
+    assert_eq!(posted["title"], "after a crash");
 }

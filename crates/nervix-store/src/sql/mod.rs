@@ -3,7 +3,8 @@
 //! sqlx has no trait that abstracts "a database whose types include Uuid, DateTime and Json"
 //! without pages of where-clauses, so the implementation is written once as a macro body and
 //! instantiated for `sqlx::Sqlite` and `sqlx::Postgres`. Backend differences are confined to
-//! the `Dialect` constants each backend provides (today: row locks) and to how a write transaction begins.
+//! the `Dialect` constants each backend provides (today: row locks) and to how a write
+//! transaction begins.
 
 pub(crate) mod rows;
 
@@ -889,7 +890,7 @@ macro_rules! impl_sql_store {
                 }
                 tx.commit().await?;
                 Ok(created)
-                            })
+                })
             }
 
             async fn task(&self, id: Uuid) -> Result<Option<TaskRecord>> {
@@ -1052,7 +1053,7 @@ macro_rules! impl_sql_store {
                 let claimed = TaskRecord::try_from(row)?;
                 tx.commit().await?;
                 Ok(ClaimOutcome::Claimed(claimed))
-                            })
+                })
             }
 
             async fn submit(&self, s: &NewSubmission) -> Result<SubmitOutcome> {
@@ -1132,7 +1133,7 @@ macro_rules! impl_sql_store {
                 .await?;
                 tx.commit().await?;
                 Ok(SubmitOutcome::Done { submission: row.try_into()?, task: final_task, unblocked, cancelled })
-                            })
+                })
             }
 
             async fn submission(&self, id: Uuid) -> Result<Option<SubmissionRecord>> {
@@ -1173,7 +1174,7 @@ macro_rules! impl_sql_store {
                 insert_audit(&mut tx, audit).await?;
                 tx.commit().await?;
                 Ok(task)
-                            })
+                })
             }
 
             async fn cancel_workflow(&self, id: Uuid, at: DateTime<Utc>, audit: &AuditEntry) -> Result<WorkflowRecord> {
@@ -1204,7 +1205,7 @@ macro_rules! impl_sql_store {
                     .await?;
                 tx.commit().await?;
                 row.try_into()
-                            })
+                })
             }
 
             async fn expire_leases(&self, now: DateTime<Utc>, retry: &RetryPolicy, limit: i64) -> Result<Vec<TaskRecord>> {
@@ -1226,7 +1227,7 @@ macro_rules! impl_sql_store {
                 }
                 tx.commit().await?;
                 Ok(changed)
-                            })
+                })
             }
 
             async fn expire_deadlines(&self, now: DateTime<Utc>, limit: i64) -> Result<Vec<TaskRecord>> {
@@ -1249,7 +1250,7 @@ macro_rules! impl_sql_store {
                 }
                 tx.commit().await?;
                 Ok(changed)
-                            })
+                })
             }
 
             async fn tasks_to_notify(&self, now: DateTime<Utc>, window_start: DateTime<Utc>, limit: i64) -> Result<Vec<TaskRecord>> {
@@ -1357,7 +1358,7 @@ macro_rules! impl_sql_store {
                 insert_audit(&mut tx, audit).await?;
                 tx.commit().await?;
                 Ok(())
-                            })
+                })
             }
 
             async fn idempotent_response(&self, agent: Uuid, key: &str) -> Result<Option<IdempotentResponse>> {
