@@ -118,8 +118,16 @@ pub async fn start(listener: TcpListener, config: Config) -> Result<Running, Ser
     let shutdown = CancellationToken::new();
     let config = Arc::new(config);
     let store = open_store(&config, 16).await?;
-    // Workers get a pool of their own so a backlog of reaping never starves the API.
-    let worker_store = open_store(&config, 2).await?;
+    let worker_store = if store.backend() == "sqlite" {
+        // One writer per SQLite file: a second store in this process would fight the first
+        // for the write lock, and SQLite's busy handler sleeps up to 100 ms per retry. The
+        // writer thread serves writes first come, first served, so workers cannot starve the
+        // API there.
+        store.clone()
+    } else {
+        // Workers get a pool of their own so a backlog of reaping never starves the API.
+        open_store(&config, 2).await?
+    };
     let keys = KeyRing::load_or_create(&config.data_dir)?;
     let bus: Arc<dyn EventBus> = match &config.redis_url {
         Some(url) => RedisBus::connect(url, shutdown.clone()).await?,
@@ -137,6 +145,7 @@ pub async fn start(listener: TcpListener, config: Config) -> Result<Running, Ser
         config: config.clone(),
         store,
         keys: Arc::new(RwLock::new(Arc::new(keys))),
+        verified: Arc::new(auth::VerifiedTokens::default()),
         bus,
         metrics: Arc::new(metrics::Metrics::default()),
         presence: Arc::new(presence::Presence::default()),

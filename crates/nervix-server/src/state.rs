@@ -7,6 +7,7 @@ use nervix_store::Store;
 use parking_lot::RwLock;
 
 use crate::auth::keys::KeyRing;
+use crate::auth::VerifiedTokens;
 use crate::bus::EventBus;
 use crate::config::Config;
 use crate::limits::Limits;
@@ -19,6 +20,8 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub store: Arc<dyn Store>,
     pub keys: Arc<RwLock<Arc<KeyRing>>>,
+    /// Bearer tokens whose signature already verified (storage checks still run per request).
+    pub verified: Arc<VerifiedTokens>,
     pub bus: Arc<dyn EventBus>,
     pub metrics: Arc<Metrics>,
     pub limits: Arc<Limits>,

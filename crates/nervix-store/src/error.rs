@@ -20,6 +20,23 @@ pub enum StoreError {
     Database(#[from] sqlx::Error),
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// The SQLite writer thread is gone (the store was closed, or a write panicked).
+    #[error("the database writer has stopped")]
+    WriterStopped,
+}
+
+/// Raised by the database when a posting would take an account below zero (migration 0003:
+/// a CHECK constraint on PostgreSQL, a trigger on SQLite).
+const OVERDRAFT: &str = "ledger_accounts_no_overdraft";
+/// Raised by the database when a claim would exceed the agent's `max_concurrent_tasks`.
+const AT_CAPACITY: &str = "agents_at_capacity";
+
+/// Whether `e` is the database refusing with the constraint (or trigger) named `name`.
+fn refused_by(e: &sqlx::Error, name: &str) -> bool {
+    match e {
+        sqlx::Error::Database(db) => db.constraint() == Some(name) || db.message().contains(name),
+        _ => false,
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,6 +79,20 @@ impl StoreError {
             }
             _ => false,
         }
+    }
+
+    /// Maps the database's overdraft refusal to [`StoreError::InsufficientFunds`].
+    pub(crate) fn from_ledger(e: sqlx::Error) -> Self {
+        if refused_by(&e, OVERDRAFT) {
+            StoreError::InsufficientFunds
+        } else {
+            StoreError::Database(e)
+        }
+    }
+
+    /// The claim was refused because the agent holds its maximum of tasks.
+    pub(crate) fn is_at_capacity(&self) -> bool {
+        matches!(self, StoreError::Database(e) if refused_by(e, AT_CAPACITY))
     }
 
     /// Maps a unique violation on the agents table to the conflict it means.

@@ -86,6 +86,8 @@ pub struct AgentRecord {
     pub rep_peer: i64,
     pub tasks_completed: i64,
     pub tasks_failed: i64,
+    /// Tasks the agent holds (`claimed`), counted by the database as claims come and go.
+    pub active_tasks: i64,
     pub last_seen_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -248,6 +250,8 @@ pub struct TaskRecord {
     pub notify_round: i64,
     pub notified_at: Option<DateTime<Utc>>,
     pub settled: bool,
+    /// Upstream tasks, sorted (fixed at posting).
+    pub depends_on: Vec<Uuid>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }

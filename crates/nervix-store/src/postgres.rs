@@ -2,10 +2,11 @@
 
 use std::str::FromStr;
 
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use futures::future::BoxFuture;
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 use sqlx::{Postgres, Transaction};
 
-use crate::sql::{impl_sql_store, Dialect};
+use crate::sql::impl_sql_store;
 use crate::ConnectOptions;
 
 pub struct PgStore {
@@ -39,22 +40,41 @@ impl PgStore {
         &self.pool
     }
 
-    /// For single-statement writes, which need no explicit transaction.
-    fn writer(&self) -> &PgPool {
-        &self.pool
+    /// Runs `f` in a transaction, again from the start if PostgreSQL aborted it to break a
+    /// deadlock or a serialization conflict. `f` commits; a transaction it drops uncommitted
+    /// is rolled back. (Same signature as the SQLite backend's, whose writer thread needs
+    /// `data` owned.)
+    async fn write<D, T, F>(&self, data: D, f: F) -> crate::Result<T>
+    where
+        D: Send + Sync + 'static,
+        T: Send + 'static,
+        F: for<'c> Fn(Transaction<'c, Postgres>, &'c D) -> BoxFuture<'c, crate::Result<T>>
+            + Send
+            + Sync
+            + 'static,
+    {
+        crate::sql::retry_transient!({
+            let tx = self.pool.begin().await?;
+            f(tx, &data).await
+        })
     }
 
-    async fn begin_write(&self) -> crate::Result<Transaction<'static, Postgres>> {
-        Ok(self.pool.begin().await?)
+    /// Runs a single-statement write `f` (atomic on its own) on a pooled connection.
+    async fn write_one<D, T, F>(&self, data: D, f: F) -> crate::Result<T>
+    where
+        D: Send + 'static,
+        T: Send + 'static,
+        F: for<'c> FnOnce(&'c mut PgConnection, D) -> BoxFuture<'c, crate::Result<T>>
+            + Send
+            + 'static,
+    {
+        let mut conn = self.pool.acquire().await?;
+        f(&mut conn, data).await
     }
 
     async fn close_pools(&self) {
         self.pool.close().await;
     }
-}
-
-impl Dialect for PgStore {
-    const LOCK_ROW: &'static str = " FOR UPDATE";
 }
 
 impl_sql_store!(PgStore, sqlx::Postgres);

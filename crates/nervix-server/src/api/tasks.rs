@@ -125,8 +125,8 @@ pub struct TaskView {
     pub updated_at: DateTime<Utc>,
 }
 
-impl TaskView {
-    pub fn new(t: TaskRecord, depends_on: Vec<Uuid>) -> Self {
+impl From<TaskRecord> for TaskView {
+    fn from(t: TaskRecord) -> Self {
         TaskView {
             id: t.id,
             title: t.title,
@@ -142,7 +142,7 @@ impl TaskView {
             kind: t.kind,
             output_schema: t.output_schema,
             language: t.language,
-            depends_on,
+            depends_on: t.depends_on,
             workflow_id: t.workflow_id,
             key: t.workflow_key,
             posted_by: t.posted_by,
@@ -155,27 +155,6 @@ impl TaskView {
             updated_at: t.updated_at,
         }
     }
-}
-
-pub async fn view(state: &AppState, t: TaskRecord) -> ApiResult<TaskView> {
-    let deps = state.store.task_dependencies(t.id).await?;
-    Ok(TaskView::new(t, deps))
-}
-
-/// Renders many tasks with one dependency query.
-pub async fn views(state: &AppState, tasks: Vec<TaskRecord>) -> ApiResult<Vec<TaskView>> {
-    let ids: Vec<Uuid> = tasks.iter().map(|t| t.id).collect();
-    let mut deps: std::collections::HashMap<Uuid, Vec<Uuid>> = std::collections::HashMap::new();
-    for (task, dep) in state.store.dependencies_of(&ids).await? {
-        deps.entry(task).or_default().push(dep);
-    }
-    Ok(tasks
-        .into_iter()
-        .map(|t| {
-            let d = deps.remove(&t.id).unwrap_or_default();
-            TaskView::new(t, d)
-        })
-        .collect())
 }
 
 /// Validates posted task fields; errors are named `{prefix}{field}`.
@@ -471,7 +450,7 @@ async fn post_task(
         if t.status == TaskStatus::Available {
             announce(&state, t.clone());
         }
-        let v = view(&state, t).await?;
+        let v = TaskView::from(t);
         Ok((StatusCode::CREATED, to_value(&v)?))
     })
     .await
@@ -544,10 +523,11 @@ async fn list_tasks(
     };
     let rows = state.store.list_tasks(&q).await?;
     let more = rows.len() as i64 > limit;
-    let mut items = Vec::with_capacity(rows.len());
-    for t in rows.into_iter().take(usize::try_from(limit).unwrap_or(0)) {
-        items.push(view(&state, t).await?);
-    }
+    let items: Vec<TaskView> = rows
+        .into_iter()
+        .take(usize::try_from(limit).unwrap_or(0))
+        .map(TaskView::from)
+        .collect();
     let next_cursor = if more {
         items.last().map(|t| t.id.to_string())
     } else {
@@ -569,7 +549,7 @@ async fn get_task(
         .task(id)
         .await?
         .ok_or_else(|| ApiError::not_found("task"))?;
-    Ok(Json(view(&state, t).await?))
+    Ok(Json(TaskView::from(t)))
 }
 
 #[derive(Debug, Default, Deserialize, ToSchema)]
@@ -627,7 +607,7 @@ async fn claim(
             after_change(&state, &t).await;
             let lease_expires_at = t.lease_expires_at;
             Ok(Json(ClaimResponse {
-                task: view(&state, t).await?,
+                task: TaskView::from(t),
                 lease_expires_at,
             }))
         }
@@ -816,7 +796,7 @@ async fn submit(
         }
         let resp = SubmitResponse {
             submission: submission.into(),
-            task: view(&state, task).await?,
+            task: TaskView::from(task),
         };
         Ok((StatusCode::ACCEPTED, to_value(&resp)?))
     })
@@ -845,7 +825,7 @@ async fn release(
     let t = state.store.release_task(id, caller.id, Utc::now()).await?;
     state.matcher.adjust_active(caller.id, -1);
     after_change(&state, &t).await;
-    Ok(Json(view(&state, t).await?))
+    Ok(Json(TaskView::from(t)))
 }
 
 /// Cancel a task (poster or admin); the escrow is refunded and dependents are cancelled.
@@ -879,7 +859,7 @@ async fn cancel(
         state.matcher.adjust_active(a, -1);
     }
     after_change(&state, &t).await;
-    Ok(Json(view(&state, t).await?))
+    Ok(Json(TaskView::from(t)))
 }
 
 /// A submission: visible to its submitter, the task's poster, reviewers and admins.

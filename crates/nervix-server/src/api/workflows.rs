@@ -84,23 +84,18 @@ fn progress(tasks: &[TaskRecord]) -> Progress {
     }
 }
 
-async fn render(
-    state: &AppState,
-    wf: WorkflowRecord,
-    tasks: Vec<TaskRecord>,
-) -> ApiResult<WorkflowView> {
+fn render(wf: WorkflowRecord, tasks: Vec<TaskRecord>) -> WorkflowView {
     let progress = progress(&tasks);
-    let views = super::tasks::views(state, tasks).await?;
-    Ok(WorkflowView {
+    WorkflowView {
         id: wf.id,
         name: wf.name,
         status: wf.status.as_str().to_owned(),
         posted_by: wf.posted_by,
-        tasks: views,
+        tasks: tasks.into_iter().map(Into::into).collect(),
         progress,
         created_at: wf.created_at,
         updated_at: wf.updated_at,
-    })
+    }
 }
 
 /// Post a workflow. Cycles, unknown keys, self-dependencies or over 1,000 tasks: 422 `invalid_dag`.
@@ -181,7 +176,7 @@ async fn post_workflow(
             .workflow(wf_id)
             .await?
             .ok_or_else(|| ApiError::internal("workflow vanished"))?;
-        let view = render(&state, wf, created).await?;
+        let view = render(wf, created);
         Ok((
             StatusCode::CREATED,
             serde_json::to_value(&view).map_err(ApiError::internal)?,
@@ -204,7 +199,7 @@ async fn get_workflow(
         .await?
         .ok_or_else(|| ApiError::not_found("workflow"))?;
     let tasks = state.store.workflow_tasks(id).await?;
-    Ok(Json(render(&state, wf, tasks).await?))
+    Ok(Json(render(wf, tasks)))
 }
 
 /// Cancel a workflow (poster or admin): every open task is cancelled and refunded.
@@ -238,5 +233,5 @@ async fn cancel_workflow(
     for t in &tasks {
         after_change(&state, t).await;
     }
-    Ok(Json(render(&state, wf, tasks).await?))
+    Ok(Json(render(wf, tasks)))
 }

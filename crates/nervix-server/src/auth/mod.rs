@@ -5,6 +5,7 @@
 //! suspension come from storage on every request, so a suspension or revocation bites at once.
 
 pub mod keys;
+mod verified;
 
 use std::sync::Arc;
 
@@ -19,6 +20,8 @@ use uuid::Uuid;
 
 use crate::error::ApiError;
 use crate::state::AppState;
+
+pub use verified::VerifiedTokens;
 
 pub const ISSUER: &str = "nervix";
 pub const AUDIENCE: &str = "nervix-api";
@@ -161,7 +164,7 @@ pub async fn authenticate(
 ) -> Result<Caller, ApiError> {
     let claims = {
         let ring: Arc<keys::KeyRing> = state.keys();
-        verify(&ring, token)?
+        state.verified.verify(&ring, token, Utc::now())?
     };
     // Limit by the (cryptographically verified) subject before touching storage, so a
     // flood costs signature checks only.

@@ -2,28 +2,49 @@
 //!
 //! sqlx has no trait that abstracts "a database whose types include Uuid, DateTime and Json"
 //! without pages of where-clauses, so the implementation is written once as a macro body and
-//! instantiated for `sqlx::Sqlite` and `sqlx::Postgres`. Backend differences are confined to
-//! the `Dialect` constants each backend provides (today: row locks) and to how a write
-//! transaction begins.
+//! instantiated for `sqlx::Sqlite` and `sqlx::Postgres`; the SQL text is the same on both.
+//! Backend differences are confined to the migrations and to how a backend runs a write: each supplies `write` (a transaction, retried on transient
+//! conflicts) and `write_one` (a single self-contained statement) with the same signature. On
+//! SQLite both run on the dedicated writer thread; on PostgreSQL, on a pooled connection.
+//!
+//! The database keeps the ledger's invariants (migration 0003): inserting an entry applies it
+//! to its account's cached balance, an overdraft aborts the statement, entries cannot be
+//! changed. It also keeps the capability index tables in step with the `capabilities` columns.
 
 pub(crate) mod rows;
-
-/// SQL fragments where SQLite and PostgreSQL really differ.
-pub(crate) trait Dialect {
-    /// Appended to a SELECT of the claiming agent's row to serialise its claims
-    /// (PostgreSQL row lock; SQLite already has a single writer).
-    const LOCK_ROW: &'static str;
-}
 
 /// The claim: one conditional write, the same on both backends. `$1` agent, `$2` lease end,
 /// `$3` now, `$4` task. Concurrent claimers queue on the row (PostgreSQL row lock, SQLite's
 /// single writer); once the winner commits, the others re-check the condition against the new
-/// row and update nothing. Not `SKIP LOCKED`: that also skips a row held by any other short
+/// row and update nothing. The agent's capacity is enforced by the trigger that counts its
+/// claimed tasks (migration 0003), inside this same statement. Not `SKIP LOCKED`: that also skips a row held by any other short
 /// write (a matching round's `mark_notified`, say), and every claimer of an available task
 /// would then lose.
 pub(crate) const CLAIM: &str = "UPDATE tasks SET status = 'claimed', assigned_agent_id = $1, \
     lease_expires_at = $2, updated_at = $3 \
-    WHERE id = $4 AND status = 'available' AND (retry_at IS NULL OR retry_at <= $3)";
+    WHERE id = $4 AND status = 'available' AND (retry_at IS NULL OR retry_at <= $3) \
+    AND EXISTS (SELECT 1 FROM agents WHERE id = $1 AND suspended = FALSE AND available = TRUE)";
+
+/// Runs a write transaction again when the database aborted it to break a deadlock or a
+/// serialization conflict (PostgreSQL under contention; SQLite busy). Every attempt starts a
+/// fresh transaction, so nothing of the aborted one remains.
+macro_rules! retry_transient {
+    ($body:block) => {{
+        let mut attempt = 0u32;
+        loop {
+            let result: $crate::Result<_> = async $body.await;
+            match result {
+                Err(e) if e.is_transient() && attempt < 4 => {
+                    attempt += 1;
+                    tracing::debug!(error = %e, attempt, "transient database conflict; retrying");
+                    tokio::time::sleep(std::time::Duration::from_millis(2u64 << attempt)).await;
+                }
+                other => break other,
+            }
+        }
+    }};
+}
+pub(crate) use retry_transient;
 
 macro_rules! impl_sql_store {
     ($store:ident, $db:ty) => {
@@ -40,32 +61,11 @@ macro_rules! impl_sql_store {
 
         use $crate::model::*;
         use $crate::sql::rows::{self, *};
-        use $crate::sql::Dialect;
         use $crate::{Conflict, Result, Store, StoreError};
 
         type Conn = <$db as sqlx::Database>::Connection;
 
         const OPEN_STATUSES: &str = "('blocked', 'available', 'claimed')";
-
-        /// Runs a write transaction again when the database aborted it to break a deadlock or
-        /// a serialization conflict (PostgreSQL under contention). Every attempt starts a fresh
-        /// transaction, so nothing of the aborted one remains.
-        macro_rules! retry_transient {
-            ($body:block) => {{
-                let mut attempt = 0u32;
-                loop {
-                    let result: Result<_> = async $body.await;
-                    match result {
-                        Err(e) if e.is_transient() && attempt < 4 => {
-                            attempt += 1;
-                            tracing::debug!(error = %e, attempt, "transient database conflict; retrying");
-                            tokio::time::sleep(std::time::Duration::from_millis(2u64 << attempt)).await;
-                        }
-                        other => break other,
-                    }
-                }
-            }};
-        }
 
         async fn insert_audit(conn: &mut Conn, e: &AuditEntry) -> Result<()> {
             sqlx::query(
@@ -99,26 +99,6 @@ macro_rules! impl_sql_store {
             Ok(())
         }
 
-        async fn replace_capabilities(conn: &mut Conn, table: &str, owner_col: &str, owner: Uuid, caps: &[String]) -> Result<()> {
-            sqlx::query(&format!("DELETE FROM {table} WHERE {owner_col} = $1"))
-                .bind(owner)
-                .execute(&mut *conn)
-                .await?;
-            insert_capabilities(conn, table, owner_col, owner, caps).await
-        }
-
-        async fn insert_capabilities(conn: &mut Conn, table: &str, owner_col: &str, owner: Uuid, caps: &[String]) -> Result<()> {
-            if caps.is_empty() {
-                return Ok(());
-            }
-            let mut qb = QueryBuilder::<$db>::new(format!("INSERT INTO {table} ({owner_col}, capability) "));
-            qb.push_values(caps, |mut b, c| {
-                b.push_bind(owner).push_bind(c);
-            });
-            qb.build().execute(conn).await?;
-            Ok(())
-        }
-
         async fn insert_agent(conn: &mut Conn, a: &NewAgent) -> Result<AgentRecord> {
             let initial = nervix_core::reputation::INITIAL_SCORE.hundredths();
             let row: AgentRow = sqlx::query_as(&format!(
@@ -142,7 +122,6 @@ macro_rules! impl_sql_store {
             .fetch_one(&mut *conn)
             .await
             .map_err(StoreError::from_insert_agent)?;
-            insert_capabilities(conn, "agent_capabilities", "agent_id", a.id, &a.capabilities).await?;
             sqlx::query("INSERT INTO ledger_accounts (id, owner_id, kind, balance) VALUES ($1, $2, $3, 0), ($4, $2, $5, 0)")
                 .bind(account_id(a.id, AccountKind::Available))
                 .bind(a.id)
@@ -167,8 +146,9 @@ macro_rules! impl_sql_store {
             Ok(())
         }
 
-        /// One balanced ledger transaction. Legs are applied in order, so put debits first: a
-        /// debit that would take a non-treasury account below zero fails the whole write.
+        /// One balanced ledger transaction: a single multi-row insert of its entries, which
+        /// the database applies to the accounts' balances (migration 0003). A debit that would
+        /// take a non-treasury account below zero aborts the statement: insufficient funds.
         async fn post_ledger(
             conn: &mut Conn,
             at: DateTime<Utc>,
@@ -180,58 +160,52 @@ macro_rules! impl_sql_store {
             if total != 0 {
                 return Err(StoreError::Corrupt(format!("unbalanced ledger transaction ({memo}): {total}")));
             }
-            // Lock every account of the transaction first, in one global order (PostgreSQL;
-            // SQLite has a single writer). Taken leg by leg in the callers' order, two
-            // settlements between the same two agents in opposite directions deadlocked.
-            let mut accounts: Vec<Uuid> = legs.iter().filter(|l| l.1 != 0).map(|l| l.0).collect();
-            accounts.sort_unstable();
-            accounts.dedup();
-            if accounts.len() > 1 && !<$store as Dialect>::LOCK_ROW.is_empty() {
-                let mut qb = QueryBuilder::<$db>::new("SELECT id FROM ledger_accounts WHERE id IN (");
-                let mut sep = qb.separated(", ");
-                for account in &accounts {
-                    sep.push_bind(*account);
-                }
-                qb.push(") ORDER BY id").push(<$store as Dialect>::LOCK_ROW);
-                qb.build().execute(&mut *conn).await?;
+            // In one global order (account id, then credits first), so that on PostgreSQL the
+            // balance trigger locks the accounts of any two postings in the same order: taken
+            // in the callers' order, two settlements between the same two agents in opposite
+            // directions deadlocked.
+            let mut legs: Vec<&(Uuid, i64, &str)> = legs.iter().filter(|l| l.1 != 0).collect();
+            if legs.is_empty() {
+                return Ok(());
             }
+            legs.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
             let txn_id = Uuid::now_v7();
-            for &(account, amount, kind) in legs {
-                if amount == 0 {
-                    continue;
-                }
-                let moved = sqlx::query(
-                    "UPDATE ledger_accounts SET balance = balance + $1 \
-                     WHERE id = $2 AND (balance + $1 >= 0 OR kind = 'treasury')",
-                )
-                .bind(amount)
-                .bind(account)
-                .execute(&mut *conn)
-                .await?
-                .rows_affected();
-                if moved == 0 {
-                    return Err(if amount < 0 {
-                        StoreError::InsufficientFunds
-                    } else {
-                        StoreError::Corrupt(format!("ledger account {account} is missing"))
-                    });
-                }
-                sqlx::query(
-                    "INSERT INTO ledger_entries (id, txn_id, account_id, amount, kind, task_id, memo, created_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-                )
-                .bind(Uuid::now_v7())
-                .bind(txn_id)
-                .bind(account)
-                .bind(amount)
-                .bind(kind)
-                .bind(task_id)
-                .bind(memo)
-                .bind(at)
-                .execute(&mut *conn)
-                .await?;
-            }
+            let mut qb = QueryBuilder::<$db>::new(
+                "INSERT INTO ledger_entries (id, txn_id, account_id, amount, kind, task_id, memo, created_at) ",
+            );
+            qb.push_values(legs, |mut b, &(account, amount, kind)| {
+                b.push_bind(Uuid::now_v7())
+                    .push_bind(txn_id)
+                    .push_bind(account)
+                    .push_bind(amount)
+                    .push_bind(kind)
+                    .push_bind(task_id)
+                    .push_bind(memo)
+                    .push_bind(at);
+            });
+            qb.build().execute(conn).await.map_err(StoreError::from_ledger)?;
             Ok(())
+        }
+
+        /// The claimant as `check_eligibility` sees it.
+        fn claim_profile(agent: &AgentRecord) -> AgentProfile {
+            // `check_eligibility` binary-searches the capabilities: they must be sorted,
+            // whatever order the agent was stored with.
+            let mut capabilities = agent.capabilities.clone();
+            capabilities.sort_unstable();
+            capabilities.dedup();
+            AgentProfile {
+                id: agent.id,
+                capabilities,
+                reputation: Reputation::from_hundredths(agent.reputation),
+                completed_tasks: agent.tasks_completed,
+                online: true,
+                available: agent.available,
+                suspended: agent.suspended,
+                active_tasks: u32::try_from(agent.active_tasks).unwrap_or(u32::MAX),
+                max_concurrent_tasks: u32::try_from(agent.max_concurrent_tasks).unwrap_or(0),
+                recent_success_permille: 500,
+            }
         }
 
         /// The account a task's escrow came from and returns to.
@@ -418,6 +392,8 @@ macro_rules! impl_sql_store {
             /// Inserts a challenge; with `handle`, only if neither it nor the challenge's public
             /// key is enrolled yet (one statement, so the check and the insert cannot drift).
             async fn insert_challenge_unless_enrolled(&self, c: &NewChallenge, handle: Option<&str>) -> Result<bool> {
+                let data = (c.clone(), handle.map(str::to_owned));
+                self.write_one(data, |conn, (c, handle)| Box::pin(async move {
                 let guard = if handle.is_some() {
                     " WHERE NOT EXISTS (SELECT 1 FROM agents WHERE handle = $9 OR public_key = $4)"
                 } else {
@@ -437,17 +413,21 @@ macro_rules! impl_sql_store {
                     .bind(c.expires_at)
                     .bind(c.created_at);
                 if let Some(h) = handle {
-                    q = q.bind(h.to_owned());
+                    q = q.bind(h);
                 }
-                Ok(q.execute(self.writer()).await?.rows_affected() == 1)
+                Ok(q.execute(&mut *conn).await?.rows_affected() == 1)
+                }))
+                .await
             }
 
             pub(crate) async fn ensure_platform_accounts(&self) -> Result<()> {
-                let mut tx = self.begin_write().await?;
-                ensure_account(&mut tx, PLATFORM, AccountKind::Treasury).await?;
-                ensure_account(&mut tx, PLATFORM, AccountKind::Escrow).await?;
-                tx.commit().await?;
-                Ok(())
+                self.write((), |mut tx, _| Box::pin(async move {
+                    ensure_account(&mut tx, PLATFORM, AccountKind::Treasury).await?;
+                    ensure_account(&mut tx, PLATFORM, AccountKind::Escrow).await?;
+                    tx.commit().await?;
+                    Ok(())
+                }))
+                .await
             }
         }
 
@@ -487,38 +467,49 @@ macro_rules! impl_sql_store {
             }
 
             async fn record_challenge_failure(&self, id: Uuid) -> Result<i64> {
-                let n: Option<i64> = sqlx::query_scalar("UPDATE challenges SET failures = failures + 1 WHERE id = $1 RETURNING failures")
-                    .bind(id)
-                    .fetch_optional(self.writer())
-                    .await?;
-                n.ok_or(StoreError::NotFound)
+                self.write_one(id, |conn, id| Box::pin(async move {
+                    let n: Option<i64> = sqlx::query_scalar("UPDATE challenges SET failures = failures + 1 WHERE id = $1 RETURNING failures")
+                        .bind(id)
+                        .fetch_optional(&mut *conn)
+                        .await?;
+                    n.ok_or(StoreError::NotFound)
+                }))
+                .await
             }
 
             async fn complete_enrollment(&self, challenge_id: Uuid, agent: &NewAgent, token: &TokenRecord, audit: &AuditEntry) -> Result<AgentRecord> {
-                let mut tx = self.begin_write().await?;
-                Self::consume_challenge(&mut tx, challenge_id, agent.created_at).await?;
-                let record = insert_agent(&mut tx, agent).await?;
-                insert_token(&mut tx, token).await?;
-                insert_audit(&mut tx, audit).await?;
-                tx.commit().await?;
-                Ok(record)
+                let data = (challenge_id, agent.clone(), token.clone(), audit.clone());
+                self.write(data, |mut tx, (challenge_id, agent, token, audit)| Box::pin(async move {
+                    Self::consume_challenge(&mut tx, *challenge_id, agent.created_at).await?;
+                    let record = insert_agent(&mut tx, agent).await?;
+                    insert_token(&mut tx, token).await?;
+                    insert_audit(&mut tx, audit).await?;
+                    tx.commit().await?;
+                    Ok(record)
+                }))
+                .await
             }
 
             async fn complete_login(&self, challenge_id: Uuid, token: &TokenRecord, audit: &AuditEntry) -> Result<()> {
-                let mut tx = self.begin_write().await?;
-                Self::consume_challenge(&mut tx, challenge_id, token.issued_at).await?;
-                insert_token(&mut tx, token).await?;
-                insert_audit(&mut tx, audit).await?;
-                tx.commit().await?;
-                Ok(())
+                let data = (challenge_id, token.clone(), audit.clone());
+                self.write(data, |mut tx, (challenge_id, token, audit)| Box::pin(async move {
+                    Self::consume_challenge(&mut tx, *challenge_id, token.issued_at).await?;
+                    insert_token(&mut tx, token).await?;
+                    insert_audit(&mut tx, audit).await?;
+                    tx.commit().await?;
+                    Ok(())
+                }))
+                .await
             }
 
             async fn insert_token(&self, token: &TokenRecord, audit: &AuditEntry) -> Result<()> {
-                let mut tx = self.begin_write().await?;
-                insert_token(&mut tx, token).await?;
-                insert_audit(&mut tx, audit).await?;
-                tx.commit().await?;
-                Ok(())
+                self.write((token.clone(), audit.clone()), |mut tx, (token, audit)| Box::pin(async move {
+                    insert_token(&mut tx, token).await?;
+                    insert_audit(&mut tx, audit).await?;
+                    tx.commit().await?;
+                    Ok(())
+                }))
+                .await
             }
 
             async fn auth_state(&self, jti: Uuid, agent_id: Uuid) -> Result<Option<AuthState>> {
@@ -542,44 +533,50 @@ macro_rules! impl_sql_store {
             }
 
             async fn revoke_token(&self, jti: Uuid, at: DateTime<Utc>, audit: &AuditEntry) -> Result<bool> {
-                let mut tx = self.begin_write().await?;
-                let n = sqlx::query("UPDATE tokens SET revoked_at = $1 WHERE jti = $2 AND revoked_at IS NULL")
-                    .bind(at)
-                    .bind(jti)
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected();
-                if n == 1 {
-                    insert_audit(&mut tx, audit).await?;
-                }
-                tx.commit().await?;
-                Ok(n == 1)
+                self.write((jti, at, audit.clone()), |mut tx, (jti, at, audit)| Box::pin(async move {
+                    let n = sqlx::query("UPDATE tokens SET revoked_at = $1 WHERE jti = $2 AND revoked_at IS NULL")
+                        .bind(*at)
+                        .bind(*jti)
+                        .execute(&mut *tx)
+                        .await?
+                        .rows_affected();
+                    if n == 1 {
+                        insert_audit(&mut tx, audit).await?;
+                    }
+                    tx.commit().await?;
+                    Ok(n == 1)
+                }))
+                .await
             }
 
             async fn rotate_token(&self, old: Uuid, new: &TokenRecord, audit: &AuditEntry) -> Result<bool> {
-                let mut tx = self.begin_write().await?;
-                let n = sqlx::query("UPDATE tokens SET revoked_at = $1 WHERE jti = $2 AND revoked_at IS NULL")
-                    .bind(new.issued_at)
-                    .bind(old)
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected();
-                if n != 1 {
-                    return Ok(false);
-                }
-                insert_token(&mut tx, new).await?;
-                insert_audit(&mut tx, audit).await?;
-                tx.commit().await?;
-                Ok(true)
+                self.write((old, new.clone(), audit.clone()), |mut tx, (old, new, audit)| Box::pin(async move {
+                    let n = sqlx::query("UPDATE tokens SET revoked_at = $1 WHERE jti = $2 AND revoked_at IS NULL")
+                        .bind(new.issued_at)
+                        .bind(*old)
+                        .execute(&mut *tx)
+                        .await?
+                        .rows_affected();
+                    if n != 1 {
+                        return Ok(false);
+                    }
+                    insert_token(&mut tx, new).await?;
+                    insert_audit(&mut tx, audit).await?;
+                    tx.commit().await?;
+                    Ok(true)
+                }))
+                .await
             }
 
             async fn purge_challenges(&self, before: DateTime<Utc>) -> Result<u64> {
-                let n = sqlx::query("DELETE FROM challenges WHERE expires_at < $1")
-                    .bind(before)
-                    .execute(self.writer())
-                    .await?
-                    .rows_affected();
-                Ok(n)
+                self.write_one(before, |conn, before| Box::pin(async move {
+                    Ok(sqlx::query("DELETE FROM challenges WHERE expires_at < $1")
+                        .bind(before)
+                        .execute(&mut *conn)
+                        .await?
+                        .rows_affected())
+                }))
+                .await
             }
 
             async fn agent(&self, id: Uuid) -> Result<Option<AgentRecord>> {
@@ -656,7 +653,7 @@ macro_rules! impl_sql_store {
             }
 
             async fn update_agent_config(&self, id: Uuid, p: &AgentConfigPatch, audit: &AuditEntry) -> Result<AgentRecord> {
-                let mut tx = self.begin_write().await?;
+                self.write((id, p.clone(), audit.clone()), |mut tx, (id, p, audit)| Box::pin(async move {
                 let mut qb = QueryBuilder::<$db>::new("UPDATE agents SET updated_at = ");
                 qb.push_bind(p.at);
                 if let Some(name) = &p.name {
@@ -677,67 +674,70 @@ macro_rules! impl_sql_store {
                 if let Some(available) = p.available {
                     qb.push(", available = ").push_bind(available);
                 }
-                qb.push(" WHERE id = ").push_bind(id).push(format!(" RETURNING {AGENT_COLUMNS}"));
+                // The capability index follows the column (trigger, migration 0003).
+                qb.push(" WHERE id = ").push_bind(*id).push(format!(" RETURNING {AGENT_COLUMNS}"));
                 let row: Option<AgentRow> = qb.build_query_as().fetch_optional(&mut *tx).await?;
                 let row = row.ok_or(StoreError::NotFound)?;
-                if let Some(caps) = &p.capabilities {
-                    replace_capabilities(&mut tx, "agent_capabilities", "agent_id", id, caps).await?;
-                }
                 insert_audit(&mut tx, audit).await?;
                 tx.commit().await?;
                 row.try_into()
+                }))
+                .await
             }
 
             async fn set_suspended(&self, id: Uuid, suspended: bool, audit: &AuditEntry) -> Result<AgentRecord> {
-                let mut tx = self.begin_write().await?;
-                let row: Option<AgentRow> = sqlx::query_as(&format!(
-                    "UPDATE agents SET suspended = $1, updated_at = $2 WHERE id = $3 RETURNING {AGENT_COLUMNS}"
-                ))
-                .bind(suspended)
-                .bind(audit.at)
-                .bind(id)
-                .fetch_optional(&mut *tx)
-                .await?;
-                let row = row.ok_or(StoreError::NotFound)?;
-                insert_audit(&mut tx, audit).await?;
-                tx.commit().await?;
-                row.try_into()
+                self.write((id, suspended, audit.clone()), |mut tx, (id, suspended, audit)| Box::pin(async move {
+                    let row: Option<AgentRow> = sqlx::query_as(&format!(
+                        "UPDATE agents SET suspended = $1, updated_at = $2 WHERE id = $3 RETURNING {AGENT_COLUMNS}"
+                    ))
+                    .bind(*suspended)
+                    .bind(audit.at)
+                    .bind(*id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                    let row = row.ok_or(StoreError::NotFound)?;
+                    insert_audit(&mut tx, audit).await?;
+                    tx.commit().await?;
+                    row.try_into()
+                }))
+                .await
             }
 
             async fn ensure_agent(&self, agent: &NewAgent, audit: &AuditEntry) -> Result<AgentRecord> {
                 if let Some(existing) = self.agent_by_handle(&agent.handle).await? {
                     return Ok(existing);
                 }
-                let mut tx = self.begin_write().await?;
-                match insert_agent(&mut tx, agent).await {
-                    Ok(record) => {
+                let created = self
+                    .write((agent.clone(), audit.clone()), |mut tx, (agent, audit)| Box::pin(async move {
+                        let record = insert_agent(&mut tx, agent).await?;
                         insert_audit(&mut tx, audit).await?;
                         tx.commit().await?;
                         Ok(record)
-                    }
+                    }))
+                    .await;
+                match created {
                     // Created concurrently by another process: use theirs.
                     Err(StoreError::Conflict(Conflict::DuplicateHandle)) => {
-                        drop(tx);
                         self.agent_by_handle(&agent.handle).await?.ok_or(StoreError::NotFound)
                     }
-                    Err(e) => Err(e),
+                    other => other,
                 }
             }
 
             async fn touch_agent(&self, id: Uuid, at: DateTime<Utc>) -> Result<()> {
-                sqlx::query("UPDATE agents SET last_seen_at = $1 WHERE id = $2")
-                    .bind(at)
-                    .bind(id)
-                    .execute(self.writer())
-                    .await?;
-                Ok(())
+                self.write_one((id, at), |conn, (id, at)| Box::pin(async move {
+                    sqlx::query("UPDATE agents SET last_seen_at = $1 WHERE id = $2")
+                        .bind(at)
+                        .bind(id)
+                        .execute(&mut *conn)
+                        .await?;
+                    Ok(())
+                }))
+                .await
             }
 
             async fn append_audit(&self, e: &AuditEntry) -> Result<()> {
-                let mut tx = self.begin_write().await?;
-                insert_audit(&mut tx, e).await?;
-                tx.commit().await?;
-                Ok(())
+                self.write_one(e.clone(), |conn, e| Box::pin(async move { insert_audit(conn, &e).await })).await
             }
 
             async fn list_audit(&self, q: &AuditQuery) -> Result<Vec<AuditRecord>> {
@@ -789,8 +789,7 @@ macro_rules! impl_sql_store {
             }
 
             async fn post_tasks(&self, post: &NewPost) -> Result<Vec<TaskRecord>> {
-                retry_transient!({
-                let mut tx = self.begin_write().await?;
+                self.write(post.clone(), |mut tx, post| Box::pin(async move {
                 if let Some(wf) = &post.workflow {
                     sqlx::query(
                         "INSERT INTO workflows (id, name, status, posted_by, created_at, updated_at) VALUES ($1, $2, 'active', $3, $4, $4)",
@@ -830,11 +829,15 @@ macro_rules! impl_sql_store {
                     }
                     let status = if blocked { TaskStatus::Blocked } else { TaskStatus::Available };
                     let first_round = post.notifies_first_round && !blocked;
+                    let mut depends_on = t.depends_on.clone();
+                    depends_on.sort_unstable();
+                    depends_on.dedup();
                     let row: TaskRow = sqlx::query_as(&format!(
                         "INSERT INTO tasks (id, title, description, capabilities, min_reputation, reward_cents, \
                          complexity, kind, output_schema, language, deadline, status, workflow_id, workflow_key, \
-                         posted_by, funded_by_treasury, attempts, max_attempts, notify_round, notified_at, settled, created_at, updated_at) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, 0, $17, $19, $20, FALSE, $18, $18) \
+                         posted_by, funded_by_treasury, attempts, max_attempts, notify_round, notified_at, settled, depends_on, \
+                         created_at, updated_at) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, 0, $17, $19, $20, FALSE, $21, $18, $18) \
                          RETURNING {TASK_COLUMNS}"
                     ))
                     .bind(t.id)
@@ -857,12 +860,12 @@ macro_rules! impl_sql_store {
                     .bind(post.at)
                     .bind(i64::from(first_round))
                     .bind(first_round.then_some(post.at))
+                    .bind(Json(&depends_on))
                     .fetch_one(&mut *tx)
                     .await?;
-                    insert_capabilities(&mut tx, "task_capabilities", "task_id", t.id, &t.capabilities).await?;
-                    if !t.depends_on.is_empty() {
+                    if !depends_on.is_empty() {
                         let mut qb = QueryBuilder::<$db>::new("INSERT INTO task_dependencies (task_id, depends_on) ");
-                        qb.push_values(&t.depends_on, |mut b, d| {
+                        qb.push_values(&depends_on, |mut b, d| {
                             b.push_bind(t.id).push_bind(*d);
                         });
                         qb.build().execute(&mut *tx).await?;
@@ -890,7 +893,8 @@ macro_rules! impl_sql_store {
                 }
                 tx.commit().await?;
                 Ok(created)
-                })
+                }))
+                .await
             }
 
             async fn task(&self, id: Uuid) -> Result<Option<TaskRecord>> {
@@ -990,85 +994,83 @@ macro_rules! impl_sql_store {
             }
 
             async fn claim_task(&self, c: &ClaimRequest) -> Result<ClaimOutcome> {
-                retry_transient!({
-                let mut tx = self.begin_write().await?;
-                let agent: Option<AgentRow> = sqlx::query_as(&format!(
-                    "SELECT {AGENT_COLUMNS} FROM agents WHERE id = $1{}", <Self as Dialect>::LOCK_ROW
-                ))
-                .bind(c.agent_id)
-                .fetch_optional(&mut *tx)
-                .await?;
-                let Some(agent) = agent else { return Ok(ClaimOutcome::AgentNotFound) };
-                let agent = AgentRecord::try_from(agent)?;
-                let Some(task) = fetch_task(&mut tx, c.task_id).await? else { return Ok(ClaimOutcome::TaskNotFound) };
-                match task.status {
-                    TaskStatus::Available => {}
-                    TaskStatus::Claimed | TaskStatus::Submitted | TaskStatus::Completed => return Ok(ClaimOutcome::AlreadyClaimed),
-                    other => return Ok(ClaimOutcome::NotAvailable(other)),
+                // Eligibility is judged on a snapshot read without the write lock; the claim
+                // itself is one conditional statement that re-checks what must hold at the
+                // instant of the claim: the task still available, the agent not suspended or
+                // paused, and (the capacity trigger) below max_concurrent_tasks. When it
+                // matches nothing, something changed since the snapshot: judge again.
+                for _ in 0..3 {
+                    let Some(agent) = self.agent(c.agent_id).await? else { return Ok(ClaimOutcome::AgentNotFound) };
+                    let Some(task) = self.task(c.task_id).await? else { return Ok(ClaimOutcome::TaskNotFound) };
+                    match task.status {
+                        TaskStatus::Available => {}
+                        TaskStatus::Claimed | TaskStatus::Submitted | TaskStatus::Completed => return Ok(ClaimOutcome::AlreadyClaimed),
+                        other => return Ok(ClaimOutcome::NotAvailable(other)),
+                    }
+                    if task.retry_at.is_some_and(|r| r > c.at) {
+                        return Ok(ClaimOutcome::NotAvailable(TaskStatus::Available));
+                    }
+                    match check_eligibility(&claim_profile(&agent), &TaskProfile {
+                        capabilities: task.capabilities.clone(),
+                        complexity: task.complexity,
+                        min_reputation: Reputation::from_hundredths(task.min_reputation),
+                        posted_by: task.posted_by,
+                    }) {
+                        Ok(()) => {}
+                        Err(Ineligible::AtCapacity) => return Ok(ClaimOutcome::AtCapacity),
+                        Err(why) => return Ok(ClaimOutcome::NotEligible(why)),
+                    }
+                    let lease_end = (c.at + chrono::Duration::seconds(c.lease_seconds)).min(task.deadline);
+                    let claimed = self
+                        .write_one((agent.id, lease_end, c.at, task.id), |conn, (agent, lease_end, at, task)| Box::pin(async move {
+                            let row: Option<TaskRow> = sqlx::query_as(&format!("{} RETURNING {TASK_COLUMNS}", $crate::sql::CLAIM))
+                                .bind(agent)
+                                .bind(lease_end)
+                                .bind(at)
+                                .bind(task)
+                                .fetch_optional(&mut *conn)
+                                .await?;
+                            Ok(row)
+                        }))
+                        .await;
+                    match claimed {
+                        Ok(Some(row)) => return Ok(ClaimOutcome::Claimed(row.try_into()?)),
+                        Ok(None) => continue,
+                        Err(e) if e.is_at_capacity() => return Ok(ClaimOutcome::AtCapacity),
+                        Err(e) => return Err(e),
+                    }
                 }
-                if task.retry_at.is_some_and(|r| r > c.at) {
-                    return Ok(ClaimOutcome::NotAvailable(TaskStatus::Available));
-                }
-                let active: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM tasks WHERE assigned_agent_id = $1 AND status = 'claimed'")
-                    .bind(agent.id)
-                    .fetch_one(&mut *tx)
-                    .await?;
-                // `check_eligibility` binary-searches the capabilities: they must be sorted,
-                // whatever order the agent was stored with.
-                let mut capabilities = agent.capabilities.clone();
-                capabilities.sort_unstable();
-                capabilities.dedup();
-                let profile = AgentProfile {
-                    id: agent.id,
-                    capabilities,
-                    reputation: Reputation::from_hundredths(agent.reputation),
-                    completed_tasks: agent.tasks_completed,
-                    online: true,
-                    available: agent.available,
-                    suspended: agent.suspended,
-                    active_tasks: u32::try_from(active).unwrap_or(u32::MAX),
-                    max_concurrent_tasks: u32::try_from(agent.max_concurrent_tasks).unwrap_or(0),
-                    recent_success_permille: 500,
-                };
-                let wanted = TaskProfile {
-                    capabilities: task.capabilities.clone(),
-                    complexity: task.complexity,
-                    min_reputation: Reputation::from_hundredths(task.min_reputation),
-                    posted_by: task.posted_by,
-                };
-                match check_eligibility(&profile, &wanted) {
-                    Ok(()) => {}
-                    Err(Ineligible::AtCapacity) => return Ok(ClaimOutcome::AtCapacity),
-                    Err(why) => return Ok(ClaimOutcome::NotEligible(why)),
-                }
-                let lease_end = (c.at + chrono::Duration::seconds(c.lease_seconds)).min(task.deadline);
-                let row: Option<TaskRow> = sqlx::query_as(&format!("{} RETURNING {TASK_COLUMNS}", $crate::sql::CLAIM))
-                    .bind(agent.id)
-                    .bind(lease_end)
-                    .bind(c.at)
-                    .bind(task.id)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                let Some(row) = row else { return Ok(ClaimOutcome::AlreadyClaimed) };
-                let claimed = TaskRecord::try_from(row)?;
-                tx.commit().await?;
-                Ok(ClaimOutcome::Claimed(claimed))
-                })
+                // Three snapshots in a row went stale before the claim landed: someone else
+                // keeps changing this task, so it is not ours to take.
+                Ok(ClaimOutcome::AlreadyClaimed)
             }
 
             async fn submit(&self, s: &NewSubmission) -> Result<SubmitOutcome> {
-                retry_transient!({
-                let mut tx = self.begin_write().await?;
-                let Some(task) = fetch_task(&mut tx, s.task_id).await? else { return Ok(SubmitOutcome::TaskNotFound) };
-                if task.status != TaskStatus::Claimed || task.assigned_agent_id != Some(s.agent_id) {
-                    return Ok(SubmitOutcome::NotAssignee);
-                }
+                // Rows are locked task first, then agent, then ledger accounts: the order a
+                // claim takes them (its capacity trigger updates the agent), so that no two
+                // writers ever wait on each other in a circle (PostgreSQL).
+                self.write(s.clone(), |mut tx, s| Box::pin(async move {
                 let (status, payout, final_task, unblocked, cancelled) = match s.decision {
                     Decision::Accept => {
-                        // Count the completion first, as the reject path does: the agent row is
-                        // then always locked before ledger rows (PostgreSQL deadlocked when two
-                        // submissions of one agent took them in opposite orders), and the level
-                        // comes from the locked row, not from a read a concurrent submit can race.
+                        let done: Option<TaskRow> = sqlx::query_as(&format!(
+                            "UPDATE tasks SET status = 'completed', settled = TRUE, lease_expires_at = NULL, updated_at = $1 \
+                             WHERE id = $2 AND status = 'claimed' AND assigned_agent_id = $3 AND settled = FALSE \
+                             RETURNING {TASK_COLUMNS}"
+                        ))
+                        .bind(s.at)
+                        .bind(s.task_id)
+                        .bind(s.agent_id)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                        let Some(done) = done else {
+                            return Ok(match fetch_task(&mut tx, s.task_id).await? {
+                                None => SubmitOutcome::TaskNotFound,
+                                Some(_) => SubmitOutcome::NotAssignee,
+                            });
+                        };
+                        let done = TaskRecord::try_from(done)?;
+                        // The level comes from the locked row, not from a read a concurrent
+                        // submit of the same agent could race.
                         let agent: AgentRow = sqlx::query_as(&format!(
                             "UPDATE agents SET tasks_completed = tasks_completed + 1, updated_at = $1 WHERE id = $2 \
                              RETURNING {AGENT_COLUMNS}"
@@ -1080,22 +1082,19 @@ macro_rules! impl_sql_store {
                         let agent = AgentRecord::try_from(agent)?;
                         // The level the work was done at: before this completion.
                         let level = Level::of(Reputation::from_hundredths(agent.reputation), agent.tasks_completed - 1);
-                        let Some(done) = finish_task(&mut tx, task.id, TaskStatus::Completed, "('claimed')", s.at).await? else {
-                            return Ok(SubmitOutcome::NotAssignee);
-                        };
-                        let money = settle(nervix_core::Money::from_cents(task.reward_cents), s.quality_score, level);
+                        let money = settle(nervix_core::Money::from_cents(done.reward_cents), s.quality_score, level);
                         let worker = account_id(s.agent_id, AccountKind::Available);
                         post_ledger(
                             &mut tx,
                             s.at,
-                            Some(task.id),
+                            Some(done.id),
                             "task completed: payout",
                             &[
-                                (account_id(task.funder(), AccountKind::Escrow), -task.reward_cents, "escrow_release"),
+                                (account_id(done.funder(), AccountKind::Escrow), -done.reward_cents, "escrow_release"),
                                 (account_id(PLATFORM, AccountKind::Treasury), -money.bonus.cents(), "bonus"),
                                 (worker, money.from_escrow.cents(), "payout"),
                                 (worker, money.bonus.cents(), "bonus"),
-                                (funding_account(&task), money.refund.cents(), "refund"),
+                                (funding_account(&done), money.refund.cents(), "refund"),
                             ],
                         )
                         .await?;
@@ -1103,13 +1102,17 @@ macro_rules! impl_sql_store {
                         (SubmissionStatus::Accepted, Some(money.payout().cents()), done, unblocked, Vec::new())
                     }
                     Decision::Reject => {
+                        let Some(task) = fetch_task(&mut tx, s.task_id).await? else { return Ok(SubmitOutcome::TaskNotFound) };
+                        if task.status != TaskStatus::Claimed || task.assigned_agent_id != Some(s.agent_id) {
+                            return Ok(SubmitOutcome::NotAssignee);
+                        }
+                        let (after, cancelled) = retry_or_fail(&mut tx, &task, &s.retry, s.at, "attempts exhausted").await?;
+                        let Some(after) = after else { return Ok(SubmitOutcome::NotAssignee) };
                         sqlx::query("UPDATE agents SET tasks_failed = tasks_failed + 1, updated_at = $1 WHERE id = $2")
                             .bind(s.at)
                             .bind(s.agent_id)
                             .execute(&mut *tx)
                             .await?;
-                        let (after, cancelled) = retry_or_fail(&mut tx, &task, &s.retry, s.at, "attempts exhausted").await?;
-                        let Some(after) = after else { return Ok(SubmitOutcome::NotAssignee) };
                         (SubmissionStatus::Rejected, None, after, Vec::new(), cancelled)
                     }
                 };
@@ -1133,7 +1136,8 @@ macro_rules! impl_sql_store {
                 .await?;
                 tx.commit().await?;
                 Ok(SubmitOutcome::Done { submission: row.try_into()?, task: final_task, unblocked, cancelled })
-                })
+                }))
+                .await
             }
 
             async fn submission(&self, id: Uuid) -> Result<Option<SubmissionRecord>> {
@@ -1145,7 +1149,7 @@ macro_rules! impl_sql_store {
             }
 
             async fn release_task(&self, task_id: Uuid, agent_id: Uuid, at: DateTime<Utc>) -> Result<TaskRecord> {
-                let mut tx = self.begin_write().await?;
+                self.write_one((task_id, agent_id, at), |conn, (task_id, agent_id, at)| Box::pin(async move {
                 let row: Option<TaskRow> = sqlx::query_as(&format!(
                     "UPDATE tasks SET status = 'available', assigned_agent_id = NULL, lease_expires_at = NULL, \
                      notify_round = 0, notified_at = NULL, updated_at = $1 \
@@ -1154,16 +1158,15 @@ macro_rules! impl_sql_store {
                 .bind(at)
                 .bind(task_id)
                 .bind(agent_id)
-                .fetch_optional(&mut *tx)
+                .fetch_optional(&mut *conn)
                 .await?;
-                let row = row.ok_or(StoreError::Conflict(Conflict::InvalidState))?;
-                tx.commit().await?;
-                row.try_into()
+                row.ok_or(StoreError::Conflict(Conflict::InvalidState))?.try_into()
+                }))
+                .await
             }
 
             async fn cancel_task(&self, task_id: Uuid, at: DateTime<Utc>, audit: &AuditEntry) -> Result<TaskRecord> {
-                retry_transient!({
-                let mut tx = self.begin_write().await?;
+                self.write((task_id, at, audit.clone()), |mut tx, &(task_id, at, ref audit)| Box::pin(async move {
                 let Some(task) = finish_task(&mut tx, task_id, TaskStatus::Cancelled, OPEN_STATUSES, at).await? else {
                     return Err(match fetch_task(&mut tx, task_id).await? {
                         None => StoreError::NotFound,
@@ -1174,12 +1177,12 @@ macro_rules! impl_sql_store {
                 insert_audit(&mut tx, audit).await?;
                 tx.commit().await?;
                 Ok(task)
-                })
+                }))
+                .await
             }
 
             async fn cancel_workflow(&self, id: Uuid, at: DateTime<Utc>, audit: &AuditEntry) -> Result<WorkflowRecord> {
-                retry_transient!({
-                let mut tx = self.begin_write().await?;
+                self.write((id, at, audit.clone()), |mut tx, &(id, at, ref audit)| Box::pin(async move {
                 if !set_workflow_status(&mut tx, id, WorkflowStatus::Cancelled, at).await? {
                     let exists: Option<Uuid> = sqlx::query_scalar("SELECT id FROM workflows WHERE id = $1")
                         .bind(id)
@@ -1205,12 +1208,12 @@ macro_rules! impl_sql_store {
                     .await?;
                 tx.commit().await?;
                 row.try_into()
-                })
+                }))
+                .await
             }
 
             async fn expire_leases(&self, now: DateTime<Utc>, retry: &RetryPolicy, limit: i64) -> Result<Vec<TaskRecord>> {
-                retry_transient!({
-                let mut tx = self.begin_write().await?;
+                self.write((now, *retry, limit), |mut tx, &(now, ref retry, limit)| Box::pin(async move {
                 let rows: Vec<TaskRow> = sqlx::query_as(&format!(
                     "SELECT {TASK_COLUMNS} FROM tasks WHERE status = 'claimed' AND lease_expires_at < $1 \
                      ORDER BY lease_expires_at LIMIT $2"
@@ -1227,12 +1230,12 @@ macro_rules! impl_sql_store {
                 }
                 tx.commit().await?;
                 Ok(changed)
-                })
+                }))
+                .await
             }
 
             async fn expire_deadlines(&self, now: DateTime<Utc>, limit: i64) -> Result<Vec<TaskRecord>> {
-                retry_transient!({
-                let mut tx = self.begin_write().await?;
+                self.write((now, limit), |mut tx, &(now, limit)| Box::pin(async move {
                 let ids: Vec<Uuid> = sqlx::query_scalar(&format!(
                     "SELECT id FROM tasks WHERE status IN {OPEN_STATUSES} AND deadline < $1 ORDER BY deadline LIMIT $2"
                 ))
@@ -1250,7 +1253,8 @@ macro_rules! impl_sql_store {
                 }
                 tx.commit().await?;
                 Ok(changed)
-                })
+                }))
+                .await
             }
 
             async fn tasks_to_notify(&self, now: DateTime<Utc>, window_start: DateTime<Utc>, limit: i64) -> Result<Vec<TaskRecord>> {
@@ -1268,14 +1272,17 @@ macro_rules! impl_sql_store {
             }
 
             async fn mark_notified(&self, task_id: Uuid, round: i64, at: DateTime<Utc>) -> Result<bool> {
-                let n = sqlx::query("UPDATE tasks SET notify_round = $1 + 1, notified_at = $2 WHERE id = $3 AND notify_round = $1")
-                    .bind(round)
-                    .bind(at)
-                    .bind(task_id)
-                    .execute(self.writer())
-                    .await?
-                    .rows_affected();
-                Ok(n == 1)
+                self.write_one((task_id, round, at), |conn, (task_id, round, at)| Box::pin(async move {
+                    let n = sqlx::query("UPDATE tasks SET notify_round = $1 + 1, notified_at = $2 WHERE id = $3 AND notify_round = $1")
+                        .bind(round)
+                        .bind(at)
+                        .bind(task_id)
+                        .execute(&mut *conn)
+                        .await?
+                        .rows_affected();
+                    Ok(n == 1)
+                }))
+                .await
             }
 
             async fn active_task_counts(&self) -> Result<Vec<(Uuid, i64)>> {
@@ -1342,11 +1349,10 @@ macro_rules! impl_sql_store {
             }
 
             async fn grant(&self, to: Uuid, amount: i64, memo: &str, audit: &AuditEntry) -> Result<()> {
-                retry_transient!({
+                self.write((to, amount, memo.to_owned(), audit.clone()), |mut tx, &(to, amount, ref memo, ref audit)| Box::pin(async move {
                 if amount <= 0 {
                     return Err(StoreError::invalid("amount", "must be positive"));
                 }
-                let mut tx = self.begin_write().await?;
                 post_ledger(
                     &mut tx,
                     audit.at,
@@ -1358,7 +1364,8 @@ macro_rules! impl_sql_store {
                 insert_audit(&mut tx, audit).await?;
                 tx.commit().await?;
                 Ok(())
-                })
+                }))
+                .await
             }
 
             async fn idempotent_response(&self, agent: Uuid, key: &str) -> Result<Option<IdempotentResponse>> {
@@ -1378,6 +1385,7 @@ macro_rules! impl_sql_store {
             }
 
             async fn save_idempotent_response(&self, agent: Uuid, key: &str, r: &IdempotentResponse) -> Result<bool> {
+                self.write_one((agent, key.to_owned(), r.clone()), |conn, (agent, key, r)| Box::pin(async move {
                 let n = sqlx::query(
                     "INSERT INTO idempotency_keys (agent_id, key, request_hash, status, body, created_at) \
                      VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (agent_id, key) DO NOTHING",
@@ -1388,38 +1396,49 @@ macro_rules! impl_sql_store {
                 .bind(i64::from(r.status))
                 .bind(&r.body)
                 .bind(r.created_at)
-                .execute(self.writer())
+                .execute(&mut *conn)
                 .await?
                 .rows_affected();
                 Ok(n == 1)
+                }))
+                .await
             }
 
             async fn finish_idempotent_response(&self, agent: Uuid, key: &str, status: u16, body: &str) -> Result<()> {
+                self.write_one((agent, key.to_owned(), status, body.to_owned()), |conn, (agent, key, status, body)| Box::pin(async move {
                 sqlx::query("UPDATE idempotency_keys SET status = $1, body = $2 WHERE agent_id = $3 AND key = $4 AND status = 0")
                     .bind(i64::from(status))
                     .bind(body)
                     .bind(agent)
                     .bind(key)
-                    .execute(self.writer())
+                    .execute(&mut *conn)
                     .await?;
                 Ok(())
+                }))
+                .await
             }
 
             async fn release_idempotency_key(&self, agent: Uuid, key: &str) -> Result<()> {
-                sqlx::query("DELETE FROM idempotency_keys WHERE agent_id = $1 AND key = $2 AND status = 0")
-                    .bind(agent)
-                    .bind(key)
-                    .execute(self.writer())
-                    .await?;
-                Ok(())
+                self.write_one((agent, key.to_owned()), |conn, (agent, key)| Box::pin(async move {
+                    sqlx::query("DELETE FROM idempotency_keys WHERE agent_id = $1 AND key = $2 AND status = 0")
+                        .bind(agent)
+                        .bind(key)
+                        .execute(&mut *conn)
+                        .await?;
+                    Ok(())
+                }))
+                .await
             }
 
             async fn purge_stale_idempotency_keys(&self, before: DateTime<Utc>) -> Result<u64> {
-                Ok(sqlx::query("DELETE FROM idempotency_keys WHERE status = 0 AND created_at < $1")
-                    .bind(before)
-                    .execute(self.writer())
-                    .await?
-                    .rows_affected())
+                self.write_one(before, |conn, before| Box::pin(async move {
+                    Ok(sqlx::query("DELETE FROM idempotency_keys WHERE status = 0 AND created_at < $1")
+                        .bind(before)
+                        .execute(&mut *conn)
+                        .await?
+                        .rows_affected())
+                }))
+                .await
             }
         }
         }

@@ -16,8 +16,8 @@ fn parse<T: std::str::FromStr>(what: &str, s: &str) -> Result<T, StoreError> {
 
 pub(crate) const AGENT_COLUMNS: &str = "id, handle, name, public_key, encryption_public_key, \
     capabilities, metadata, max_concurrent_tasks, available, role, suspended, reputation, \
-    rep_automated, rep_success, rep_peer, tasks_completed, tasks_failed, last_seen_at, \
-    created_at, updated_at";
+    rep_automated, rep_success, rep_peer, tasks_completed, tasks_failed, active_tasks, \
+    last_seen_at, created_at, updated_at";
 
 #[derive(sqlx::FromRow)]
 pub(crate) struct AgentRow {
@@ -38,6 +38,7 @@ pub(crate) struct AgentRow {
     rep_peer: i64,
     tasks_completed: i64,
     tasks_failed: i64,
+    active_tasks: i64,
     last_seen_at: Option<DateTime<Utc>>,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
@@ -65,6 +66,7 @@ impl TryFrom<AgentRow> for AgentRecord {
             rep_peer: r.rep_peer,
             tasks_completed: r.tasks_completed,
             tasks_failed: r.tasks_failed,
+            active_tasks: r.active_tasks,
             last_seen_at: r.last_seen_at,
             created_at: r.created_at,
             updated_at: r.updated_at,
@@ -150,7 +152,8 @@ impl From<AuditRow> for AuditRecord {
 pub(crate) const TASK_COLUMNS: &str = "id, title, description, capabilities, min_reputation, \
     reward_cents, complexity, kind, output_schema, language, deadline, status, workflow_id, \
     workflow_key, posted_by, funded_by_treasury, assigned_agent_id, attempts, max_attempts, \
-    lease_expires_at, retry_at, notify_round, notified_at, settled, created_at, updated_at";
+    lease_expires_at, retry_at, notify_round, notified_at, settled, depends_on, created_at, \
+    updated_at";
 
 #[derive(sqlx::FromRow)]
 pub(crate) struct TaskRow {
@@ -178,6 +181,7 @@ pub(crate) struct TaskRow {
     notify_round: i64,
     notified_at: Option<DateTime<Utc>>,
     settled: bool,
+    depends_on: Json<Vec<Uuid>>,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
 }
@@ -211,6 +215,7 @@ impl TryFrom<TaskRow> for TaskRecord {
             notify_round: r.notify_round,
             notified_at: r.notified_at,
             settled: r.settled,
+            depends_on: r.depends_on.0,
             created_at: r.created_at,
             updated_at: r.updated_at,
         })
