@@ -23,6 +23,10 @@ pub enum StoreError {
     /// The SQLite writer thread is gone (the store was closed, or a write panicked).
     #[error("the database writer has stopped")]
     WriterStopped,
+    /// The write ran, but the transaction it was committed in (a SQLite commit group) failed
+    /// to commit: nothing of it was kept.
+    #[error("the write could not be committed: {0}")]
+    CommitFailed(String),
 }
 
 /// Raised by the database when a posting would take an account below zero (migration 0003:

@@ -22,7 +22,7 @@ use sqlx::{ConnectOptions as _, Connection as _, Sqlite, Transaction};
 use crate::sql::impl_sql_store;
 use crate::ConnectOptions;
 use checkpoint::Checkpointer;
-use writer::Writer;
+use writer::{Mode, Writer};
 
 pub struct SqliteStore {
     writer: Writer,
@@ -68,10 +68,11 @@ impl SqliteStore {
         &self.reader
     }
 
-    /// Runs `f` in a write transaction (`BEGIN IMMEDIATE`) on the writer thread, again from the
-    /// start if SQLite reports a transient lock conflict. `f` commits; a transaction it drops
-    /// uncommitted is rolled back. `data` is what `f` works on, owned because the writer
-    /// thread may outlive the caller's borrow.
+    /// Runs `f` in a write transaction on the writer thread: its own (`BEGIN IMMEDIATE`, again
+    /// from the start if SQLite reports a transient lock conflict), or a savepoint of the
+    /// writer's commit group. `f` commits; a transaction it drops uncommitted is rolled back.
+    /// `data` is what `f` works on, owned because the writer thread may outlive the caller's
+    /// borrow.
     async fn write<D, T, F>(&self, data: D, f: F) -> crate::Result<T>
     where
         D: Send + Sync + 'static,
@@ -82,18 +83,25 @@ impl SqliteStore {
             + 'static,
     {
         self.writer
-            .run(move |conn| {
+            .run(move |conn, mode| {
                 Box::pin(async move {
-                    crate::sql::retry_transient!({
-                        let tx = conn.begin_with("BEGIN IMMEDIATE").await?;
-                        f(tx, &data).await
-                    })
+                    match mode {
+                        Mode::Grouped => {
+                            let tx = conn.begin().await?;
+                            f(tx, &data).await
+                        }
+                        Mode::Alone => crate::sql::retry_transient!({
+                            let tx = conn.begin_with("BEGIN IMMEDIATE").await?;
+                            f(tx, &data).await
+                        }),
+                    }
                 })
             })
             .await
     }
 
-    /// Runs a single-statement write `f` (atomic on its own) on the writer thread.
+    /// Runs a single-statement write `f` (atomic on its own, also inside a commit group) on
+    /// the writer thread.
     async fn write_one<D, T, F>(&self, data: D, f: F) -> crate::Result<T>
     where
         D: Send + 'static,
@@ -102,7 +110,7 @@ impl SqliteStore {
             + Send
             + 'static,
     {
-        self.writer.run(move |conn| f(conn, data)).await
+        self.writer.run(move |conn, _| f(conn, data)).await
     }
 
     async fn close_pools(&self) {

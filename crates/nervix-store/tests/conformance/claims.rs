@@ -344,10 +344,62 @@ pub async fn claim_race(store: Arc<dyn Store>) {
         .map(|(_, n)| usize::try_from(*n).unwrap())
         .sum();
     assert_eq!(counts, ROUNDS);
+    assert_active_counts_consistent(&store).await;
     eprintln!(
         "claim race on {}: {ROUNDS} rounds × {CLAIMERS} claimers in {:.1?}, {} distinct winners",
         store.backend(),
         started.elapsed(),
         wins.iter().filter(|w| **w > 0).count()
     );
+}
+
+/// One agent claims many tasks at once: its capacity holds exactly, however the claims
+/// interleave, and frees up as tasks are finished.
+pub async fn claim_capacity_race(store: Arc<dyn Store>) {
+    const LIMIT: usize = 3;
+    const TASKS: usize = 24;
+    let admin = admin(&store).await;
+    let mut a = new_agent(&unique("greedy"), &[]);
+    a.max_concurrent_tasks = i64::try_from(LIMIT).unwrap();
+    let agent = enroll_with(&store, a).await;
+    for round in 0..5 {
+        let mut tasks = Vec::with_capacity(TASKS);
+        for _ in 0..TASKS {
+            tasks.push(post_one(&store, &admin, task(100)).await.id);
+        }
+        let barrier = Arc::new(Barrier::new(TASKS));
+        let handles: Vec<_> = tasks
+            .iter()
+            .copied()
+            .map(|t| {
+                let store = Arc::clone(&store);
+                let barrier = Arc::clone(&barrier);
+                tokio::spawn(async move {
+                    barrier.wait().await;
+                    store.claim_task(&claim_req(t, agent.id, now())).await
+                })
+            })
+            .collect();
+        let mut won = Vec::new();
+        for h in handles {
+            match h.await.unwrap() {
+                Ok(ClaimOutcome::Claimed(t)) => won.push(t.id),
+                Ok(ClaimOutcome::AtCapacity) => {}
+                other => panic!("round {round}: {other:?}"),
+            }
+        }
+        assert_eq!(won.len(), LIMIT, "round {round}: claims won");
+        assert_eq!(
+            store.agent(agent.id).await.unwrap().unwrap().active_tasks,
+            i64::try_from(LIMIT).unwrap()
+        );
+        assert_active_counts_consistent(&store).await;
+        for t in won {
+            submit_done(&store, t, agent.id, Decision::Accept, 100).await;
+        }
+        assert_eq!(
+            store.agent(agent.id).await.unwrap().unwrap().active_tasks,
+            0
+        );
+    }
 }

@@ -559,6 +559,17 @@ impl Run<'_> {
         db_ok(self.store.ledger_total().await, 0, "ledger total")?;
         let mismatches = db(self.store.ledger_mismatches().await)?;
         prop_assert!(mismatches.is_empty(), "ledger mismatches: {mismatches:?}");
+        let held: HashMap<Uuid, i64> = db(self.store.active_task_counts().await)?
+            .into_iter()
+            .collect();
+        for agent in db(self.store.all_agents().await)? {
+            prop_assert_eq!(
+                agent.active_tasks,
+                held.get(&agent.id).copied().unwrap_or(0),
+                "active_tasks of {}",
+                agent.handle
+            );
+        }
         let owners: Vec<Uuid> = self.model.available.keys().copied().collect();
         for owner in owners {
             let b = db(self.store.balances(owner).await)?;

@@ -11,6 +11,7 @@
 mod agents;
 mod claims;
 mod enrollment;
+mod invariants;
 mod ledger_prop;
 mod lifecycle;
 mod support;
@@ -63,6 +64,7 @@ conformance! {
     agents::idempotency_keys,
     tasks::post_from_treasury_and_from_agent,
     tasks::post_is_all_or_nothing,
+    tasks::concurrent_posts_all_or_nothing [multi],
     tasks::depends_on_must_be_completable,
     tasks::workflow_diamond,
     tasks::notify_rounds,
@@ -70,6 +72,7 @@ conformance! {
     claims::claim_capacity,
     claims::claim_status_outcomes,
     claims::claim_race [multi],
+    claims::claim_capacity_race [multi],
     lifecycle::submit_accept_pays_per_settle,
     lifecycle::submit_accept_bonus_from_treasury,
     lifecycle::submit_treasury_funded,

@@ -388,3 +388,21 @@ pub fn sorted(mut v: Vec<Uuid>) -> Vec<Uuid> {
 pub fn is_conflict(r: &Result<impl std::fmt::Debug>, c: Conflict) -> bool {
     matches!(r, Err(StoreError::Conflict(got)) if *got == c)
 }
+
+/// Every agent's stored `active_tasks` (kept by the database) equals the tasks it holds.
+pub async fn assert_active_counts_consistent(store: &Arc<dyn Store>) {
+    let held: std::collections::HashMap<Uuid, i64> = store
+        .active_task_counts()
+        .await
+        .expect("active task counts")
+        .into_iter()
+        .collect();
+    for agent in store.all_agents().await.expect("agents") {
+        assert_eq!(
+            agent.active_tasks,
+            held.get(&agent.id).copied().unwrap_or(0),
+            "active_tasks of {}",
+            agent.handle
+        );
+    }
+}

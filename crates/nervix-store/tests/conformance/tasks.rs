@@ -405,3 +405,44 @@ pub async fn notify_rounds(store: Arc<dyn Store>) {
         TaskStatus::Blocked
     );
 }
+
+/// Concurrent posts by an agent who can fund only some of them: each post is all or
+/// nothing on its own, whatever else commits alongside it (SQLite commit groups).
+pub async fn concurrent_posts_all_or_nothing(store: Arc<dyn Store>) {
+    const POSTS: usize = 40;
+    let poster = enroll(&store, &[]).await;
+    grant(&store, poster.id, 1_000).await;
+    let barrier = Arc::new(tokio::sync::Barrier::new(POSTS));
+    let handles: Vec<_> = (0..POSTS)
+        .map(|_| {
+            let store = Arc::clone(&store);
+            let barrier = Arc::clone(&barrier);
+            let p = post(&poster, vec![task(100)]);
+            tokio::spawn(async move {
+                barrier.wait().await;
+                store.post_tasks(&p).await
+            })
+        })
+        .collect();
+    let (mut posted, mut refused) = (0, 0);
+    for h in handles {
+        match h.await.unwrap() {
+            Ok(tasks) => posted += tasks.len(),
+            Err(StoreError::InsufficientFunds) => refused += 1,
+            Err(e) => panic!("unexpected: {e}"),
+        }
+    }
+    assert_eq!((posted, refused), (10, POSTS - 10));
+    let mine = store
+        .list_tasks(&TaskQuery {
+            posted_by: Some(poster.id),
+            limit: 1_000,
+            ..TaskQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(mine.len(), 10, "no task of a refused post remains");
+    let b = balances(&store, poster.id).await;
+    assert_eq!((b.available, b.escrow), (0, 1_000));
+    assert_ledger_consistent(&store).await;
+}
