@@ -1,5 +1,6 @@
 //! Micro-benchmarks of the two cryptographic checks on the hot path: an enrollment/login
-//! signature (`verify_strict`) and a bearer token (EdDSA JWT with claim validation).
+//! signature (`verify_strict`) and a bearer token (EdDSA JWT with claim validation), and of a
+//! bearer token whose verdict is remembered.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use criterion::{criterion_group, criterion_main, Criterion};
@@ -35,6 +36,19 @@ fn token_verification(c: &mut Criterion) {
     .expect("issue");
     c.bench_function("jwt_eddsa_verify", |b| {
         b.iter(|| auth::verify(&ring, std::hint::black_box(&issued.token)).unwrap())
+    });
+    // What an authenticated request pays for its token after the first time it is seen.
+    let verified = auth::VerifiedTokens::default();
+    c.bench_function("jwt_verify_remembered", |b| {
+        b.iter(|| {
+            verified
+                .verify(
+                    &ring,
+                    std::hint::black_box(&issued.token),
+                    chrono::Utc::now(),
+                )
+                .unwrap()
+        })
     });
     c.bench_function("jwt_eddsa_issue", |b| {
         b.iter(|| {

@@ -147,9 +147,8 @@ pub trait Store: Send + Sync + 'static {
     async fn task(&self, id: Uuid) -> Result<Option<TaskRecord>>;
     async fn tasks_by_ids(&self, ids: &[Uuid]) -> Result<Vec<TaskRecord>>;
     async fn list_tasks(&self, q: &TaskQuery) -> Result<Vec<TaskRecord>>;
+    /// The dependency index rows of a task (the row's own `depends_on` is what renders).
     async fn task_dependencies(&self, id: Uuid) -> Result<Vec<Uuid>>;
-    /// `(task, dependency)` pairs of many tasks at once, for rendering lists.
-    async fn dependencies_of(&self, ids: &[Uuid]) -> Result<Vec<(Uuid, Uuid)>>;
     async fn workflow(&self, id: Uuid) -> Result<Option<WorkflowRecord>>;
     async fn workflow_tasks(&self, id: Uuid) -> Result<Vec<TaskRecord>>;
     /// The claim: one conditional write. Exactly one of any number of concurrent callers wins.

@@ -420,6 +420,14 @@ macro_rules! impl_sql_store {
                 .await
             }
 
+            /// Runs a housekeeping `DELETE` whose only parameter (`$1`) is a cut-off time.
+            async fn delete_before(&self, sql: &'static str, before: DateTime<Utc>) -> Result<u64> {
+                self.write_one(before, move |conn, before| Box::pin(async move {
+                    Ok(sqlx::query(sql).bind(before).execute(&mut *conn).await?.rows_affected())
+                }))
+                .await
+            }
+
             pub(crate) async fn ensure_platform_accounts(&self) -> Result<()> {
                 self.write((), |mut tx, _| Box::pin(async move {
                     ensure_account(&mut tx, PLATFORM, AccountKind::Treasury).await?;
@@ -569,14 +577,7 @@ macro_rules! impl_sql_store {
             }
 
             async fn purge_challenges(&self, before: DateTime<Utc>) -> Result<u64> {
-                self.write_one(before, |conn, before| Box::pin(async move {
-                    Ok(sqlx::query("DELETE FROM challenges WHERE expires_at < $1")
-                        .bind(before)
-                        .execute(&mut *conn)
-                        .await?
-                        .rows_affected())
-                }))
-                .await
+                self.delete_before("DELETE FROM challenges WHERE expires_at < $1", before).await
             }
 
             async fn agent(&self, id: Uuid) -> Result<Option<AgentRecord>> {
@@ -962,19 +963,6 @@ macro_rules! impl_sql_store {
                     .bind(id)
                     .fetch_all(self.reader())
                     .await?)
-            }
-
-            async fn dependencies_of(&self, ids: &[Uuid]) -> Result<Vec<(Uuid, Uuid)>> {
-                if ids.is_empty() {
-                    return Ok(Vec::new());
-                }
-                let mut qb = QueryBuilder::<$db>::new("SELECT task_id, depends_on FROM task_dependencies WHERE task_id IN (");
-                let mut sep = qb.separated(", ");
-                for id in ids {
-                    sep.push_bind(*id);
-                }
-                qb.push(") ORDER BY task_id, depends_on");
-                Ok(qb.build_query_as().fetch_all(self.reader()).await?)
             }
 
             async fn workflow(&self, id: Uuid) -> Result<Option<WorkflowRecord>> {
@@ -1431,14 +1419,7 @@ macro_rules! impl_sql_store {
             }
 
             async fn purge_stale_idempotency_keys(&self, before: DateTime<Utc>) -> Result<u64> {
-                self.write_one(before, |conn, before| Box::pin(async move {
-                    Ok(sqlx::query("DELETE FROM idempotency_keys WHERE status = 0 AND created_at < $1")
-                        .bind(before)
-                        .execute(&mut *conn)
-                        .await?
-                        .rows_affected())
-                }))
-                .await
+                self.delete_before("DELETE FROM idempotency_keys WHERE status = 0 AND created_at < $1", before).await
             }
         }
         }

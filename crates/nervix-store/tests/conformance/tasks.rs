@@ -265,6 +265,10 @@ pub async fn workflow_diamond(store: Arc<dyn Store>) {
         sorted(vec![b_id, c_id])
     );
     assert_eq!(
+        task_of(&store, d_id).await.depends_on,
+        sorted(vec![b_id, c_id])
+    );
+    assert_eq!(
         store.task_dependencies(a_id).await.unwrap(),
         Vec::<Uuid>::new()
     );
