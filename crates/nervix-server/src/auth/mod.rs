@@ -82,6 +82,11 @@ pub fn issue(
 
 /// Checks signature, algorithm, issuer, audience and expiry. Storage checks come after.
 pub fn verify(ring: &keys::KeyRing, token: &str) -> Result<Claims, ApiError> {
+    verify_with_kid(ring, token).map(|(claims, _)| claims)
+}
+
+/// [`verify`], also naming the key (`kid`) that signed the token.
+fn verify_with_kid(ring: &keys::KeyRing, token: &str) -> Result<(Claims, String), ApiError> {
     let bad = || ApiError::unauthorized("invalid or expired token");
     let header = jsonwebtoken::decode_header(token).map_err(|_| bad())?;
     // Only EdDSA: `none`, HMAC with our public key as secret, RSA… are all refused here
@@ -100,7 +105,7 @@ pub fn verify(ring: &keys::KeyRing, token: &str) -> Result<Claims, ApiError> {
     validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
     validation.leeway = 0;
     jsonwebtoken::decode::<Claims>(token, &key.decoding, &validation)
-        .map(|d| d.claims)
+        .map(|d| (d.claims, key.kid.clone()))
         .map_err(|_| bad())
 }
 

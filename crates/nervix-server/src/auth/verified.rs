@@ -17,7 +17,7 @@ use parking_lot::Mutex;
 use sha2::{Digest, Sha256};
 
 use super::keys::KeyRing;
-use super::{verify, Claims};
+use super::{verify_with_kid, Claims};
 use crate::error::ApiError;
 
 /// Bounds the memory: about 300 bytes an entry.
@@ -48,7 +48,7 @@ impl VerifiedTokens {
     }
 
     /// The token's claims if it is valid at `now`: from a remembered verdict, or by the full
-    /// check ([`verify`]), whose success is then remembered.
+    /// check ([`super::verify`]), whose success is then remembered.
     pub fn verify(
         &self,
         ring: &KeyRing,
@@ -67,14 +67,11 @@ impl VerifiedTokens {
                 // refuses it with the usual error.
             }
         }
-        let claims = Arc::new(verify(ring, token)?);
+        let (claims, kid) = verify_with_kid(ring, token)?;
         if claims.exp < now.timestamp() {
             return Err(ApiError::unauthorized("invalid or expired token"));
         }
-        let kid = jsonwebtoken::decode_header(token)
-            .ok()
-            .and_then(|h| h.kid)
-            .unwrap_or_default();
+        let claims = Arc::new(claims);
         let mut verdicts = self.verdicts.lock();
         if verdicts.len() >= self.capacity {
             let now = now.timestamp();

@@ -1,12 +1,15 @@
 -- SQLite twin of postgres/0003_database_invariants.sql; keep the two in step.
 --
--- The database, not the code, now keeps three invariants:
+-- The database, not the code, now keeps these invariants (each section below says more):
 --  * an account's cached `balance` is the sum of its entries: inserting an entry applies it;
 --  * no account but the treasury goes below zero: the update that would is aborted
 --    (the store maps 'ledger_accounts_no_overdraft' to "insufficient funds");
---  * ledger entries are append-only: UPDATE and DELETE are refused.
--- And the capability index tables follow the JSON `capabilities` column they index, so an
--- agent or task is written with one statement.
+--  * ledger entries are append-only: UPDATE and DELETE are refused;
+--  * the capability index tables follow the JSON `capabilities` column they index, so an
+--    agent or task is written with one statement;
+--  * `agents.active_tasks` counts the agent's claimed tasks, and a claim beyond
+--    `max_concurrent_tasks` is refused ('agents_at_capacity').
+-- It also gives each task row its (immutable) dependency list.
 
 CREATE TRIGGER ledger_entries_apply AFTER INSERT ON ledger_entries
 BEGIN

@@ -3,13 +3,15 @@
 //! sqlx has no trait that abstracts "a database whose types include Uuid, DateTime and Json"
 //! without pages of where-clauses, so the implementation is written once as a macro body and
 //! instantiated for `sqlx::Sqlite` and `sqlx::Postgres`; the SQL text is the same on both.
-//! Backend differences are confined to the migrations and to how a backend runs a write: each supplies `write` (a transaction, retried on transient
-//! conflicts) and `write_one` (a single self-contained statement) with the same signature. On
-//! SQLite both run on the dedicated writer thread; on PostgreSQL, on a pooled connection.
+//! Backend differences are confined to the migrations and to how a backend runs a write: each
+//! supplies `write` (a transaction, retried on transient conflicts) and `write_one` (a single
+//! self-contained statement) with the same signature. On SQLite both run on the dedicated
+//! writer thread; on PostgreSQL, on a pooled connection.
 //!
 //! The database keeps the ledger's invariants (migration 0003): inserting an entry applies it
 //! to its account's cached balance, an overdraft aborts the statement, entries cannot be
-//! changed. It also keeps the capability index tables in step with the `capabilities` columns.
+//! changed. It also keeps the capability index tables in step with the `capabilities` columns,
+//! and each agent's count of claimed tasks, refusing a claim beyond its capacity.
 
 pub(crate) mod rows;
 
@@ -17,9 +19,9 @@ pub(crate) mod rows;
 /// `$3` now, `$4` task. Concurrent claimers queue on the row (PostgreSQL row lock, SQLite's
 /// single writer); once the winner commits, the others re-check the condition against the new
 /// row and update nothing. The agent's capacity is enforced by the trigger that counts its
-/// claimed tasks (migration 0003), inside this same statement. Not `SKIP LOCKED`: that also skips a row held by any other short
-/// write (a matching round's `mark_notified`, say), and every claimer of an available task
-/// would then lose.
+/// claimed tasks (migration 0003), inside this same statement. Not `SKIP LOCKED`: that also
+/// skips a row held by any other short write (a matching round's `mark_notified`, say), and
+/// every claimer of an available task would then lose.
 pub(crate) const CLAIM: &str = "UPDATE tasks SET status = 'claimed', assigned_agent_id = $1, \
     lease_expires_at = $2, updated_at = $3 \
     WHERE id = $4 AND status = 'available' AND (retry_at IS NULL OR retry_at <= $3) \
@@ -228,22 +230,29 @@ macro_rules! impl_sql_store {
         /// Moves a task into a terminal status and marks its escrow settled, if it is still in
         /// one of `from`. Returns the task only to the caller that made the move, so the escrow
         /// is settled exactly once however many workers race for it.
+        ///
+        /// With `held_by`, only while that agent holds the task.
         async fn finish_task(
             conn: &mut Conn,
             id: Uuid,
             to: TaskStatus,
             from: &str,
+            held_by: Option<Uuid>,
             at: DateTime<Utc>,
         ) -> Result<Option<TaskRecord>> {
-            let row: Option<TaskRow> = sqlx::query_as(&format!(
+            let holder = if held_by.is_some() { " AND assigned_agent_id = $4" } else { "" };
+            let sql = format!(
                 "UPDATE tasks SET status = $1, settled = TRUE, lease_expires_at = NULL, updated_at = $2 \
-                 WHERE id = $3 AND status IN {from} AND settled = FALSE RETURNING {TASK_COLUMNS}"
-            ))
+                 WHERE id = $3 AND status IN {from} AND settled = FALSE{holder} RETURNING {TASK_COLUMNS}"
+            );
+            let mut q = sqlx::query_as(&sql)
             .bind(to.as_str())
             .bind(at)
-            .bind(id)
-            .fetch_optional(conn)
-            .await?;
+            .bind(id);
+            if let Some(agent) = held_by {
+                q = q.bind(agent);
+            }
+            let row: Option<TaskRow> = q.fetch_optional(conn).await?;
             row.map(TryInto::try_into).transpose()
         }
 
@@ -276,7 +285,7 @@ macro_rules! impl_sql_store {
                 .fetch_all(&mut *conn)
                 .await?;
                 for id in ids {
-                    if let Some(t) = finish_task(conn, id, TaskStatus::Cancelled, OPEN_STATUSES, at).await? {
+                    if let Some(t) = finish_task(conn, id, TaskStatus::Cancelled, OPEN_STATUSES, None, at).await? {
                         refund(conn, &t, at, "upstream task failed").await?;
                         frontier.push(t.id);
                         cancelled.push(t);
@@ -343,7 +352,7 @@ macro_rules! impl_sql_store {
                     .bind(task.id)
                     .execute(&mut *conn)
                     .await?;
-                let Some(failed) = finish_task(conn, task.id, TaskStatus::Failed, "('claimed')", at).await? else {
+                let Some(failed) = finish_task(conn, task.id, TaskStatus::Failed, "('claimed')", task.assigned_agent_id, at).await? else {
                     return Ok((None, Vec::new()));
                 };
                 let cancelled = abandon(conn, &failed, at, why).await?;
@@ -988,8 +997,9 @@ macro_rules! impl_sql_store {
                 // paused, and (the capacity trigger) below max_concurrent_tasks. When it
                 // matches nothing, something changed since the snapshot: judge again.
                 for _ in 0..3 {
-                    let Some(agent) = self.agent(c.agent_id).await? else { return Ok(ClaimOutcome::AgentNotFound) };
-                    let Some(task) = self.task(c.task_id).await? else { return Ok(ClaimOutcome::TaskNotFound) };
+                    let (agent, task) = futures::try_join!(self.agent(c.agent_id), self.task(c.task_id))?;
+                    let Some(agent) = agent else { return Ok(ClaimOutcome::AgentNotFound) };
+                    let Some(task) = task else { return Ok(ClaimOutcome::TaskNotFound) };
                     match task.status {
                         TaskStatus::Available => {}
                         TaskStatus::Claimed | TaskStatus::Submitted | TaskStatus::Completed => return Ok(ClaimOutcome::AlreadyClaimed),
@@ -1040,23 +1050,13 @@ macro_rules! impl_sql_store {
                 self.write(s.clone(), |mut tx, s| Box::pin(async move {
                 let (status, payout, final_task, unblocked, cancelled) = match s.decision {
                     Decision::Accept => {
-                        let done: Option<TaskRow> = sqlx::query_as(&format!(
-                            "UPDATE tasks SET status = 'completed', settled = TRUE, lease_expires_at = NULL, updated_at = $1 \
-                             WHERE id = $2 AND status = 'claimed' AND assigned_agent_id = $3 AND settled = FALSE \
-                             RETURNING {TASK_COLUMNS}"
-                        ))
-                        .bind(s.at)
-                        .bind(s.task_id)
-                        .bind(s.agent_id)
-                        .fetch_optional(&mut *tx)
-                        .await?;
+                        let done = finish_task(&mut tx, s.task_id, TaskStatus::Completed, "('claimed')", Some(s.agent_id), s.at).await?;
                         let Some(done) = done else {
                             return Ok(match fetch_task(&mut tx, s.task_id).await? {
                                 None => SubmitOutcome::TaskNotFound,
                                 Some(_) => SubmitOutcome::NotAssignee,
                             });
                         };
-                        let done = TaskRecord::try_from(done)?;
                         // The level comes from the locked row, not from a read a concurrent
                         // submit of the same agent could race.
                         let agent: AgentRow = sqlx::query_as(&format!(
@@ -1155,7 +1155,7 @@ macro_rules! impl_sql_store {
 
             async fn cancel_task(&self, task_id: Uuid, at: DateTime<Utc>, audit: &AuditEntry) -> Result<TaskRecord> {
                 self.write((task_id, at, audit.clone()), |mut tx, &(task_id, at, ref audit)| Box::pin(async move {
-                let Some(task) = finish_task(&mut tx, task_id, TaskStatus::Cancelled, OPEN_STATUSES, at).await? else {
+                let Some(task) = finish_task(&mut tx, task_id, TaskStatus::Cancelled, OPEN_STATUSES, None, at).await? else {
                     return Err(match fetch_task(&mut tx, task_id).await? {
                         None => StoreError::NotFound,
                         Some(_) => StoreError::Conflict(Conflict::InvalidState),
@@ -1183,7 +1183,7 @@ macro_rules! impl_sql_store {
                     .fetch_all(&mut *tx)
                     .await?;
                 for task_id in ids {
-                    if let Some(t) = finish_task(&mut tx, task_id, TaskStatus::Cancelled, OPEN_STATUSES, at).await? {
+                    if let Some(t) = finish_task(&mut tx, task_id, TaskStatus::Cancelled, OPEN_STATUSES, None, at).await? {
                         // Like a cancelled task: refund, and cancel dependents outside the
                         // workflow too (they could never become available otherwise).
                         abandon(&mut tx, &t, at, "workflow cancelled").await?;
@@ -1233,7 +1233,7 @@ macro_rules! impl_sql_store {
                 .await?;
                 let mut changed = Vec::new();
                 for id in ids {
-                    if let Some(t) = finish_task(&mut tx, id, TaskStatus::Expired, OPEN_STATUSES, now).await? {
+                    if let Some(t) = finish_task(&mut tx, id, TaskStatus::Expired, OPEN_STATUSES, None, now).await? {
                         let cancelled = abandon(&mut tx, &t, now, "deadline passed").await?;
                         changed.push(t);
                         changed.extend(cancelled);

@@ -4,7 +4,8 @@
 //! [`writer::Writer`] thread (no `SQLITE_BUSY` storms between our own connections), each
 //! transaction opened with `BEGIN IMMEDIATE` (no lock upgrade that fails half-way when another
 //! process writes). Reads run concurrently on a separate read-only pool, which WAL makes safe.
-//! WAL checkpoints run on a connection of their own ([`checkpoint`]), never in the writer.
+//! Most WAL checkpoint work runs on a connection of its own ([`checkpoint`]), off the write
+//! path; the writer's own automatic checkpoint then finds little left to do.
 
 mod checkpoint;
 mod writer;
