@@ -38,7 +38,12 @@ enum Command {
 }
 
 fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
+    // Before the runtime exists, so that its threads inherit the placement.
+    let reserved = match &mut cli.command {
+        Command::Serve(args) => serve::place_sqlite_writer(args),
+        _ => None,
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -51,7 +56,7 @@ fn main() -> std::process::ExitCode {
     };
     let result = runtime.block_on(async move {
         match cli.command {
-            Command::Serve(args) => serve::run(args).await,
+            Command::Serve(args) => serve::run(args, reserved).await,
             Command::Admin(cmd) => admin::run(cmd).await,
             Command::Keygen(args) => keygen::run(args),
             Command::Agent(cmd) => agent::run(cmd).await,

@@ -1,6 +1,31 @@
 pub use nervix_server::config::ServeArgs;
+use nervix_store::cpu::{reserve_for_writer, Reserved};
+use nervix_store::WriterCpu;
 
-pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+/// On the embedded default, sets a CPU aside for the SQLite writer and keeps the calling
+/// thread, and so every thread it starts later, off it (`nervix_store::cpu`). Call before
+/// building the runtime.
+pub fn place_sqlite_writer(args: &mut ServeArgs) -> Option<Reserved> {
+    let sqlite = args
+        .database_url
+        .as_deref()
+        .is_none_or(|url| url.starts_with("sqlite:"));
+    if !sqlite {
+        return None;
+    }
+    let reserved = reserve_for_writer(args.sqlite_writer_cpu)?;
+    args.sqlite_writer_cpu = WriterCpu::Cpu(reserved.writer);
+    Some(reserved)
+}
+
+pub async fn run(args: ServeArgs, reserved: Option<Reserved>) -> anyhow::Result<()> {
     crate::logging::init(args.log_json);
+    if let Some(r) = reserved {
+        tracing::info!(
+            writer_cpu = r.writer,
+            other_cpus = r.others,
+            "SQLite writer on a CPU of its own"
+        );
+    }
     Ok(nervix_server::run_from_args(args).await?)
 }

@@ -47,6 +47,11 @@ pub struct ServeArgs {
     /// Seconds without a claim before matching widens to the next agents.
     #[arg(long, env = "NERVIX_MATCH_WINDOW", default_value_t = 30)]
     pub match_window: u64,
+    /// CPU set aside for the SQLite writer, which the rest of the server then keeps off:
+    /// `auto` (the last one this process may use, when it may use two or more), `off` (leave
+    /// every thread to the OS), or a CPU index. Ignored with PostgreSQL.
+    #[arg(long, env = "NERVIX_SQLITE_WRITER_CPU", default_value = "auto")]
+    pub sqlite_writer_cpu: nervix_store::WriterCpu,
     /// Log as JSON lines instead of human-readable text.
     #[arg(long, env = "NERVIX_LOG_JSON", default_value_t = false)]
     pub log_json: bool,
@@ -71,6 +76,7 @@ pub struct Config {
     pub challenge_ttl: chrono::Duration,
     pub max_submission_bytes: usize,
     pub retry: nervix_store::RetryPolicy,
+    pub sqlite_writer_cpu: nervix_store::WriterCpu,
     /// How often background loops tick.
     pub worker_interval: Duration,
 }
@@ -96,6 +102,7 @@ impl Config {
             challenge_ttl: chrono::Duration::minutes(5),
             max_submission_bytes: 256 * 1024,
             retry: nervix_store::RetryPolicy::default(),
+            sqlite_writer_cpu: nervix_store::WriterCpu::Auto,
             worker_interval: Duration::from_secs(1),
         }
     }
@@ -121,6 +128,7 @@ impl From<&ServeArgs> for Config {
         c.max_reward_cents = a.max_reward.cents();
         c.match_top_n = a.match_top_n.max(1);
         c.match_window = Duration::from_secs(a.match_window.max(1));
+        c.sqlite_writer_cpu = a.sqlite_writer_cpu;
         c
     }
 }

@@ -68,6 +68,7 @@ pub async fn open_store(
     ensure_data_dir(&config.data_dir)?;
     let opts = nervix_store::ConnectOptions {
         max_connections,
+        sqlite_writer_cpu: config.sqlite_writer_cpu,
         ..Default::default()
     };
     Ok(nervix_store::connect(&config.database_url, &opts).await?)

@@ -8,6 +8,7 @@
 //!
 //! Every method that changes state runs in one transaction: callers never see half a write.
 
+pub mod cpu;
 mod error;
 pub mod model;
 mod postgres;
@@ -22,6 +23,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+pub use cpu::WriterCpu;
 pub use error::{Conflict, StoreError};
 pub use model::*;
 pub use postgres::PgStore;
@@ -51,6 +53,8 @@ pub async fn connect(url: &str, opts: &ConnectOptions) -> Result<Arc<dyn Store>>
 pub struct ConnectOptions {
     pub max_connections: u32,
     pub acquire_timeout: std::time::Duration,
+    /// Where the SQLite writer runs (ignored by PostgreSQL).
+    pub sqlite_writer_cpu: WriterCpu,
 }
 
 impl Default for ConnectOptions {
@@ -58,6 +62,7 @@ impl Default for ConnectOptions {
         Self {
             max_connections: 16,
             acquire_timeout: std::time::Duration::from_secs(5),
+            sqlite_writer_cpu: WriterCpu::Auto,
         }
     }
 }

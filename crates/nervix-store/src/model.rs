@@ -252,6 +252,8 @@ pub struct TaskRecord {
     pub settled: bool,
     /// Upstream tasks, sorted (fixed at posting).
     pub depends_on: Vec<Uuid>,
+    /// How many tasks depend on this one (grows as dependents are posted).
+    pub dependents: i64,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }

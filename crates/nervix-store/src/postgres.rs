@@ -4,9 +4,9 @@ use std::str::FromStr;
 
 use futures::future::BoxFuture;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
-use sqlx::{Postgres, Transaction};
+use sqlx::Postgres;
 
-use crate::sql::impl_sql_store;
+use crate::sql::{impl_sql_store, Tx};
 use crate::ConnectOptions;
 
 pub struct PgStore {
@@ -48,28 +48,29 @@ impl PgStore {
     where
         D: Send + Sync + 'static,
         T: Send + 'static,
-        F: for<'c> Fn(Transaction<'c, Postgres>, &'c D) -> BoxFuture<'c, crate::Result<T>>
+        F: for<'c> Fn(Tx<'c, Postgres>, &'c D) -> BoxFuture<'c, crate::Result<T>>
             + Send
             + Sync
             + 'static,
     {
         crate::sql::retry_transient!({
             let tx = self.pool.begin().await?;
-            f(tx, &data).await
+            f(Tx::Own(tx), &data).await
         })
     }
 
     /// Runs a single-statement write `f` (atomic on its own) on a pooled connection.
     async fn write_one<D, T, F>(&self, data: D, f: F) -> crate::Result<T>
     where
-        D: Send + 'static,
+        D: Send + Sync + 'static,
         T: Send + 'static,
-        F: for<'c> FnOnce(&'c mut PgConnection, D) -> BoxFuture<'c, crate::Result<T>>
+        F: for<'c> Fn(&'c mut PgConnection, &'c D) -> BoxFuture<'c, crate::Result<T>>
             + Send
+            + Sync
             + 'static,
     {
         let mut conn = self.pool.acquire().await?;
-        f(&mut conn, data).await
+        f(&mut conn, &data).await
     }
 
     async fn close_pools(&self) {

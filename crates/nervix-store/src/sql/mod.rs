@@ -15,6 +15,55 @@
 
 pub(crate) mod rows;
 
+use std::ops::{Deref, DerefMut};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// A write transaction as the body of a `write` sees it: a transaction of its own, or a part
+/// of the SQLite writer's commit group. Either way the body commits what it means to keep, and
+/// what it drops uncommitted is undone.
+pub(crate) enum Tx<'c, DB: sqlx::Database> {
+    Own(sqlx::Transaction<'c, DB>),
+    /// Inside the SQLite writer's group transaction. `commit` marks the work as meant to stay;
+    /// the group then commits it with the others. Work not marked makes the writer undo the
+    /// whole group and run each of its writes again alone (`sqlite::writer`).
+    Grouped {
+        conn: &'c mut DB::Connection,
+        committed: &'c AtomicBool,
+    },
+}
+
+impl<DB: sqlx::Database> Tx<'_, DB> {
+    pub(crate) async fn commit(self) -> Result<(), sqlx::Error> {
+        match self {
+            Tx::Own(tx) => tx.commit().await,
+            Tx::Grouped { committed, .. } => {
+                committed.store(true, Ordering::Release);
+                Ok(())
+            }
+        }
+    }
+}
+
+impl<DB: sqlx::Database> Deref for Tx<'_, DB> {
+    type Target = DB::Connection;
+
+    fn deref(&self) -> &DB::Connection {
+        match self {
+            Tx::Own(tx) => tx,
+            Tx::Grouped { conn, .. } => conn,
+        }
+    }
+}
+
+impl<DB: sqlx::Database> DerefMut for Tx<'_, DB> {
+    fn deref_mut(&mut self) -> &mut DB::Connection {
+        match self {
+            Tx::Own(tx) => tx,
+            Tx::Grouped { conn, .. } => conn,
+        }
+    }
+}
+
 /// The claim: one conditional write, the same on both backends. `$1` agent, `$2` lease end,
 /// `$3` now, `$4` task. Concurrent claimers queue on the row (PostgreSQL row lock, SQLite's
 /// single writer); once the winner commits, the others re-check the condition against the new
@@ -275,8 +324,11 @@ macro_rules! impl_sql_store {
         async fn abandon(conn: &mut Conn, task: &TaskRecord, at: DateTime<Utc>, why: &str) -> Result<Vec<TaskRecord>> {
             refund(conn, task, at, why).await?;
             let mut cancelled = Vec::new();
-            let mut frontier = vec![task.id];
-            while let Some(upstream) = frontier.pop() {
+            let mut frontier = vec![(task.id, task.dependents)];
+            while let Some((upstream, dependents)) = frontier.pop() {
+                if dependents == 0 {
+                    continue;
+                }
                 let ids: Vec<Uuid> = sqlx::query_scalar(&format!(
                     "SELECT t.id FROM tasks t JOIN task_dependencies d ON d.task_id = t.id \
                      WHERE d.depends_on = $1 AND t.status IN {OPEN_STATUSES}"
@@ -287,7 +339,7 @@ macro_rules! impl_sql_store {
                 for id in ids {
                     if let Some(t) = finish_task(conn, id, TaskStatus::Cancelled, OPEN_STATUSES, None, at).await? {
                         refund(conn, &t, at, "upstream task failed").await?;
-                        frontier.push(t.id);
+                        frontier.push((t.id, t.dependents));
                         cancelled.push(t);
                     }
                 }
@@ -312,18 +364,22 @@ macro_rules! impl_sql_store {
         /// Makes `available` every blocked dependent of `upstream` whose dependencies are now
         /// all completed, and completes the workflow when nothing is left.
         async fn on_completed(conn: &mut Conn, task: &TaskRecord, at: DateTime<Utc>) -> Result<Vec<TaskRecord>> {
-            let rows: Vec<TaskRow> = sqlx::query_as(&format!(
+            let rows: Vec<TaskRow> = if task.dependents == 0 {
+                Vec::new()
+            } else {
+                sqlx::query_as(&format!(
                 "UPDATE tasks SET status = 'available', updated_at = $1 \
                  WHERE status = 'blocked' \
                    AND id IN (SELECT task_id FROM task_dependencies WHERE depends_on = $2) \
                    AND NOT EXISTS (SELECT 1 FROM task_dependencies d JOIN tasks u ON u.id = d.depends_on \
                                    WHERE d.task_id = tasks.id AND u.status <> 'completed') \
                  RETURNING {TASK_COLUMNS}"
-            ))
-            .bind(at)
-            .bind(task.id)
-            .fetch_all(&mut *conn)
-            .await?;
+                ))
+                .bind(at)
+                .bind(task.id)
+                .fetch_all(&mut *conn)
+                .await?
+            };
             if let Some(wf) = task.workflow_id {
                 let open: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM tasks WHERE workflow_id = $1 AND status <> 'completed'")
                     .bind(wf)
@@ -813,18 +869,38 @@ macro_rules! impl_sql_store {
                 }
                 let mut created: Vec<TaskRecord> = Vec::with_capacity(post.tasks.len());
                 let mut total: i64 = 0;
+                // Dependents within this post, counted up front so each task is inserted with
+                // its final count (dependencies point at earlier tasks of the post).
+                let mut dependents_here: std::collections::HashMap<Uuid, i64> = std::collections::HashMap::new();
+                for t in &post.tasks {
+                    let mut deps = t.depends_on.clone();
+                    deps.sort_unstable();
+                    deps.dedup();
+                    for dep in deps {
+                        *dependents_here.entry(dep).or_default() += 1;
+                    }
+                }
                 for t in &post.tasks {
                     // A task starts blocked unless every dependency is already completed; a
                     // dependency that can never complete makes the post invalid.
                     let mut blocked = false;
-                    for dep in &t.depends_on {
+                    let mut depends_on = t.depends_on.clone();
+                    depends_on.sort_unstable();
+                    depends_on.dedup();
+                    for dep in &depends_on {
                         let status = match created.iter().find(|c| c.id == *dep) {
                             Some(c) => Some(c.status),
                             None => {
-                                let s: Option<String> = sqlx::query_scalar("SELECT status FROM tasks WHERE id = $1")
-                                    .bind(dep)
-                                    .fetch_optional(&mut *tx)
-                                    .await?;
+                                // Counting the dependent locks the upstream row (PostgreSQL),
+                                // so its completion cannot slip in between this read of its
+                                // status and our commit: either it completed first and we
+                                // see it, or it waits for us and its unblocking sees our task.
+                                let s: Option<String> = sqlx::query_scalar(
+                                    "UPDATE tasks SET dependents = dependents + 1 WHERE id = $1 RETURNING status",
+                                )
+                                .bind(dep)
+                                .fetch_optional(&mut *tx)
+                                .await?;
                                 s.and_then(|s| s.parse::<TaskStatus>().ok())
                             }
                         };
@@ -839,15 +915,12 @@ macro_rules! impl_sql_store {
                     }
                     let status = if blocked { TaskStatus::Blocked } else { TaskStatus::Available };
                     let first_round = post.notifies_first_round && !blocked;
-                    let mut depends_on = t.depends_on.clone();
-                    depends_on.sort_unstable();
-                    depends_on.dedup();
                     let row: TaskRow = sqlx::query_as(&format!(
                         "INSERT INTO tasks (id, title, description, capabilities, min_reputation, reward_cents, \
                          complexity, kind, output_schema, language, deadline, status, workflow_id, workflow_key, \
                          posted_by, funded_by_treasury, attempts, max_attempts, notify_round, notified_at, settled, depends_on, \
-                         created_at, updated_at) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, 0, $17, $19, $20, FALSE, $21, $18, $18) \
+                         dependents, created_at, updated_at) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, 0, $17, $19, $20, FALSE, $21, $22, $18, $18) \
                          RETURNING {TASK_COLUMNS}"
                     ))
                     .bind(t.id)
@@ -871,6 +944,7 @@ macro_rules! impl_sql_store {
                     .bind(i64::from(first_round))
                     .bind(first_round.then_some(post.at))
                     .bind(Json(&depends_on))
+                    .bind(dependents_here.get(&t.id).copied().unwrap_or(0))
                     .fetch_one(&mut *tx)
                     .await?;
                     if !depends_on.is_empty() {
@@ -1395,7 +1469,7 @@ macro_rules! impl_sql_store {
             async fn finish_idempotent_response(&self, agent: Uuid, key: &str, status: u16, body: &str) -> Result<()> {
                 self.write_one((agent, key.to_owned(), status, body.to_owned()), |conn, (agent, key, status, body)| Box::pin(async move {
                 sqlx::query("UPDATE idempotency_keys SET status = $1, body = $2 WHERE agent_id = $3 AND key = $4 AND status = 0")
-                    .bind(i64::from(status))
+                    .bind(i64::from(*status))
                     .bind(body)
                     .bind(agent)
                     .bind(key)

@@ -152,8 +152,8 @@ impl From<AuditRow> for AuditRecord {
 pub(crate) const TASK_COLUMNS: &str = "id, title, description, capabilities, min_reputation, \
     reward_cents, complexity, kind, output_schema, language, deadline, status, workflow_id, \
     workflow_key, posted_by, funded_by_treasury, assigned_agent_id, attempts, max_attempts, \
-    lease_expires_at, retry_at, notify_round, notified_at, settled, depends_on, created_at, \
-    updated_at";
+    lease_expires_at, retry_at, notify_round, notified_at, settled, depends_on, dependents, \
+    created_at, updated_at";
 
 #[derive(sqlx::FromRow)]
 pub(crate) struct TaskRow {
@@ -182,6 +182,7 @@ pub(crate) struct TaskRow {
     notified_at: Option<DateTime<Utc>>,
     settled: bool,
     depends_on: Json<Vec<Uuid>>,
+    dependents: i64,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
 }
@@ -216,6 +217,7 @@ impl TryFrom<TaskRow> for TaskRecord {
             notified_at: r.notified_at,
             settled: r.settled,
             depends_on: r.depends_on.0,
+            dependents: r.dependents,
             created_at: r.created_at,
             updated_at: r.updated_at,
         })

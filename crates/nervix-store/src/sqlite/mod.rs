@@ -11,6 +11,8 @@ mod checkpoint;
 mod writer;
 
 use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
@@ -18,12 +20,12 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
     SqliteSynchronous,
 };
-use sqlx::{ConnectOptions as _, Connection as _, Sqlite, Transaction};
+use sqlx::{ConnectOptions as _, Connection as _, Sqlite};
 
-use crate::sql::impl_sql_store;
+use crate::sql::{impl_sql_store, Tx};
 use crate::ConnectOptions;
 use checkpoint::Checkpointer;
-use writer::{Mode, Writer};
+use writer::{Mode, Ran, Writer};
 
 pub struct SqliteStore {
     writer: Writer,
@@ -46,7 +48,8 @@ impl SqliteStore {
             .pragma("temp_store", "memory");
         let mut conn = base.connect().await?;
         sqlx::migrate!("migrations/sqlite").run(&mut conn).await?;
-        let writer = Writer::start(conn, base.clone())?;
+        conn.close().await?;
+        let writer = Writer::start(base.clone(), opts.sqlite_writer_cpu).await?;
         let reader = SqlitePoolOptions::new()
             .max_connections(opts.max_connections.clamp(1, 3))
             .acquire_timeout(opts.acquire_timeout)
@@ -70,31 +73,46 @@ impl SqliteStore {
     }
 
     /// Runs `f` in a write transaction on the writer thread: its own (`BEGIN IMMEDIATE`, again
-    /// from the start if SQLite reports a transient lock conflict), or a savepoint of the
-    /// writer's commit group. `f` commits; a transaction it drops uncommitted is rolled back.
-    /// `data` is what `f` works on, owned because the writer thread may outlive the caller's
-    /// borrow.
+    /// from the start if SQLite reports a transient lock conflict), or a part of the writer's
+    /// commit group. `f` commits; what it drops uncommitted is undone. `data` is what `f` works
+    /// on, owned because the writer thread may outlive the caller's borrow. `f` may run more
+    /// than once (the writer undoes and re-runs a group when one of its jobs fails).
     async fn write<D, T, F>(&self, data: D, f: F) -> crate::Result<T>
     where
         D: Send + Sync + 'static,
         T: Send + 'static,
-        F: for<'c> Fn(Transaction<'c, Sqlite>, &'c D) -> BoxFuture<'c, crate::Result<T>>
+        F: for<'c> Fn(Tx<'c, Sqlite>, &'c D) -> BoxFuture<'c, crate::Result<T>>
             + Send
             + Sync
             + 'static,
     {
+        let work = Arc::new((f, data));
         self.writer
             .run(move |conn, mode| {
+                let work = work.clone();
                 Box::pin(async move {
+                    let (f, data) = &*work;
                     match mode {
                         Mode::Grouped => {
-                            let tx = conn.begin().await?;
-                            f(tx, &data).await
+                            let committed = AtomicBool::new(false);
+                            let result = f(
+                                Tx::Grouped {
+                                    conn,
+                                    committed: &committed,
+                                },
+                                data,
+                            )
+                            .await;
+                            let clean = result.is_ok() && committed.load(Ordering::Acquire);
+                            Ran { result, clean }
                         }
-                        Mode::Alone => crate::sql::retry_transient!({
-                            let tx = conn.begin_with("BEGIN IMMEDIATE").await?;
-                            f(tx, &data).await
-                        }),
+                        Mode::Alone => Ran {
+                            result: crate::sql::retry_transient!({
+                                let tx = conn.begin_with("BEGIN IMMEDIATE").await?;
+                                f(Tx::Own(tx), data).await
+                            }),
+                            clean: true,
+                        },
                     }
                 })
             })
@@ -102,16 +120,30 @@ impl SqliteStore {
     }
 
     /// Runs a single-statement write `f` (atomic on its own, also inside a commit group) on
-    /// the writer thread.
+    /// the writer thread. `f` may run more than once, like `write`'s.
     async fn write_one<D, T, F>(&self, data: D, f: F) -> crate::Result<T>
     where
-        D: Send + 'static,
+        D: Send + Sync + 'static,
         T: Send + 'static,
-        F: for<'c> FnOnce(&'c mut SqliteConnection, D) -> BoxFuture<'c, crate::Result<T>>
+        F: for<'c> Fn(&'c mut SqliteConnection, &'c D) -> BoxFuture<'c, crate::Result<T>>
             + Send
+            + Sync
             + 'static,
     {
-        self.writer.run(move |conn, _| f(conn, data)).await
+        let work = Arc::new((f, data));
+        self.writer
+            .run(move |conn, _| {
+                let work = work.clone();
+                Box::pin(async move {
+                    let (f, data) = &*work;
+                    let result = f(conn, data).await;
+                    // A failed statement undoes only itself, but the group stops there all the
+                    // same: some failures roll back the whole transaction.
+                    let clean = result.is_ok();
+                    Ran { result, clean }
+                })
+            })
+            .await
     }
 
     async fn close_pools(&self) {

@@ -66,6 +66,7 @@ conformance! {
     tasks::post_is_all_or_nothing,
     tasks::concurrent_posts_all_or_nothing [multi],
     tasks::depends_on_must_be_completable,
+    tasks::dependent_posted_during_upstream_completion [multi],
     tasks::workflow_diamond,
     tasks::notify_rounds,
     claims::claim_eligibility,

@@ -186,6 +186,7 @@ pub async fn depends_on_must_be_completable(store: Arc<dyn Store>) {
     after_open.depends_on = vec![open.id];
     let waiting = post_one(&store, &admin, after_open).await;
     assert_eq!(waiting.status, TaskStatus::Blocked);
+    assert_eq!(task_of(&store, open.id).await.dependents, 1);
     assert_eq!(
         store.task_dependencies(waiting.id).await.unwrap(),
         vec![open.id]
@@ -251,6 +252,12 @@ pub async fn workflow_diamond(store: Arc<dyn Store>) {
         ]
     );
     assert!(created.iter().all(|t| t.workflow_id == Some(wf.id)));
+    let dependents: Vec<i64> = created.iter().map(|t| t.dependents).collect();
+    assert_eq!(
+        dependents,
+        vec![2, 1, 1, 0],
+        "dependents counted within the post"
+    );
     let record = store.workflow(wf.id).await.unwrap().unwrap();
     assert_eq!(
         (record.name.as_str(), record.status, record.posted_by),
@@ -448,5 +455,51 @@ pub async fn concurrent_posts_all_or_nothing(store: Arc<dyn Store>) {
     assert_eq!(mine.len(), 10, "no task of a refused post remains");
     let b = balances(&store, poster.id).await;
     assert_eq!((b.available, b.escrow), (0, 1_000));
+    assert_ledger_consistent(&store).await;
+}
+
+/// A dependent posted while its upstream is being completed never stays blocked: either the
+/// post sees the completion (and starts available) or the completion sees the dependent (and
+/// unblocks it). Raced for real, many rounds; also checks the dependents count.
+pub async fn dependent_posted_during_upstream_completion(store: Arc<dyn Store>) {
+    let admin = admin(&store).await;
+    let worker = enroll(&store, &[]).await;
+    for round in 0..40 {
+        let upstream = post_one(&store, &admin, task(100)).await;
+        claim_ok(&store, upstream.id, worker.id).await;
+        let mut dependent = task(100);
+        dependent.depends_on = vec![upstream.id];
+        let dependent_id = dependent.id;
+        let (posting, completing) = {
+            let (s1, s2) = (store.clone(), store.clone());
+            let p = post(&admin, vec![dependent]);
+            tokio::join!(
+                tokio::spawn(async move { s1.post_tasks(&p).await }),
+                tokio::spawn(async move {
+                    s2.submit(&submission(
+                        upstream.id,
+                        worker.id,
+                        Decision::Accept,
+                        100,
+                        now(),
+                    ))
+                    .await
+                })
+            )
+        };
+        let posted = posting.expect("post task").expect("post");
+        let completed = completing.expect("submit task").expect("submit");
+        assert!(
+            matches!(completed, SubmitOutcome::Done { .. }),
+            "{completed:?}"
+        );
+        assert_eq!(posted.len(), 1);
+        assert_eq!(
+            task_of(&store, dependent_id).await.status,
+            TaskStatus::Available,
+            "round {round}: the dependent is stuck"
+        );
+        assert_eq!(task_of(&store, upstream.id).await.dependents, 1);
+    }
     assert_ledger_consistent(&store).await;
 }
