@@ -1133,17 +1133,16 @@ macro_rules! impl_sql_store {
                         };
                         // The level comes from the locked row, not from a read a concurrent
                         // submit of the same agent could race.
-                        let agent: AgentRow = sqlx::query_as(&format!(
+                        let (reputation, completed): (i64, i64) = sqlx::query_as(
                             "UPDATE agents SET tasks_completed = tasks_completed + 1, updated_at = $1 WHERE id = $2 \
-                             RETURNING {AGENT_COLUMNS}"
-                        ))
+                             RETURNING reputation, tasks_completed",
+                        )
                         .bind(s.at)
                         .bind(s.agent_id)
                         .fetch_one(&mut *tx)
                         .await?;
-                        let agent = AgentRecord::try_from(agent)?;
                         // The level the work was done at: before this completion.
-                        let level = Level::of(Reputation::from_hundredths(agent.reputation), agent.tasks_completed - 1);
+                        let level = Level::of(Reputation::from_hundredths(reputation), completed - 1);
                         let money = settle(nervix_core::Money::from_cents(done.reward_cents), s.quality_score, level);
                         let worker = account_id(s.agent_id, AccountKind::Available);
                         post_ledger(
