@@ -2,7 +2,7 @@
 //! for a task without scanning all of them.
 
 use std::cmp::{Ordering, Reverse};
-use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::collections::{BTreeSet, BinaryHeap, HashMap, HashSet};
 
 use uuid::Uuid;
 
@@ -210,8 +210,11 @@ fn availability(agent: &AgentProfile) -> f64 {
 /// Profiles live in a slab (`slots`, with holes reused through `free`) so that posting lists can
 /// refer to agents by a small stable slot number instead of hashing ids. Ranking a task walks
 /// the shortest posting list among its required capabilities and keeps the agents found on all
-/// the others, which is usually a small fraction of all agents; only tasks without requirements
-/// scan everyone.
+/// the others, which is usually a small fraction of all agents. Tasks with no requirement or
+/// one rank agents in an order that does not depend on the task (every candidate covers the
+/// requirement fully, so only the agent's own terms differ): `by_score` and `by_capability`
+/// keep those orders, and ranking walks one from the top until `n` eligible agents are found
+/// instead of scoring every candidate.
 #[derive(Debug, Clone, Default)]
 pub struct CapabilityIndex {
     slots: Vec<Option<AgentProfile>>,
@@ -221,6 +224,19 @@ pub struct CapabilityIndex {
     /// intersected by search and are walked in memory order. Empty lists are dropped so the map
     /// does not grow with every capability name ever seen.
     postings: HashMap<String, Vec<usize>>,
+    /// Every agent with its score for a task without requirements, and its slot. Kept in step
+    /// with every profile change (scores move with load and presence, so often).
+    by_score: BTreeSet<(Ranked, usize)>,
+    /// Capability → its agents with their score for a task requiring just that capability.
+    by_capability: HashMap<String, BTreeSet<(Ranked, usize)>>,
+}
+
+/// An agent's score for a task requiring `required` capabilities it all has (0 or 1 here).
+fn rank_covering(agent: &AgentProfile, required: usize) -> Ranked {
+    Ranked {
+        score: score_with_coverage(agent, required, required),
+        id: agent.id,
+    }
 }
 
 impl CapabilityIndex {
@@ -236,6 +252,10 @@ impl CapabilityIndex {
                 .as_ref()
                 .is_some_and(|old| old.capabilities == agent.capabilities);
             let old = self.slots[slot].replace(agent);
+            if let Some(old) = &old {
+                self.unorder(old, slot);
+            }
+            self.order(slot);
             if !same_capabilities {
                 let old_capabilities = old.map(|o| o.capabilities).unwrap_or_default();
                 self.repost(slot, &old_capabilities);
@@ -255,6 +275,36 @@ impl CapabilityIndex {
         };
         self.by_id.insert(id, slot);
         self.post(slot);
+        self.order(slot);
+    }
+
+    /// Enters the profile in `slot` into the score orders.
+    fn order(&mut self, slot: usize) {
+        let Some(agent) = &self.slots[slot] else {
+            return;
+        };
+        self.by_score.insert((rank_covering(agent, 0), slot));
+        let single = rank_covering(agent, 1);
+        for cap in &agent.capabilities {
+            self.by_capability
+                .entry(cap.clone())
+                .or_default()
+                .insert((single, slot));
+        }
+    }
+
+    /// Takes `old`, the profile that was in `slot`, out of the score orders.
+    fn unorder(&mut self, old: &AgentProfile, slot: usize) {
+        self.by_score.remove(&(rank_covering(old, 0), slot));
+        let single = rank_covering(old, 1);
+        for cap in &old.capabilities {
+            if let Some(set) = self.by_capability.get_mut(cap) {
+                set.remove(&(single, slot));
+                if set.is_empty() {
+                    self.by_capability.remove(cap);
+                }
+            }
+        }
     }
 
     pub fn remove(&mut self, id: Uuid) -> Option<AgentProfile> {
@@ -262,6 +312,7 @@ impl CapabilityIndex {
         let agent = self.slots[slot].take()?;
         self.free.push(slot);
         self.unpost(slot, &agent.capabilities);
+        self.unorder(&agent, slot);
         Some(agent)
     }
 
@@ -282,12 +333,15 @@ impl CapabilityIndex {
         let Some(agent) = self.slots[slot].as_mut() else {
             return false;
         };
-        let before = agent.capabilities.clone();
+        let before = agent.clone();
         f(agent);
         agent.id = id;
         agent.normalize();
-        if agent.capabilities != before {
-            self.repost(slot, &before);
+        let changed_capabilities = agent.capabilities != before.capabilities;
+        self.unorder(&before, slot);
+        self.order(slot);
+        if changed_capabilities {
+            self.repost(slot, &before.capabilities);
         }
         true
     }
@@ -341,9 +395,15 @@ impl CapabilityIndex {
             }
         };
 
-        match required.split_first() {
-            None => self.slots.iter().flatten().for_each(consider),
-            Some((shortest, others)) => {
+        match (required.split_first(), distinct.as_slice()) {
+            (None, _) => return self.walk(&self.by_score, task, exclude, n),
+            (Some(_), [only]) => {
+                return match self.by_capability.get(*only) {
+                    Some(order) => self.walk(order, task, exclude, n),
+                    None => Vec::new(),
+                }
+            }
+            (Some((shortest, others)), _) => {
                 // Posting lists are sorted, so each probe only searches past the previous hit.
                 let mut rests: Vec<&[usize]> = others.to_vec();
                 for &slot in *shortest {
@@ -360,6 +420,33 @@ impl CapabilityIndex {
             }
         }
         top.into_sorted()
+    }
+
+    /// The first `n` eligible agents of `order`, best first: the ranking when every agent in
+    /// `order` covers the task's requirement.
+    fn walk(
+        &self,
+        order: &BTreeSet<(Ranked, usize)>,
+        task: &TaskProfile,
+        exclude: &HashSet<Uuid>,
+        n: usize,
+    ) -> Vec<(Uuid, f64)> {
+        let mut picked = Vec::with_capacity(n.min(64));
+        for &(ranked, slot) in order.iter().rev() {
+            let Some(agent) = &self.slots[slot] else {
+                continue;
+            };
+            if check_standing(agent, task).is_ok()
+                && check_headroom(agent, task).is_ok()
+                && !exclude.contains(&agent.id)
+            {
+                picked.push((ranked.id, ranked.score));
+                if picked.len() == n {
+                    break;
+                }
+            }
+        }
+        picked
     }
 
     fn post(&mut self, slot: usize) {
@@ -881,9 +968,19 @@ mod tests {
                 assert!(a.capabilities.contains(cap));
             }
         }
+        assert_eq!(index.by_score.len(), index.by_id.len());
+        for (cap, order) in &index.by_capability {
+            assert!(!order.is_empty());
+            assert_eq!(order.len(), index.postings[cap].len(), "{cap}");
+        }
+        assert_eq!(index.by_capability.len(), index.postings.len());
         for (slot, a) in index.slots.iter().enumerate() {
             let Some(a) = a else { continue };
             assert_eq!(index.by_id[&a.id], slot);
+            assert!(index.by_score.contains(&(rank_covering(a, 0), slot)));
+            for cap in &a.capabilities {
+                assert!(index.by_capability[cap].contains(&(rank_covering(a, 1), slot)));
+            }
             for cap in &a.capabilities {
                 assert_eq!(
                     index.postings[cap].iter().filter(|&&s| s == slot).count(),
@@ -963,6 +1060,7 @@ mod tests {
         Remove(u128),
         SetCaps(u128, Vec<&'static str>),
         SetLoad(u128, u32),
+        SetOnline(u128, bool),
     }
 
     fn arb_op() -> impl Strategy<Value = Op> {
@@ -971,6 +1069,7 @@ mod tests {
             1 => (0u128..24).prop_map(Op::Remove),
             1 => (0u128..24, proptest::sample::subsequence(VOCAB, 0..=4)).prop_map(|(n, c)| Op::SetCaps(n, c)),
             1 => (0u128..24, 0u32..4).prop_map(|(n, l)| Op::SetLoad(n, l)),
+            1 => (0u128..24, any::<bool>()).prop_map(|(n, o)| Op::SetOnline(n, o)),
         ]
     }
 
@@ -1009,6 +1108,12 @@ mod tests {
                             a.active_tasks = l;
                         }
                         prop_assert_eq!(index.update(id(k), |a| a.active_tasks = l), model.contains_key(&id(k)));
+                    }
+                    Op::SetOnline(k, o) => {
+                        if let Some(a) = model.get_mut(&id(k)) {
+                            a.online = o;
+                        }
+                        prop_assert_eq!(index.update(id(k), |a| a.online = o), model.contains_key(&id(k)));
                     }
                 }
             }
