@@ -871,23 +871,21 @@ macro_rules! impl_sql_store {
                 let mut total: i64 = 0;
                 // Dependents within this post, counted up front so each task is inserted with
                 // its final count (dependencies point at earlier tasks of the post).
+                let deps: Vec<Vec<Uuid>> = post.tasks.iter().map(|t| {
+                    let mut d = t.depends_on.clone();
+                    d.sort_unstable();
+                    d.dedup();
+                    d
+                }).collect();
                 let mut dependents_here: std::collections::HashMap<Uuid, i64> = std::collections::HashMap::new();
-                for t in &post.tasks {
-                    let mut deps = t.depends_on.clone();
-                    deps.sort_unstable();
-                    deps.dedup();
-                    for dep in deps {
-                        *dependents_here.entry(dep).or_default() += 1;
-                    }
+                for dep in deps.iter().flatten() {
+                    *dependents_here.entry(*dep).or_default() += 1;
                 }
-                for t in &post.tasks {
+                for (t, depends_on) in post.tasks.iter().zip(&deps) {
                     // A task starts blocked unless every dependency is already completed; a
                     // dependency that can never complete makes the post invalid.
                     let mut blocked = false;
-                    let mut depends_on = t.depends_on.clone();
-                    depends_on.sort_unstable();
-                    depends_on.dedup();
-                    for dep in &depends_on {
+                    for dep in depends_on {
                         let status = match created.iter().find(|c| c.id == *dep) {
                             Some(c) => Some(c.status),
                             None => {
@@ -943,13 +941,13 @@ macro_rules! impl_sql_store {
                     .bind(post.at)
                     .bind(i64::from(first_round))
                     .bind(first_round.then_some(post.at))
-                    .bind(Json(&depends_on))
+                    .bind(Json(depends_on))
                     .bind(dependents_here.get(&t.id).copied().unwrap_or(0))
                     .fetch_one(&mut *tx)
                     .await?;
                     if !depends_on.is_empty() {
                         let mut qb = QueryBuilder::<$db>::new("INSERT INTO task_dependencies (task_id, depends_on) ");
-                        qb.push_values(&depends_on, |mut b, d| {
+                        qb.push_values(depends_on, |mut b, d| {
                             b.push_bind(t.id).push_bind(*d);
                         });
                         qb.build().execute(&mut *tx).await?;
