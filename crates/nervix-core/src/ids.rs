@@ -57,41 +57,6 @@ impl<'de> Deserialize<'de> for AgentHandle {
     }
 }
 
-/// A capability tag such as `coding` or `research`: 1–64 chars of `[a-z0-9._-]`.
-pub fn parse_capability(field: &str, s: &str) -> Result<String, FieldError> {
-    let t = s.trim().to_ascii_lowercase();
-    if t.is_empty() || t.len() > 64 {
-        return Err(FieldError::new(
-            field,
-            "each capability must be 1 to 64 characters",
-        ));
-    }
-    if !t
-        .chars()
-        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-' | ':'))
-    {
-        return Err(FieldError::new(
-            field,
-            "capabilities may only contain a-z, 0-9, '.', '_', '-' and ':'",
-        ));
-    }
-    Ok(t)
-}
-
-/// Normalises a capability list: validated, lower-cased, sorted, deduplicated, at most 64 entries.
-pub fn parse_capabilities(field: &str, caps: &[String]) -> Result<Vec<String>, FieldError> {
-    if caps.len() > 64 {
-        return Err(FieldError::new(field, "at most 64 capabilities"));
-    }
-    let mut out = caps
-        .iter()
-        .map(|c| parse_capability(field, c))
-        .collect::<Result<Vec<_>, _>>()?;
-    out.sort();
-    out.dedup();
-    Ok(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -117,17 +82,6 @@ mod tests {
         ] {
             assert!(AgentHandle::parse(bad).is_err(), "{bad:?}");
         }
-    }
-
-    #[test]
-    fn capabilities_are_normalised() {
-        let caps = vec!["Coding".into(), "research".into(), "coding".into()];
-        assert_eq!(
-            parse_capabilities("capabilities", &caps).unwrap(),
-            vec!["coding", "research"]
-        );
-        assert!(parse_capabilities("capabilities", &["".into()]).is_err());
-        assert!(parse_capabilities("capabilities", &["a b".into()]).is_err());
     }
 
     proptest! {

@@ -4,6 +4,7 @@
 //! construction, money in integer cents, the task state machine, reputation and reward math,
 //! DAG checks, the matching score and the automated quality checks.
 
+pub mod agent;
 pub mod dag;
 pub mod error;
 pub mod ids;
@@ -13,8 +14,9 @@ pub mod quality;
 pub mod reputation;
 pub mod task;
 
+pub use agent::{AgentName, Capabilities, EncryptionKey, MaxConcurrentTasks, Metadata, PublicKey};
 pub use error::{FieldError, FieldErrors};
 pub use ids::AgentHandle;
 pub use money::Money;
 pub use reputation::{Level, Reputation};
-pub use task::{Complexity, Role, TaskKind, TaskStatus};
+pub use task::{Complexity, Lease, Notes, Reward, Role, TaskKind, TaskSpec, TaskStatus};

@@ -59,14 +59,15 @@ impl<'de> Deserialize<'de> for Reputation {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Level {
-    Novice,
-    Intermediate,
-    Expert,
-    Master,
-}
+crate::wire_enum!(
+    /// An agent's standing, from its reputation and completed tasks.
+    Level {
+        Novice = "novice",
+        Intermediate = "intermediate",
+        Expert = "expert",
+        Master = "master",
+    }
+);
 
 impl Level {
     /// novice [0,50), intermediate [50,75), expert [75,90), master [90,100]; novice until
@@ -80,25 +81,6 @@ impl Level {
             s if s >= 7500 => Level::Expert,
             s if s >= 5000 => Level::Intermediate,
             _ => Level::Novice,
-        }
-    }
-
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Level::Novice => "novice",
-            Level::Intermediate => "intermediate",
-            Level::Expert => "expert",
-            Level::Master => "master",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Level> {
-        match s {
-            "novice" => Some(Level::Novice),
-            "intermediate" => Some(Level::Intermediate),
-            "expert" => Some(Level::Expert),
-            "master" => Some(Level::Master),
-            _ => None,
         }
     }
 
@@ -124,12 +106,6 @@ impl Level {
             Level::Expert => 1500,
             Level::Master => 2000,
         }
-    }
-}
-
-impl fmt::Display for Level {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
     }
 }
 

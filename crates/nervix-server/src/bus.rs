@@ -7,7 +7,9 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use futures::StreamExt;
+use nervix_core::{Complexity, Money, TaskStatus};
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
@@ -16,12 +18,30 @@ use uuid::Uuid;
 const CAPACITY: usize = 4096;
 const REDIS_CHANNEL: &str = "nervix:events";
 
-/// A frame for agents: `{"type": "...", "data": {...}}`.
+/// A frame for agents, `{"type": "...", "data": {...}}` on the wire: one variant per frame
+/// type of the contract that the server sends.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Frame {
-    #[serde(rename = "type")]
-    pub kind: String,
-    pub data: serde_json::Value,
+#[serde(tag = "type", content = "data", rename_all = "snake_case")]
+pub enum Frame {
+    /// An open task this agent is among the best matches for.
+    TaskAvailable {
+        task_id: Uuid,
+        title: String,
+        reward: Money,
+        deadline: DateTime<Utc>,
+        complexity: Complexity,
+        /// 0–1, three decimals.
+        match_score: f64,
+    },
+    /// A task the agent posted or holds changed status.
+    TaskUpdate {
+        task_id: Uuid,
+        status: TaskStatus,
+        assigned_agent_id: Option<Uuid>,
+        updated_at: DateTime<Utc>,
+    },
+    /// The agent was paid for a task.
+    Earning { task_id: Uuid, amount: Money },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -93,7 +113,7 @@ impl RedisBus {
         let (local, _) = broadcast::channel(CAPACITY);
         let first = Arc::new(parking_lot::Mutex::new(Some(subscribe(&client).await?)));
         let relay = local.clone();
-        crate::workers::supervise("redis_event_relay", shutdown, move |sd| {
+        crate::supervisor::supervise("redis_event_relay", shutdown, move |sd| {
             let (client, relay, first) = (client.clone(), relay.clone(), first.clone());
             async move {
                 let taken = first.lock().take();
@@ -119,14 +139,14 @@ async fn relay_events(
     mut pubsub: redis::aio::PubSub,
     relay: broadcast::Sender<Event>,
     shutdown: CancellationToken,
-) -> Result<(), crate::workers::WorkerError> {
+) -> Result<(), BusError> {
     let mut messages = pubsub.on_message();
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
             msg = messages.next() => {
                 let Some(msg) = msg else {
-                    return Err(BusError::Closed.into());
+                    return Err(BusError::Closed);
                 };
                 match msg.get_payload::<String>().map(|p| serde_json::from_str::<Event>(&p)) {
                     Ok(Ok(event)) => {

@@ -102,7 +102,9 @@ impl Config {
             challenge_ttl: chrono::Duration::minutes(5),
             max_submission_bytes: 256 * 1024,
             retry: nervix_store::RetryPolicy::default(),
-            sqlite_writer_cpu: nervix_store::WriterCpu::Auto,
+            // Pinning threads is for the one server process that owns the machine (`nervix
+            // serve`, whose flag defaults to `auto`); an embedder or a test keeps the OS's say.
+            sqlite_writer_cpu: nervix_store::WriterCpu::Off,
             worker_interval: Duration::from_secs(1),
         }
     }

@@ -1,10 +1,14 @@
-//! The HTTP edge's error type, rendered as RFC 9457 `application/problem+json`.
+//! The HTTP edge's error type, rendered as RFC 9457 `application/problem+json`: the
+//! application layer's errors mapped to statuses, plus what only the edge can get wrong
+//! (malformed JSON, media types, body size, rate limits).
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use nervix_core::{FieldError, FieldErrors};
-use nervix_store::{Conflict, StoreError};
 use serde::Serialize;
+
+use crate::app::{self, ErrorKind};
+use crate::limits::RateLimited;
 
 pub const PROBLEM_JSON: &str = "application/problem+json";
 
@@ -135,26 +139,32 @@ impl From<FieldError> for ApiError {
     }
 }
 
-impl From<StoreError> for ApiError {
-    fn from(e: StoreError) -> Self {
-        match e {
-            StoreError::NotFound => ApiError::not_found("resource"),
-            StoreError::Conflict(c) => match c {
-                Conflict::DuplicateHandle => ApiError::conflict("agent_id_taken", c.to_string()),
-                Conflict::DuplicatePublicKey => {
-                    ApiError::conflict("public_key_taken", c.to_string())
-                }
-                Conflict::ChallengeUsed => ApiError::conflict("challenge_used", c.to_string()),
-                Conflict::InvalidState => ApiError::conflict("invalid_state", c.to_string()),
-            },
-            StoreError::Invalid { field, message } => ApiError::field(field, message),
-            StoreError::InsufficientFunds => ApiError::new(
-                StatusCode::PAYMENT_REQUIRED,
-                "insufficient_funds",
-                "the available balance does not cover the reward",
-            ),
-            other => ApiError::internal(other),
+impl From<app::Error> for ApiError {
+    fn from(e: app::Error) -> Self {
+        let status = match e.kind {
+            ErrorKind::Invalid => StatusCode::UNPROCESSABLE_ENTITY,
+            ErrorKind::Unauthenticated => StatusCode::UNAUTHORIZED,
+            ErrorKind::Forbidden => StatusCode::FORBIDDEN,
+            ErrorKind::NotFound => StatusCode::NOT_FOUND,
+            ErrorKind::Conflict => StatusCode::CONFLICT,
+            ErrorKind::Gone => StatusCode::GONE,
+            ErrorKind::InsufficientFunds => StatusCode::PAYMENT_REQUIRED,
+            ErrorKind::AtCapacity => StatusCode::TOO_MANY_REQUESTS,
+            ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        ApiError {
+            status,
+            code: e.code,
+            detail: e.detail,
+            errors: e.errors,
+            retry_after: e.retry_after,
         }
+    }
+}
+
+impl From<RateLimited> for ApiError {
+    fn from(r: RateLimited) -> Self {
+        ApiError::rate_limited(r.retry_after_secs)
     }
 }
 

@@ -7,7 +7,11 @@ use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use uuid::Uuid;
 
-use crate::error::ApiError;
+/// A request over its limit: retry after this many whole seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimited {
+    pub retry_after_secs: u64,
+}
 
 pub struct Limits {
     enroll: Option<DefaultKeyedRateLimiter<IpAddr>>,
@@ -27,7 +31,7 @@ impl Limits {
         }
     }
 
-    pub fn check_ip(&self, ip: IpAddr) -> Result<(), ApiError> {
+    pub fn check_ip(&self, ip: IpAddr) -> Result<(), RateLimited> {
         match &self.enroll {
             Some(l) => l
                 .check_key(&ip)
@@ -36,7 +40,7 @@ impl Limits {
         }
     }
 
-    pub fn check_agent(&self, agent: Uuid) -> Result<(), ApiError> {
+    pub fn check_agent(&self, agent: Uuid) -> Result<(), RateLimited> {
         match &self.agent {
             Some(l) => l
                 .check_key(&agent)
@@ -45,9 +49,11 @@ impl Limits {
         }
     }
 
-    fn reject(&self, wait: std::time::Duration) -> ApiError {
+    fn reject(&self, wait: std::time::Duration) -> RateLimited {
         // Retry-After is whole seconds; round up so a client that obeys it is let through.
-        ApiError::rate_limited(wait.as_secs() + u64::from(wait.subsec_nanos() > 0))
+        RateLimited {
+            retry_after_secs: (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1),
+        }
     }
 
     /// Forgets idle keys so the maps don't grow without bound.

@@ -10,17 +10,16 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
+use nervix_core::agent::ONLINE_WINDOW;
 use nervix_core::matching::{AgentProfile, CapabilityIndex, TaskProfile};
 use nervix_core::reputation::Reputation;
 use nervix_core::Money;
 use nervix_store::{AgentRecord, Store, TaskRecord};
 use parking_lot::RwLock;
-use serde_json::json;
 use uuid::Uuid;
 
 use crate::bus::{Event, EventBus, Frame};
 use crate::metrics::Metrics;
-use crate::presence::ONLINE_WINDOW;
 
 const REBUILD_EVERY: std::time::Duration = std::time::Duration::from_secs(300);
 
@@ -29,7 +28,9 @@ pub struct Matcher {
     top_n: usize,
 }
 
-pub fn profile(a: &AgentRecord, active_tasks: u32, now: DateTime<Utc>) -> AgentProfile {
+/// The agent as matching sees it. Its workload is the database's count of the tasks it holds
+/// (`agents.active_tasks`, kept by a trigger): the index copies it and never counts on its own.
+pub fn profile(a: &AgentRecord, now: DateTime<Utc>) -> AgentProfile {
     let decided = a.tasks_completed + a.tasks_failed;
     AgentProfile {
         id: a.id,
@@ -39,7 +40,7 @@ pub fn profile(a: &AgentRecord, active_tasks: u32, now: DateTime<Utc>) -> AgentP
         online: a.last_seen_at.is_some_and(|t| t >= now - ONLINE_WINDOW),
         available: a.available,
         suspended: a.suspended,
-        active_tasks,
+        active_tasks: u32::try_from(a.active_tasks).unwrap_or(u32::MAX),
         max_concurrent_tasks: u32::try_from(a.max_concurrent_tasks).unwrap_or(0),
         recent_success_permille: if decided == 0 {
             500
@@ -69,13 +70,10 @@ impl Matcher {
     /// Rebuilds the index from storage.
     pub async fn warm(&self, store: &dyn Store) -> Result<usize, nervix_store::StoreError> {
         let agents = store.all_agents().await?;
-        let active: std::collections::HashMap<Uuid, i64> =
-            store.active_task_counts().await?.into_iter().collect();
         let now = Utc::now();
         let mut index = CapabilityIndex::new();
         for a in &agents {
-            let n = active.get(&a.id).copied().unwrap_or(0);
-            index.upsert(profile(a, u32::try_from(n).unwrap_or(u32::MAX), now));
+            index.upsert(profile(a, now));
         }
         let len = index.len();
         *self.index.write() = index;
@@ -83,19 +81,15 @@ impl Matcher {
     }
 
     pub fn upsert(&self, agent: &AgentRecord) {
-        let mut index = self.index.write();
-        let active = index.get(agent.id).map_or(0, |p| p.active_tasks);
-        index.upsert(profile(agent, active, Utc::now()));
+        self.index.write().upsert(profile(agent, Utc::now()));
+    }
+
+    pub fn remove(&self, agent: Uuid) {
+        self.index.write().remove(agent);
     }
 
     pub fn set_online(&self, agent: Uuid, online: bool) {
         self.index.write().update(agent, |p| p.online = online);
-    }
-
-    pub fn adjust_active(&self, agent: Uuid, delta: i32) {
-        self.index.write().update(agent, |p| {
-            p.active_tasks = p.active_tasks.saturating_add_signed(delta)
-        });
     }
 
     pub fn len(&self) -> usize {
@@ -152,16 +146,13 @@ impl Matcher {
     ) -> usize {
         let picks = self.round(task, round);
         for (agent_id, score) in &picks {
-            let frame = Frame {
-                kind: "task_available".into(),
-                data: json!({
-                    "task_id": task.id,
-                    "title": task.title,
-                    "reward": Money::from_cents(task.reward_cents),
-                    "deadline": task.deadline,
-                    "complexity": task.complexity,
-                    "match_score": (score * 1000.0).round() / 1000.0,
-                }),
+            let frame = Frame::TaskAvailable {
+                task_id: task.id,
+                title: task.title.clone(),
+                reward: Money::from_cents(task.reward_cents),
+                deadline: task.deadline,
+                complexity: task.complexity,
+                match_score: (score * 1000.0).round() / 1000.0,
             };
             if let Err(e) = bus
                 .publish(Event::ToAgent {
@@ -185,15 +176,16 @@ impl Matcher {
     }
 }
 
-/// Keeps the index in step with agent changes published by any node, and rebuilds it from
-/// storage every few minutes so that drift (workload counts after reaped leases, missed events)
-/// cannot accumulate.
+/// Keeps the index in step with agent changes published by any node (profile edits,
+/// suspensions, and every claim, submission, release or cancellation that changes a workload),
+/// reading each changed agent back from storage, and rebuilds it from storage every few minutes
+/// and whenever it missed events.
 pub async fn follow_agent_changes(
     matcher: Arc<Matcher>,
     store: Arc<dyn Store>,
     bus: Arc<dyn EventBus>,
     shutdown: tokio_util::sync::CancellationToken,
-) -> Result<(), crate::workers::WorkerError> {
+) -> Result<(), nervix_store::StoreError> {
     let mut rx = bus.subscribe();
     let mut rebuild = tokio::time::interval(REBUILD_EVERY);
     rebuild.tick().await;
@@ -209,9 +201,7 @@ pub async fn follow_agent_changes(
         match event {
             Ok(Event::AgentChanged { agent_id }) => match store.agent(agent_id).await? {
                 Some(a) => matcher.upsert(&a),
-                None => {
-                    matcher.index.write().remove(agent_id);
-                }
+                None => matcher.remove(agent_id),
             },
             Ok(_) => {}
             Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {

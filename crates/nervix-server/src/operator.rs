@@ -10,15 +10,14 @@ use rand::RngCore;
 use serde_json::json;
 use uuid::Uuid;
 
-use crate::auth::keys::KeyRing;
-use crate::{Config, ServerError};
-
-/// Handle of the operator's admin identity, created on first use.
-pub const ADMIN_HANDLE: &str = "admin";
+use crate::app::auth::ADMIN_HANDLE;
+use crate::auth::keys::{KeyError, KeyRing};
+use crate::config::Config;
+use crate::server::{ensure_data_dir, open_store, ServerError};
 
 /// Issues an admin token (90 days) for the operator's admin identity.
 pub async fn create_admin_token(config: &Config) -> Result<String, ServerError> {
-    let store = crate::open_store(config, 2).await?;
+    let store = open_store(config, 2).await?;
     let keys = KeyRing::load_or_create(&config.data_dir)?;
     let now = Utc::now();
     // The admin identity logs in only through this command, never by challenge: its public
@@ -63,9 +62,9 @@ pub async fn create_admin_token(config: &Config) -> Result<String, ServerError> 
         config.token_ttl,
     )
     .map_err(|e| {
-        ServerError::Keys(crate::auth::keys::KeyError::Malformed {
+        ServerError::Keys(KeyError::Malformed {
             path: config.data_dir.clone(),
-            reason: e.detail,
+            reason: e.to_string(),
         })
     })?;
     let audit = AuditEntry {
@@ -85,7 +84,7 @@ pub async fn create_admin_token(config: &Config) -> Result<String, ServerError> 
 /// Creates a new active signing key; older keys keep verifying until their tokens expire,
 /// and keys retired longer than the token lifetime are deleted. Returns the new kid.
 pub fn rotate_signing_key(config: &Config) -> Result<(String, Vec<String>), ServerError> {
-    crate::ensure_data_dir(&config.data_dir)?;
+    ensure_data_dir(&config.data_dir)?;
     KeyRing::load_or_create(&config.data_dir)?;
     let kid = KeyRing::generate(&config.data_dir)?;
     let pruned = KeyRing::prune(&config.data_dir, config.token_ttl)?;

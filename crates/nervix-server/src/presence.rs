@@ -5,21 +5,34 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
+
+use nervix_core::agent::ONLINE_WINDOW;
+use nervix_store::Store;
 use parking_lot::Mutex;
 use uuid::Uuid;
 
-use crate::state::AppState;
+use crate::matching::Matcher;
 
-pub const ONLINE_WINDOW: chrono::Duration = chrono::Duration::minutes(5);
 const WRITE_EVERY: Duration = Duration::from_secs(60);
 
-#[derive(Default)]
 pub struct Presence {
     written: Mutex<HashMap<Uuid, Instant>>,
+    store: Arc<dyn Store>,
+    matcher: Arc<Matcher>,
 }
 
 impl Presence {
-    pub fn seen(&self, state: &AppState, agent: Uuid) {
+    pub fn new(store: Arc<dyn Store>, matcher: Arc<Matcher>) -> Self {
+        Presence {
+            written: Mutex::new(HashMap::new()),
+            store,
+            matcher,
+        }
+    }
+
+    /// Notes that `agent` made an authenticated request now.
+    pub fn seen(&self, agent: Uuid) {
         let now = Instant::now();
         {
             let mut w = self.written.lock();
@@ -30,8 +43,8 @@ impl Presence {
                 }
             }
         }
-        let store = state.store.clone();
-        let matcher = state.matcher.clone();
+        let store = self.store.clone();
+        let matcher = self.matcher.clone();
         tokio::spawn(async move {
             if let Err(e) = store.touch_agent(agent, chrono::Utc::now()).await {
                 tracing::warn!(error = %e, "could not record agent presence");

@@ -1,38 +1,13 @@
-//! Shared application state. Cloned per request: everything inside is an `Arc`.
+//! What every HTTP handler gets: the application, and the edge's own per-client limits.
+//! Cloned per request: everything inside is shared.
 
 use std::sync::Arc;
 
-use nervix_core::quality::CheckPipeline;
-use nervix_store::Store;
-use parking_lot::RwLock;
-
-use crate::auth::keys::KeyRing;
-use crate::auth::VerifiedTokens;
-use crate::bus::EventBus;
-use crate::config::Config;
+use crate::app::App;
 use crate::limits::Limits;
-use crate::matching::Matcher;
-use crate::metrics::Metrics;
-use crate::presence::Presence;
 
 #[derive(Clone)]
 pub struct AppState {
-    pub config: Arc<Config>,
-    pub store: Arc<dyn Store>,
-    pub keys: Arc<RwLock<Arc<KeyRing>>>,
-    /// Bearer tokens whose signature already verified (storage checks still run per request).
-    pub verified: Arc<VerifiedTokens>,
-    pub bus: Arc<dyn EventBus>,
-    pub metrics: Arc<Metrics>,
+    pub app: App,
     pub limits: Arc<Limits>,
-    pub presence: Arc<Presence>,
-    pub matcher: Arc<Matcher>,
-    pub checks: Arc<CheckPipeline>,
-}
-
-impl AppState {
-    /// The current key ring (reloaded from disk by a background loop after a rotation).
-    pub fn keys(&self) -> Arc<KeyRing> {
-        self.keys.read().clone()
-    }
 }

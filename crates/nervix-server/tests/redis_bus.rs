@@ -10,7 +10,7 @@ mod common;
 use std::collections::HashSet;
 use std::time::Duration;
 
-use nervix_server::bus::Event;
+use nervix_server::bus::{Event, Frame};
 use tokio::sync::broadcast;
 use uuid::Uuid;
 
@@ -39,8 +39,16 @@ async fn notified(rx: &mut broadcast::Receiver<Event>, task: Uuid, want: usize) 
         let Event::ToAgent { agent_id, frame } = event.expect("bus") else {
             continue;
         };
-        if frame.kind == "task_available" && frame.data["task_id"] == task.to_string() {
-            assert!(frame.data["match_score"].is_number(), "{frame:?}");
+        if let Frame::TaskAvailable {
+            task_id,
+            match_score,
+            ..
+        } = frame
+        {
+            if task_id != task {
+                continue;
+            }
+            assert!((0.0..=1.0).contains(&match_score), "{match_score}");
             agents.push(agent_id);
             if agents.len() == want {
                 until = tokio::time::Instant::now() + Duration::from_millis(500);
@@ -119,7 +127,7 @@ async fn task_available_crosses_nodes() {
     let agents = node_a.enroll_many("redis-agent", 3, &["redisx"]).await;
     let ids: HashSet<Uuid> = agents.iter().map(|a| a.id).collect();
     for node in [&node_a, &node_b] {
-        let matcher = node.running().state.matcher.clone();
+        let matcher = node.running().state.app.matcher.clone();
         eventually(Duration::from_secs(10), "both matching indexes", || {
             let matcher = matcher.clone();
             async move { (matcher.len() >= 4).then_some(()) }
@@ -131,7 +139,7 @@ async fn task_available_crosses_nodes() {
     assert_eq!(on_b.me().await.unwrap().id, agents[0].id);
 
     // Posted on A, heard on B.
-    let mut rx_b = node_b.running().state.bus.subscribe();
+    let mut rx_b = node_b.running().state.app.bus.subscribe();
     let t = node_a
         .admin_post(task_body("cross-node", "3.00", &["redisx"]))
         .await;
@@ -140,7 +148,7 @@ async fn task_available_crosses_nodes() {
     assert_eq!(got.into_iter().collect::<HashSet<_>>(), ids);
 
     // And the other way round.
-    let mut rx_a = node_a.running().state.bus.subscribe();
+    let mut rx_a = node_a.running().state.app.bus.subscribe();
     let t = node_b
         .admin_post(task_body("cross-node back", "3.00", &["redisx"]))
         .await;

@@ -4,20 +4,19 @@ use axum::extract::{Path, Query, State};
 use axum::Json;
 use chrono::{DateTime, Utc};
 use nervix_core::Money;
-use nervix_store::{AuditQuery, AuditRecord};
+use nervix_store::AuditRecord;
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use super::agents::{find_agent, AgentView};
-use super::{audit, ApiJson, Page, PageParams};
-use crate::auth::Caller;
-use crate::bus::Event;
-use crate::error::{ApiError, ApiResult};
+use crate::app::{agents, audit, economy, Caller};
+use crate::error::ApiResult;
+use crate::http::{ApiJson, Page, PageParams};
 use crate::state::AppState;
+use crate::wire::agents::AgentView;
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -74,68 +73,21 @@ async fn list_audit(
     Query(f): Query<AuditFilter>,
     Query(page): Query<PageParams>,
 ) -> ApiResult<Json<Page<AuditView>>> {
-    caller.require_admin()?;
     let limit = page.limit()?;
-    let actor_id = match &f.actor {
-        Some(a) => Some(find_agent(&state, a).await?.id),
-        None => None,
-    };
-    let q = AuditQuery {
+    let filter = audit::Filter {
         action: f.action,
-        actor_id,
+        actor: f.actor,
         target: f.target,
         since: f.since,
         until: f.until,
-        before: page.cursor()?,
-        limit: limit + 1,
     };
-    let rows = state.store.list_audit(&q).await?;
+    let rows = audit::list(&state.app, &caller, filter, page.cursor()?, limit + 1).await?;
     Ok(Json(Page::from_rows(
         rows,
         limit,
         |r| r.id,
         AuditView::from,
     )))
-}
-
-async fn set_suspended(
-    state: AppState,
-    caller: Caller,
-    id: String,
-    suspended: bool,
-) -> ApiResult<Json<AgentView>> {
-    caller.require_admin()?;
-    let agent = find_agent(&state, &id).await?;
-    if agent.id == caller.id {
-        return Err(ApiError::unprocessable(
-            "invalid_target",
-            "admins cannot suspend themselves",
-        ));
-    }
-    let action = if suspended {
-        "admin.suspend"
-    } else {
-        "admin.reinstate"
-    };
-    let entry = audit(
-        Some(&caller),
-        None,
-        action,
-        Some(agent.id.to_string()),
-        json!({"agent_id": agent.handle}),
-    );
-    let a = state
-        .store
-        .set_suspended(agent.id, suspended, &entry)
-        .await?;
-    if let Err(e) = state
-        .bus
-        .publish(Event::AgentChanged { agent_id: a.id })
-        .await
-    {
-        tracing::warn!(error = %e, "publishing agent change failed");
-    }
-    Ok(Json(AgentView::public(&a)))
 }
 
 /// Suspend an agent: all its tokens stop working at once.
@@ -146,7 +98,8 @@ async fn suspend(
     caller: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<Json<AgentView>> {
-    set_suspended(state, caller, id, true).await
+    let a = agents::set_suspended(&state.app, &caller, &id, true).await?;
+    Ok(Json(AgentView::public(&a)))
 }
 
 /// Lift a suspension.
@@ -157,7 +110,8 @@ async fn reinstate(
     caller: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<Json<AgentView>> {
-    set_suspended(state, caller, id, false).await
+    let a = agents::set_suspended(&state.app, &caller, &id, false).await?;
+    Ok(Json(AgentView::public(&a)))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -183,23 +137,7 @@ async fn grant(
     Path(id): Path<String>,
     ApiJson(body): ApiJson<GrantBody>,
 ) -> ApiResult<Json<GrantResponse>> {
-    caller.require_admin()?;
-    if !body.amount.is_positive() {
-        return Err(ApiError::field("amount", "must be greater than 0"));
-    }
-    let agent = find_agent(&state, &id).await?;
-    let memo = body.memo.unwrap_or_else(|| "operator grant".into());
-    let entry = audit(
-        Some(&caller),
-        None,
-        "admin.grant",
-        Some(agent.id.to_string()),
-        json!({"amount": body.amount, "memo": memo}),
-    );
-    state
-        .store
-        .grant(agent.id, body.amount.cents(), &memo, &entry)
-        .await?;
+    let agent = economy::grant(&state.app, &caller, &id, body.amount, body.memo).await?;
     Ok(Json(GrantResponse {
         agent_id: agent.id,
         amount: body.amount,

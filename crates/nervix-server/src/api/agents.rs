@@ -2,25 +2,22 @@
 
 use axum::extract::{Path, Query, State};
 use axum::Json;
-use chrono::{DateTime, Utc};
-use nervix_core::ids::parse_capabilities;
-use nervix_core::reputation::Reputation;
-use nervix_core::{FieldErrors, Level, Money};
-use nervix_store::{AgentConfigPatch, AgentQuery, AgentRecord};
+use nervix_core::{
+    AgentName, Capabilities, EncryptionKey, FieldErrors, Level, MaxConcurrentTasks, Metadata, Money,
+};
+use nervix_store::{AgentRecord, Balances};
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
-use uuid::Uuid;
 
-use super::enroll::{decode_key, validate_max_concurrent, validate_metadata, validate_name};
-use super::{audit, ApiJson, Page, PageParams};
-use crate::auth::Caller;
-use crate::bus::Event;
+use crate::app::agents::{self, ConfigChange};
+use crate::app::Caller;
 use crate::error::{ApiError, ApiResult};
-use crate::presence::ONLINE_WINDOW;
+use crate::http::{ApiJson, Page, PageParams};
 use crate::state::AppState;
+use crate::wire::agents::AgentView;
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -28,48 +25,6 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(patch_config))
         .routes(routes!(get_agent))
         .routes(routes!(list_agents))
-}
-
-/// The public view of an agent. Never contains earnings or config.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct AgentView {
-    pub id: Uuid,
-    pub agent_id: String,
-    pub agent_name: String,
-    pub public_key: String,
-    pub encryption_public_key: Option<String>,
-    pub capabilities: Vec<String>,
-    #[schema(value_type = Object)]
-    pub metadata: Value,
-    #[schema(value_type = String, example = "50.00")]
-    pub reputation_score: Reputation,
-    #[schema(value_type = String, example = "novice")]
-    pub reputation_level: Level,
-    pub total_tasks_completed: i64,
-    pub online: bool,
-    pub created_at: DateTime<Utc>,
-}
-
-impl AgentView {
-    pub fn public(a: &AgentRecord) -> Self {
-        let score = Reputation::from_hundredths(a.reputation);
-        AgentView {
-            id: a.id,
-            agent_id: a.handle.clone(),
-            agent_name: a.name.clone(),
-            public_key: a.public_key.clone(),
-            encryption_public_key: a.encryption_public_key.clone(),
-            capabilities: a.capabilities.clone(),
-            metadata: a.metadata.clone(),
-            reputation_score: score,
-            reputation_level: Level::of(score, a.tasks_completed),
-            total_tasks_completed: a.tasks_completed,
-            online: a
-                .last_seen_at
-                .is_some_and(|t| t >= Utc::now() - ONLINE_WINDOW),
-            created_at: a.created_at,
-        }
-    }
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -90,35 +45,26 @@ pub struct MeView {
     pub suspended: bool,
 }
 
-/// Looks an agent up by UUID or handle.
-pub async fn find_agent(state: &AppState, id: &str) -> ApiResult<AgentRecord> {
-    let found = match Uuid::parse_str(id) {
-        Ok(uuid) => state.store.agent(uuid).await?,
-        Err(_) => state.store.agent_by_handle(id).await?,
-    };
-    found.ok_or_else(|| ApiError::not_found("agent"))
+impl MeView {
+    fn new((a, balances): (AgentRecord, Balances)) -> Self {
+        MeView {
+            agent: AgentView::public(&a),
+            config: AgentConfig {
+                max_concurrent_tasks: a.max_concurrent_tasks,
+                available: a.available,
+            },
+            total_earnings: Money::from_cents(balances.total_earned),
+            role: a.role.to_string(),
+            suspended: a.suspended,
+        }
+    }
 }
 
 /// The caller's full profile.
 #[utoipa::path(get, path = "/v1/agents/me", tag = "agents", security(("bearer" = [])),
     responses((status = 200, body = MeView), (status = 401, body = crate::error::Problem)))]
 async fn me(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<MeView>> {
-    let a = state
-        .store
-        .agent(caller.id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("agent"))?;
-    let balances = state.store.balances(a.id).await?;
-    Ok(Json(MeView {
-        agent: AgentView::public(&a),
-        config: AgentConfig {
-            max_concurrent_tasks: a.max_concurrent_tasks,
-            available: a.available,
-        },
-        total_earnings: Money::from_cents(balances.total_earned),
-        role: a.role.to_string(),
-        suspended: a.suspended,
-    }))
+    Ok(Json(MeView::new(agents::me(&state.app, &caller).await?)))
 }
 
 /// The only fields an agent may change about itself. Anything else (unknown or protected
@@ -144,6 +90,34 @@ fn double_option<'de, D: serde::Deserializer<'de>>(
     Option::<String>::deserialize(d).map(Some)
 }
 
+impl ConfigPatch {
+    /// Every field parsed; all problems reported at once, and nothing changes unless all parse.
+    fn parse(self) -> Result<ConfigChange, FieldErrors> {
+        let mut errs = FieldErrors::default();
+        let change = ConfigChange {
+            name: self
+                .agent_name
+                .as_deref()
+                .and_then(|n| errs.check(AgentName::parse(n))),
+            capabilities: self
+                .capabilities
+                .as_deref()
+                .and_then(|c| errs.check(Capabilities::parse("capabilities", c))),
+            metadata: self.metadata.and_then(|m| errs.check(Metadata::parse(m))),
+            encryption_public_key: match self.encryption_public_key {
+                None => None,
+                Some(None) => Some(None),
+                Some(Some(k)) => errs.check(EncryptionKey::parse(&k)).map(Some),
+            },
+            max_concurrent_tasks: self
+                .max_concurrent_tasks
+                .and_then(|n| errs.check(MaxConcurrentTasks::parse(n))),
+            available: self.available,
+        };
+        errs.into_result().map(|()| change)
+    }
+}
+
 /// Change the caller's own settings.
 #[utoipa::path(patch, path = "/v1/agents/me/config", tag = "agents", security(("bearer" = [])), request_body = ConfigPatch,
     responses((status = 200, body = MeView), (status = 422, body = crate::error::Problem)))]
@@ -152,71 +126,10 @@ async fn patch_config(
     caller: Caller,
     ApiJson(p): ApiJson<ConfigPatch>,
 ) -> ApiResult<Json<MeView>> {
-    let mut errs = FieldErrors::default();
-    let name = p
-        .agent_name
-        .as_deref()
-        .map(validate_name)
-        .and_then(|r| errs.check(r));
-    let capabilities = p
-        .capabilities
-        .as_deref()
-        .map(|c| parse_capabilities("capabilities", c))
-        .and_then(|r| errs.check(r));
-    if let Some(m) = &p.metadata {
-        errs.check(validate_metadata(m));
-    }
-    if let Some(Some(k)) = &p.encryption_public_key {
-        errs.check(decode_key("encryption_public_key", k));
-    }
-    let max = p
-        .max_concurrent_tasks
-        .map(validate_max_concurrent)
-        .and_then(|r| errs.check(r));
-    errs.into_result()?;
-    let changed: Vec<&str> = [
-        ("agent_name", p.agent_name.is_some()),
-        ("capabilities", p.capabilities.is_some()),
-        ("metadata", p.metadata.is_some()),
-        ("encryption_public_key", p.encryption_public_key.is_some()),
-        ("max_concurrent_tasks", p.max_concurrent_tasks.is_some()),
-        ("available", p.available.is_some()),
-    ]
-    .into_iter()
-    .filter_map(|(f, set)| set.then_some(f))
-    .collect();
-    let patch = AgentConfigPatch {
-        name,
-        capabilities,
-        metadata: p.metadata,
-        encryption_public_key: p
-            .encryption_public_key
-            .map(|k| k.map(|k| k.trim().to_owned())),
-        max_concurrent_tasks: max,
-        available: p.available,
-        at: Utc::now(),
-    };
-    let entry = audit(
-        Some(&caller),
-        None,
-        "agent.config_change",
-        Some(caller.id.to_string()),
-        json!({"fields": changed}),
-    );
-    state
-        .store
-        .update_agent_config(caller.id, &patch, &entry)
-        .await?;
-    if let Err(e) = state
-        .bus
-        .publish(Event::AgentChanged {
-            agent_id: caller.id,
-        })
-        .await
-    {
-        tracing::warn!(error = %e, "publishing agent change failed");
-    }
-    me(State(state), caller).await
+    let change = p.parse()?;
+    Ok(Json(MeView::new(
+        agents::configure(&state.app, &caller, change).await?,
+    )))
 }
 
 /// An agent's public profile, by UUID or handle.
@@ -226,11 +139,9 @@ async fn get_agent(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<AgentView>> {
-    let a = find_agent(&state, &id).await?;
-    if a.suspended {
-        return Err(ApiError::not_found("agent"));
-    }
-    Ok(Json(AgentView::public(&a)))
+    Ok(Json(AgentView::public(
+        &agents::public(&state.app, &id).await?,
+    )))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -254,23 +165,16 @@ async fn list_agents(
         .level
         .as_deref()
         .map(|l| {
-            Level::parse(l).ok_or_else(|| {
-                ApiError::field(
-                    "level",
-                    "must be one of novice, intermediate, expert, master",
-                )
-            })
+            l.parse::<Level>()
+                .map_err(|e| ApiError::field("level", e.to_string()))
         })
         .transpose()?;
-    let q = AgentQuery {
+    let filter = agents::Filter {
         capability: f.capability.map(|c| c.trim().to_ascii_lowercase()),
         level,
         online: f.online,
-        online_since: Utc::now() - ONLINE_WINDOW,
-        before: page.cursor()?,
-        limit: limit + 1,
     };
-    let rows = state.store.list_agents(&q).await?;
+    let rows = agents::directory(&state.app, filter, page.cursor()?, limit + 1).await?;
     Ok(Json(Page::from_rows(
         rows,
         limit,

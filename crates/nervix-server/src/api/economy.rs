@@ -4,16 +4,16 @@ use axum::extract::{Query, State};
 use axum::Json;
 use chrono::{DateTime, Utc};
 use nervix_core::Money;
-use nervix_store::{account_id, AccountKind, LedgerEntry, LedgerQuery};
+use nervix_store::{account_id, AccountKind, LedgerEntry};
 use serde::Serialize;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use super::{Page, PageParams};
-use crate::auth::Caller;
+use crate::app::{economy, Caller};
 use crate::error::ApiResult;
+use crate::http::{Page, PageParams};
 use crate::state::AppState;
 
 pub fn routes() -> OpenApiRouter<AppState> {
@@ -42,7 +42,7 @@ pub struct Earnings {
 #[utoipa::path(get, path = "/v1/agents/me/earnings", tag = "economy", security(("bearer" = [])),
     responses((status = 200, body = Earnings), (status = 401, body = crate::error::Problem)))]
 async fn earnings(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Earnings>> {
-    let b = state.store.balances(caller.id).await?;
+    let b = economy::balances(&state.app, &caller).await?;
     Ok(Json(Earnings {
         balance: Money::from_cents(b.available),
         escrowed: Money::from_cents(b.escrow),
@@ -77,15 +77,7 @@ async fn contributions(
     Query(page): Query<PageParams>,
 ) -> ApiResult<Json<Page<EntryView>>> {
     let limit = page.limit()?;
-    let rows = state
-        .store
-        .ledger_entries(&LedgerQuery {
-            owner: Some(caller.id),
-            task_id: None,
-            before: page.cursor()?,
-            limit: limit + 1,
-        })
-        .await?;
+    let rows = economy::entries(&state.app, &caller, page.cursor()?, limit + 1).await?;
     let escrow = account_id(caller.id, AccountKind::Escrow);
     Ok(Json(Page::from_rows(
         rows,

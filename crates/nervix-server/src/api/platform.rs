@@ -5,16 +5,17 @@ use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::Json;
 use chrono::Utc;
+use nervix_core::agent::ONLINE_WINDOW;
 use nervix_core::Money;
 use serde::Serialize;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::agents::AgentView;
+use crate::app::agents;
 use crate::error::{ApiError, ApiResult};
-use crate::presence::ONLINE_WINDOW;
 use crate::state::AppState;
+use crate::wire::agents::AgentView;
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -35,9 +36,9 @@ async fn healthz() -> Json<serde_json::Value> {
 /// Readiness: the database answers.
 #[utoipa::path(get, path = "/readyz", tag = "platform", responses((status = 200, description = "ready"), (status = 503, body = crate::error::Problem)))]
 async fn readyz(State(state): State<AppState>) -> ApiResult<Json<serde_json::Value>> {
-    match tokio::time::timeout(std::time::Duration::from_secs(2), state.store.ping()).await {
+    match tokio::time::timeout(std::time::Duration::from_secs(2), state.app.store.ping()).await {
         Ok(Ok(())) => Ok(Json(
-            serde_json::json!({"status": "ready", "database": state.store.backend()}),
+            serde_json::json!({"status": "ready", "database": state.app.store.backend()}),
         )),
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "readiness check failed");
@@ -63,7 +64,7 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
             header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        state.metrics.render(),
+        state.app.metrics.render(),
     )
 }
 
@@ -82,7 +83,12 @@ pub struct StatsView {
 /// Public platform counters.
 #[utoipa::path(get, path = "/v1/stats", tag = "platform", responses((status = 200, body = StatsView)))]
 async fn stats(State(state): State<AppState>) -> ApiResult<Json<StatsView>> {
-    let s = state.store.stats(Utc::now() - ONLINE_WINDOW).await?;
+    let s = state
+        .app
+        .store
+        .stats(Utc::now() - ONLINE_WINDOW)
+        .await
+        .map_err(crate::app::Error::from)?;
     Ok(Json(StatsView {
         agents: s.agents,
         agents_online: s.agents_online,
@@ -123,7 +129,7 @@ async fn leaderboard(
     if !(1..=100).contains(&limit) {
         return Err(ApiError::field("limit", "must be between 1 and 100"));
     }
-    let agents = state.store.leaderboard(limit).await?;
+    let agents = agents::leaderboard(&state.app, limit).await?;
     Ok(Json(Leaderboard {
         items: agents
             .iter()
@@ -139,5 +145,5 @@ async fn leaderboard(
 /// The token-verification keys (RFC 7517, OKP/Ed25519).
 #[utoipa::path(get, path = "/.well-known/jwks.json", tag = "auth", responses((status = 200, description = "JWK set")))]
 async fn jwks(State(state): State<AppState>) -> Json<serde_json::Value> {
-    Json(state.keys().jwks())
+    Json(state.app.keys().jwks())
 }

@@ -1,35 +1,27 @@
 //! Tasks: post (escrowed), list, claim (one conditional write), submit (checked, then paid or
 //! retried), release, cancel; and submissions.
 
+use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::http::HeaderMap;
+use axum::response::Response;
 use axum::Json;
 use chrono::{DateTime, Utc};
-use nervix_core::dag::MAX_WORKFLOW_TASKS;
-use nervix_core::ids::parse_capabilities;
-use nervix_core::quality::{
-    normalize_content, quality_score, validate_output_schema, CheckResult, Submission,
-};
-use nervix_core::reputation::Reputation;
-use nervix_core::{Complexity, FieldError, FieldErrors, Level, Money, Role, TaskKind, TaskStatus};
-use nervix_store::{
-    ClaimOutcome, ClaimRequest, Decision, EligibilityFilter, NewPost, NewSubmission, NewTask,
-    SubmissionRecord, SubmitOutcome, TaskQuery, TaskRecord,
-};
+use nervix_core::{Capabilities, Complexity, FieldErrors, Lease, Money, Notes, TaskStatus};
+use nervix_store::{SubmissionRecord, TaskRecord};
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
+use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use super::{audit, ApiJson, Page, PageParams};
-use crate::auth::Caller;
-use crate::bus::{Event, Frame};
+use crate::app::tasks::{self, Submitted, Work};
+use crate::app::{self, Caller};
 use crate::error::{ApiError, ApiResult};
+use crate::http::{idempotency_key, respond, ApiJson, Page, PageParams};
 use crate::state::AppState;
+use crate::wire::tasks::{TaskFields, TaskView};
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -42,361 +34,11 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(get_submission))
 }
 
-#[derive(Debug, Default, Clone, Serialize, Deserialize, ToSchema)]
-pub struct Requirements {
-    #[serde(default)]
-    pub capabilities: Vec<String>,
-    /// 0–100.
-    #[serde(default)]
-    #[schema(value_type = Option<f64>)]
-    pub min_reputation: Option<Reputation>,
-}
-
-/// The fields of a task as posted (alone, or inside a workflow).
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct TaskFields {
-    /// A workflow task's key, which its siblings' `depends_on` name (workflows only).
-    #[serde(default)]
-    pub key: Option<String>,
-    pub title: String,
-    #[serde(default)]
-    pub description: String,
-    #[serde(default)]
-    pub requirements: Requirements,
-    /// JSON number or decimal string with at most two decimals.
-    #[schema(value_type = String, example = "50.00")]
-    pub reward: Money,
-    /// simple | medium | complex | expert
-    pub complexity: String,
-    pub deadline: DateTime<Utc>,
-    /// text | json | markdown | code (default text)
-    pub kind: Option<String>,
-    #[schema(value_type = Option<Object>)]
-    pub output_schema: Option<Value>,
-    pub language: Option<String>,
-    /// 1–10, default 3.
-    pub max_attempts: Option<i64>,
-    /// Upstream tasks: their UUIDs for `POST /v1/tasks`, keys of this workflow's tasks inside
-    /// `POST /v1/workflows`.
-    #[serde(default)]
-    pub depends_on: Vec<String>,
-}
-
 /// `POST /v1/tasks` takes the task fields with `depends_on` holding task UUIDs.
 pub type NewTaskRequest = TaskFields;
 
-#[derive(Debug, Serialize, ToSchema)]
-pub struct RequirementsView {
-    pub capabilities: Vec<String>,
-    #[schema(value_type = String)]
-    pub min_reputation: Reputation,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct TaskView {
-    pub id: Uuid,
-    pub title: String,
-    pub description: String,
-    pub requirements: RequirementsView,
-    #[schema(value_type = String, example = "50.00")]
-    pub reward: Money,
-    #[schema(value_type = String)]
-    pub complexity: Complexity,
-    pub deadline: DateTime<Utc>,
-    #[schema(value_type = String)]
-    pub status: TaskStatus,
-    #[schema(value_type = String)]
-    pub kind: TaskKind,
-    #[schema(value_type = Option<Object>)]
-    pub output_schema: Option<Value>,
-    pub language: Option<String>,
-    pub depends_on: Vec<Uuid>,
-    pub workflow_id: Option<Uuid>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub key: Option<String>,
-    pub posted_by: Uuid,
-    pub assigned_agent_id: Option<Uuid>,
-    pub attempts: i64,
-    pub max_attempts: i64,
-    pub lease_expires_at: Option<DateTime<Utc>>,
-    /// While set and in the future, the task is in retry back-off and cannot be claimed.
-    pub retry_at: Option<DateTime<Utc>>,
-    pub created_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
-}
-
-impl From<TaskRecord> for TaskView {
-    fn from(t: TaskRecord) -> Self {
-        TaskView {
-            id: t.id,
-            title: t.title,
-            description: t.description,
-            requirements: RequirementsView {
-                capabilities: t.capabilities,
-                min_reputation: Reputation::from_hundredths(t.min_reputation),
-            },
-            reward: Money::from_cents(t.reward_cents),
-            complexity: t.complexity,
-            deadline: t.deadline,
-            status: t.status,
-            kind: t.kind,
-            output_schema: t.output_schema,
-            language: t.language,
-            depends_on: t.depends_on,
-            workflow_id: t.workflow_id,
-            key: t.workflow_key,
-            posted_by: t.posted_by,
-            assigned_agent_id: t.assigned_agent_id,
-            attempts: t.attempts,
-            max_attempts: t.max_attempts,
-            lease_expires_at: t.lease_expires_at,
-            retry_at: t.retry_at.filter(|r| *r > Utc::now()),
-            created_at: t.created_at,
-            updated_at: t.updated_at,
-        }
-    }
-}
-
-/// Validates posted task fields; errors are named `{prefix}{field}`.
-pub fn validate_fields(
-    state: &AppState,
-    f: &TaskFields,
-    prefix: &str,
-    now: DateTime<Utc>,
-) -> Result<NewTask, FieldErrors> {
-    let mut errs = FieldErrors::default();
-    let name = |field: &str| format!("{prefix}{field}");
-    let title = f.title.trim();
-    if title.is_empty() || title.chars().count() > 500 {
-        errs.push(name("title"), "must be 1 to 500 characters");
-    }
-    if f.description.chars().count() > 20_000 {
-        errs.push(name("description"), "must be at most 20000 characters");
-    }
-    if !f.reward.is_positive() {
-        errs.push(name("reward"), "must be greater than 0");
-    } else if f.reward.cents() > state.config.max_reward_cents {
-        errs.push(
-            name("reward"),
-            format!(
-                "must be at most {}",
-                Money::from_cents(state.config.max_reward_cents)
-            ),
-        );
-    }
-    let complexity = f
-        .complexity
-        .parse::<Complexity>()
-        .map_err(|e| errs.push(name("complexity"), e.to_string()))
-        .ok();
-    let kind = match f.kind.as_deref() {
-        None => Some(TaskKind::Text),
-        Some(k) => k
-            .parse::<TaskKind>()
-            .map_err(|e| errs.push(name("kind"), e.to_string()))
-            .ok(),
-    };
-    if f.deadline <= now {
-        errs.push(name("deadline"), "must be in the future");
-    }
-    let caps = parse_capabilities(
-        &name("requirements.capabilities"),
-        &f.requirements.capabilities,
-    )
-    .map_err(|e| errs.0.push(e))
-    .ok();
-    if let Some(schema) = &f.output_schema {
-        if let Err(e) = validate_output_schema(schema) {
-            errs.push(
-                name("output_schema"),
-                format!("is not a valid JSON Schema: {e}"),
-            );
-        }
-    }
-    if let Some(lang) = &f.language {
-        if lang.is_empty() || lang.len() > 32 {
-            errs.push(name("language"), "must be 1 to 32 characters");
-        }
-    }
-    let max_attempts = f.max_attempts.unwrap_or(3);
-    if !(1..=10).contains(&max_attempts) {
-        errs.push(name("max_attempts"), "must be between 1 and 10");
-    }
-    if !errs.is_empty() {
-        return Err(errs);
-    }
-    let (Some(complexity), Some(kind), Some(capabilities)) = (complexity, kind, caps) else {
-        return Err(FieldError::new(name("body"), "invalid task").into());
-    };
-    Ok(NewTask {
-        id: Uuid::now_v7(),
-        title: title.to_owned(),
-        description: f.description.clone(),
-        capabilities,
-        min_reputation: f
-            .requirements
-            .min_reputation
-            .map_or(0, Reputation::hundredths),
-        reward_cents: f.reward.cents(),
-        complexity,
-        kind,
-        output_schema: f.output_schema.clone(),
-        language: f.language.clone(),
-        deadline: f.deadline,
-        depends_on: Vec::new(),
-        workflow_key: None,
-        max_attempts,
-    })
-}
-
-/// Replays the stored response for a repeated `Idempotency-Key`, or runs `f` and stores its
-/// response. The key is reserved before `f` runs, so a retry that arrives while the first
-/// request is still in flight gets 409 instead of doing the work (and moving the money) twice.
-/// The same key with a different body is refused; a failed request releases its key.
-pub async fn idempotent<B, F, Fut>(
-    state: &AppState,
-    caller: &Caller,
-    headers: &HeaderMap,
-    body: &B,
-    f: F,
-) -> ApiResult<Response>
-where
-    B: Serialize,
-    F: FnOnce() -> Fut,
-    Fut: std::future::Future<Output = ApiResult<(StatusCode, Value)>>,
-{
-    let Some(key) = headers
-        .get("idempotency-key")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
-    else {
-        let (status, value) = f().await?;
-        return Ok((status, Json(value)).into_response());
-    };
-    if key.is_empty() || key.len() > 255 {
-        return Err(ApiError::field(
-            "Idempotency-Key",
-            "must be 1 to 255 characters",
-        ));
-    }
-    let hash = hex(&Sha256::digest(
-        serde_json::to_vec(body).unwrap_or_default(),
-    ));
-    let reservation = nervix_store::IdempotentResponse {
-        request_hash: hash.clone(),
-        status: IN_PROGRESS,
-        body: String::new(),
-        created_at: Utc::now(),
-    };
-    if !state
-        .store
-        .save_idempotent_response(caller.id, &key, &reservation)
-        .await?
-    {
-        let prev = state.store.idempotent_response(caller.id, &key).await?;
-        return match prev {
-            Some(prev) if prev.request_hash != hash => Err(ApiError::unprocessable(
-                "idempotency_key_reused",
-                "this Idempotency-Key was used with a different body",
-            )),
-            Some(prev) if prev.status != IN_PROGRESS => {
-                let status = StatusCode::from_u16(prev.status).unwrap_or(StatusCode::OK);
-                let value: Value = serde_json::from_str(&prev.body).unwrap_or(Value::Null);
-                Ok((status, Json(value)).into_response())
-            }
-            _ => {
-                let mut e = ApiError::conflict(
-                    "idempotency_in_progress",
-                    "a request with this Idempotency-Key is still being processed",
-                );
-                e.retry_after = Some(1);
-                Err(e)
-            }
-        };
-    }
-    match f().await {
-        Ok((status, value)) => {
-            state
-                .store
-                .finish_idempotent_response(caller.id, &key, status.as_u16(), &value.to_string())
-                .await?;
-            Ok((status, Json(value)).into_response())
-        }
-        Err(e) => {
-            if let Err(release) = state.store.release_idempotency_key(caller.id, &key).await {
-                tracing::warn!(error = %release, "could not release an idempotency key");
-            }
-            Err(e)
-        }
-    }
-}
-
-/// Status stored while the first request with a key is running.
-const IN_PROGRESS: u16 = 0;
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn to_value<T: Serialize>(v: &T) -> ApiResult<Value> {
-    serde_json::to_value(v).map_err(ApiError::internal)
-}
-
-/// Side effects after a task changed: tell poster and assignee, and offer it if available.
-pub async fn after_change(state: &AppState, t: &TaskRecord) {
-    let frame = Frame {
-        kind: "task_update".into(),
-        data: json!({"task_id": t.id, "status": t.status, "assigned_agent_id": t.assigned_agent_id, "updated_at": t.updated_at}),
-    };
-    let mut to = vec![t.posted_by];
-    to.extend(t.assigned_agent_id);
-    for agent_id in to {
-        if let Err(e) = state
-            .bus
-            .publish(Event::ToAgent {
-                agent_id,
-                frame: frame.clone(),
-            })
-            .await
-        {
-            tracing::warn!(error = %e, "publishing task_update failed");
-        }
-    }
-    if t.status == TaskStatus::Available && t.retry_at.is_none_or(|r| r <= Utc::now()) {
-        offer(state, t.clone());
-    }
-}
-
-/// Publishes the first matching round of a freshly posted task (stored as already in round 1,
-/// see `NewPost::notifies_first_round`): no database write stands between post and notify.
-pub fn announce(state: &AppState, t: TaskRecord) {
-    let state = state.clone();
-    tokio::spawn(async move {
-        state
-            .matcher
-            .publish_round(state.bus.as_ref(), &state.metrics, &t, 0, t.created_at)
-            .await;
-    });
-}
-
-/// Runs the next matching round of a task that became available again, in the background.
-pub fn offer(state: &AppState, t: TaskRecord) {
-    let state = state.clone();
-    tokio::spawn(async move {
-        if let Err(e) = state
-            .matcher
-            .notify(
-                state.store.as_ref(),
-                state.bus.as_ref(),
-                &state.metrics,
-                &t,
-                t.updated_at,
-            )
-            .await
-        {
-            tracing::warn!(task = %t.id, error = %e, "matching failed; the matching loop will retry");
-        }
-    });
+fn json<T: Serialize>(v: &T) -> app::Result<Value> {
+    serde_json::to_value(v).map_err(app::Error::internal)
 }
 
 /// Post a task; its reward is escrowed from the poster (admins: the platform treasury).
@@ -409,51 +51,30 @@ async fn post_task(
     headers: HeaderMap,
     ApiJson(req): ApiJson<NewTaskRequest>,
 ) -> ApiResult<Response> {
-    idempotent(&state, &caller, &headers, &req, || async {
-        let now = Utc::now();
-        if req.key.is_some() {
-            return Err(ApiError::field(
-                "key",
-                "only tasks inside a workflow have a key",
-            ));
-        }
-        let mut task = validate_fields(&state, &req, "", now)?;
-        if req.depends_on.len() > MAX_WORKFLOW_TASKS {
-            return Err(ApiError::field("depends_on", "too many dependencies"));
-        }
-        let mut deps = req
-            .depends_on
-            .iter()
-            .enumerate()
-            .map(|(i, d)| {
-                Uuid::parse_str(d.trim())
-                    .map_err(|_| ApiError::field(format!("depends_on[{i}]"), "must be a task UUID"))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        deps.sort();
-        deps.dedup();
-        task.depends_on = deps;
-        let post = NewPost {
-            poster: caller.id,
-            from_treasury: caller.is_admin(),
-            workflow: None,
-            tasks: vec![task],
-            at: now,
-            audit: None,
-            notifies_first_round: true,
-        };
-        let created = state.store.post_tasks(&post).await?;
-        let t = created
-            .into_iter()
-            .next()
-            .ok_or_else(|| ApiError::internal("post created no task"))?;
-        if t.status == TaskStatus::Available {
-            announce(&state, t.clone());
-        }
-        let v = TaskView::from(t);
-        Ok((StatusCode::CREATED, to_value(&v)?))
-    })
-    .await
+    if req.key.is_some() {
+        return Err(ApiError::field(
+            "key",
+            "only tasks inside a workflow have a key",
+        ));
+    }
+    let spec = req.parse(
+        Money::from_cents(state.app.config.max_reward_cents),
+        Utc::now(),
+        "",
+    )?;
+    let depends_on = tasks::parse_dependencies(&req.depends_on)?;
+    let key = idempotency_key(&headers, &req)?;
+    let render = |t: &TaskRecord| Ok((201, json(&TaskView::from(t.clone()))?));
+    let outcome = tasks::post(
+        &state.app,
+        &caller,
+        &spec,
+        depends_on,
+        key.as_ref(),
+        &render,
+    )
+    .await?;
+    respond(outcome, &render)
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -477,63 +98,30 @@ async fn list_tasks(
     let limit = page.limit()?;
     let mut errs = FieldErrors::default();
     let status = f.status.as_deref().and_then(|s| {
-        s.parse::<TaskStatus>()
-            .map_err(|e| errs.push("status", e.to_string()))
-            .ok()
+        errs.check(
+            s.parse::<TaskStatus>()
+                .map_err(|e| nervix_core::FieldError::new("status", e.to_string())),
+        )
     });
     let complexity = f.complexity.as_deref().and_then(|s| {
-        s.parse::<Complexity>()
-            .map_err(|e| errs.push("complexity", e.to_string()))
-            .ok()
+        errs.check(
+            s.parse::<Complexity>()
+                .map_err(|e| nervix_core::FieldError::new("complexity", e.to_string())),
+        )
     });
+    let capability = f
+        .capability
+        .as_deref()
+        .and_then(|c| errs.check(Capabilities::parse_one("capability", c)));
     errs.into_result()?;
-    let eligible = f.eligible.unwrap_or(caller.role == Role::Agent);
-    let eligible_for = if eligible {
-        let me = state
-            .store
-            .agent(caller.id)
-            .await?
-            .ok_or_else(|| ApiError::not_found("agent"))?;
-        let level = Level::of(
-            Reputation::from_hundredths(me.reputation),
-            me.tasks_completed,
-        );
-        Some(EligibilityFilter {
-            agent_id: me.id,
-            reputation: me.reputation,
-            complexities: Complexity::ALL
-                .iter()
-                .copied()
-                .filter(|c| level.allows(*c))
-                .collect(),
-            now: Utc::now(),
-        })
-    } else {
-        None
-    };
-    let q = TaskQuery {
+    let filter = tasks::Filter {
         status,
-        capability: f.capability.map(|c| c.trim().to_ascii_lowercase()),
+        capability,
         complexity,
-        posted_by: None,
-        assigned_to: None,
-        eligible_for,
-        before: page.cursor()?,
-        limit: limit + 1,
+        eligible: f.eligible,
     };
-    let rows = state.store.list_tasks(&q).await?;
-    let more = rows.len() as i64 > limit;
-    let items: Vec<TaskView> = rows
-        .into_iter()
-        .take(usize::try_from(limit).unwrap_or(0))
-        .map(TaskView::from)
-        .collect();
-    let next_cursor = if more {
-        items.last().map(|t| t.id.to_string())
-    } else {
-        None
-    };
-    Ok(Json(Page { items, next_cursor }))
+    let rows = tasks::list(&state.app, &caller, filter, page.cursor()?, limit + 1).await?;
+    Ok(Json(Page::from_rows(rows, limit, |t| t.id, TaskView::from)))
 }
 
 /// One task.
@@ -544,12 +132,7 @@ async fn get_task(
     _caller: Caller,
     Path(id): Path<Uuid>,
 ) -> ApiResult<Json<TaskView>> {
-    let t = state
-        .store
-        .task(id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("task"))?;
-    Ok(Json(TaskView::from(t)))
+    Ok(Json(tasks::get(&state.app, id).await?.into()))
 }
 
 #[derive(Debug, Default, Deserialize, ToSchema)]
@@ -574,7 +157,7 @@ async fn claim(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<Uuid>,
-    body: axum::body::Bytes,
+    body: Bytes,
 ) -> ApiResult<Json<ClaimResponse>> {
     // The body is optional: an empty one means the defaults.
     let body: ClaimBody = if body.iter().all(u8::is_ascii_whitespace) {
@@ -585,52 +168,13 @@ async fn claim(
             _ => ApiError::bad_request(format!("malformed JSON: {e}")),
         })?
     };
-    let lease = body.estimated_duration.unwrap_or(3600);
-    if !(60..=7 * 24 * 3600).contains(&lease) {
-        return Err(ApiError::field(
-            "estimated_duration",
-            "must be between 60 and 604800 seconds",
-        ));
-    }
-    let outcome = state
-        .store
-        .claim_task(&ClaimRequest {
-            task_id: id,
-            agent_id: caller.id,
-            lease_seconds: lease,
-            at: Utc::now(),
-        })
-        .await?;
-    match outcome {
-        ClaimOutcome::Claimed(t) => {
-            state.matcher.adjust_active(caller.id, 1);
-            after_change(&state, &t).await;
-            let lease_expires_at = t.lease_expires_at;
-            Ok(Json(ClaimResponse {
-                task: TaskView::from(t),
-                lease_expires_at,
-            }))
-        }
-        ClaimOutcome::AlreadyClaimed => Err(ApiError::conflict(
-            "already_claimed",
-            "another agent claimed this task first",
-        )),
-        ClaimOutcome::NotAvailable(TaskStatus::Available) => Err(ApiError::conflict(
-            "not_available",
-            "task is in retry back-off; try again later",
-        )),
-        ClaimOutcome::NotAvailable(s) => {
-            Err(ApiError::conflict("not_available", format!("task is {s}")))
-        }
-        ClaimOutcome::NotEligible(why) => Err(ApiError::forbidden("not_eligible", why.to_string())),
-        ClaimOutcome::AtCapacity => Err(ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "at_capacity",
-            "you hold max_concurrent_tasks tasks already",
-        )),
-        ClaimOutcome::TaskNotFound => Err(ApiError::not_found("task")),
-        ClaimOutcome::AgentNotFound => Err(ApiError::unauthorized("unknown agent")),
-    }
+    let lease = Lease::parse(body.estimated_duration)?;
+    let t = tasks::claim(&state.app, &caller, id, lease).await?;
+    let lease_expires_at = t.lease_expires_at;
+    Ok(Json(ClaimResponse {
+        task: TaskView::from(t),
+        lease_expires_at,
+    }))
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -685,22 +229,6 @@ pub struct SubmitResponse {
     pub submission: SubmissionView,
     pub task: TaskView,
 }
-
-fn feedback(checks: &[CheckResult], score: u8, threshold: u8) -> String {
-    let failed: Vec<String> = checks
-        .iter()
-        .filter(|c| !c.passed)
-        .map(|c| format!("{}: {}", c.name, c.details))
-        .collect();
-    if score >= threshold {
-        format!("accepted with quality score {score}")
-    } else if failed.is_empty() {
-        format!("quality score {score} is under the acceptance threshold {threshold}")
-    } else {
-        format!("quality score {score} is under the acceptance threshold {threshold}; failed checks: {}", failed.join("; "))
-    }
-}
-
 /// Submit work for a claimed task (assignee only). Checks run before the response.
 #[utoipa::path(post, path = "/v1/tasks/{id}/submit", tag = "tasks", security(("bearer" = [])), params(("id" = Uuid, Path), ("Idempotency-Key" = Option<String>, Header)), request_body = SubmitBody,
     responses((status = 202, body = SubmitResponse), (status = 403, body = crate::error::Problem), (status = 409, body = crate::error::Problem), (status = 422, body = crate::error::Problem)))]
@@ -711,96 +239,26 @@ async fn submit(
     Path(id): Path<Uuid>,
     ApiJson(body): ApiJson<SubmitBody>,
 ) -> ApiResult<Response> {
-    idempotent(&state, &caller, &headers, &body, || async {
-        let task = state
-            .store
-            .task(id)
-            .await?
-            .ok_or_else(|| ApiError::not_found("task"))?;
-        if task.assigned_agent_id != Some(caller.id) || task.status != TaskStatus::Claimed {
-            return Err(if task.assigned_agent_id == Some(caller.id) {
-                ApiError::conflict("invalid_state", format!("task is {}", task.status))
-            } else {
-                ApiError::forbidden("not_assignee", "only the agent holding the task may submit")
-            });
-        }
-        let content = normalize_content(task.kind, &body.submission_data.content)?;
-        if let Some(notes) = &body.submission_data.notes {
-            if notes.chars().count() > 10_000 {
-                return Err(ApiError::field(
-                    "submission_data.notes",
-                    "must be at most 10000 characters",
-                ));
-            }
-        }
-        let checks = state.checks.run(&Submission {
-            kind: task.kind,
-            output_schema: task.output_schema.as_ref(),
-            content: &content,
-        });
-        let score = quality_score(&checks);
-        let threshold = state.config.accept_threshold;
-        let decision = if score >= threshold {
-            Decision::Accept
-        } else {
-            Decision::Reject
+    let key = idempotency_key(&headers, &body)?;
+    let notes = body
+        .submission_data
+        .notes
+        .as_deref()
+        .map(Notes::parse)
+        .transpose()?;
+    let work = Work {
+        content: body.submission_data.content,
+        notes,
+    };
+    let render = |s: &Submitted| {
+        let view = SubmitResponse {
+            submission: s.submission.clone().into(),
+            task: TaskView::from(s.task.clone()),
         };
-        let outcome = state
-            .store
-            .submit(&NewSubmission {
-                id: Uuid::now_v7(),
-                task_id: id,
-                agent_id: caller.id,
-                content,
-                notes: body.submission_data.notes.clone(),
-                quality_score: score,
-                checks: to_value(&checks)?,
-                decision,
-                feedback: Some(feedback(&checks, score, threshold)),
-                retry: state.config.retry,
-                at: Utc::now(),
-            })
-            .await?;
-        let SubmitOutcome::Done {
-            submission,
-            task,
-            unblocked,
-            cancelled,
-        } = outcome
-        else {
-            return Err(ApiError::conflict(
-                "invalid_state",
-                "the task is no longer held by you",
-            ));
-        };
-        state.matcher.adjust_active(caller.id, -1);
-        after_change(&state, &task).await;
-        for t in unblocked.iter().chain(cancelled.iter()) {
-            after_change(&state, t).await;
-        }
-        if let Some(payout) = submission.payout_cents {
-            let frame = Frame {
-                kind: "earning".into(),
-                data: json!({"task_id": task.id, "amount": Money::from_cents(payout)}),
-            };
-            if let Err(e) = state
-                .bus
-                .publish(Event::ToAgent {
-                    agent_id: caller.id,
-                    frame,
-                })
-                .await
-            {
-                tracing::warn!(error = %e, "publishing earning failed");
-            }
-        }
-        let resp = SubmitResponse {
-            submission: submission.into(),
-            task: TaskView::from(task),
-        };
-        Ok((StatusCode::ACCEPTED, to_value(&resp)?))
-    })
-    .await
+        Ok((202, json(&view)?))
+    };
+    let outcome = tasks::submit(&state.app, &caller, id, work, key.as_ref(), &render).await?;
+    respond(outcome, &render)
 }
 
 /// Give a claimed task back (assignee only); no attempt is counted.
@@ -811,21 +269,7 @@ async fn release(
     caller: Caller,
     Path(id): Path<Uuid>,
 ) -> ApiResult<Json<TaskView>> {
-    let t = state
-        .store
-        .task(id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("task"))?;
-    if t.assigned_agent_id != Some(caller.id) {
-        return Err(ApiError::forbidden(
-            "not_assignee",
-            "only the agent holding the task may release it",
-        ));
-    }
-    let t = state.store.release_task(id, caller.id, Utc::now()).await?;
-    state.matcher.adjust_active(caller.id, -1);
-    after_change(&state, &t).await;
-    Ok(Json(TaskView::from(t)))
+    Ok(Json(tasks::release(&state.app, &caller, id).await?.into()))
 }
 
 /// Cancel a task (poster or admin); the escrow is refunded and dependents are cancelled.
@@ -836,30 +280,7 @@ async fn cancel(
     caller: Caller,
     Path(id): Path<Uuid>,
 ) -> ApiResult<Json<TaskView>> {
-    let t = state
-        .store
-        .task(id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("task"))?;
-    if t.posted_by != caller.id && !caller.is_admin() {
-        return Err(ApiError::forbidden(
-            "forbidden",
-            "only the poster or an admin may cancel a task",
-        ));
-    }
-    let entry = audit(
-        Some(&caller),
-        None,
-        "task.cancel",
-        Some(id.to_string()),
-        json!({}),
-    );
-    let t = state.store.cancel_task(id, Utc::now(), &entry).await?;
-    if let Some(a) = t.assigned_agent_id {
-        state.matcher.adjust_active(a, -1);
-    }
-    after_change(&state, &t).await;
-    Ok(Json(TaskView::from(t)))
+    Ok(Json(tasks::cancel(&state.app, &caller, id).await?.into()))
 }
 
 /// A submission: visible to its submitter, the task's poster, reviewers and admins.
@@ -870,18 +291,7 @@ async fn get_submission(
     caller: Caller,
     Path(id): Path<Uuid>,
 ) -> ApiResult<Json<SubmissionView>> {
-    let s = state
-        .store
-        .submission(id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("submission"))?;
-    let allowed =
-        s.agent_id == caller.id || matches!(caller.role, Role::Admin | Role::Reviewer) || {
-            let t = state.store.task(s.task_id).await?;
-            t.is_some_and(|t| t.posted_by == caller.id)
-        };
-    if !allowed {
-        return Err(ApiError::not_found("submission"));
-    }
-    Ok(Json(s.into()))
+    Ok(Json(
+        tasks::submission(&state.app, &caller, id).await?.into(),
+    ))
 }

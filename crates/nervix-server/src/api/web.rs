@@ -3,14 +3,19 @@
 use axum::extract::State;
 use axum::response::Html;
 use chrono::Utc;
+use nervix_core::agent::ONLINE_WINDOW;
 use nervix_core::Money;
 
 use crate::error::ApiResult;
-use crate::presence::ONLINE_WINDOW;
 use crate::state::AppState;
 
 pub async fn index(State(state): State<AppState>) -> ApiResult<Html<String>> {
-    let s = state.store.stats(Utc::now() - ONLINE_WINDOW).await?;
+    let s = state
+        .app
+        .store
+        .stats(Utc::now() - ONLINE_WINDOW)
+        .await
+        .map_err(crate::app::Error::from)?;
     Ok(Html(format!(
         r#"<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Nervix</title>

@@ -1,27 +1,23 @@
 //! DAG workflows: a set of tasks with dependencies by key, posted (and escrowed) at once.
 
-use std::collections::HashMap;
-
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::HeaderMap;
 use axum::response::Response;
 use axum::Json;
 use chrono::{DateTime, Utc};
-use nervix_core::dag::{topo_order, DagNode};
-use nervix_core::{FieldErrors, TaskStatus};
-use nervix_store::{NewPost, NewWorkflow, TaskRecord, WorkflowRecord};
+use nervix_core::Money;
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use super::tasks::{after_change, announce, idempotent, validate_fields, TaskFields, TaskView};
-use super::{audit, ApiJson};
-use crate::auth::Caller;
-use crate::error::{ApiError, ApiResult};
+use crate::app::workflows::{self, Node, Workflow};
+use crate::app::{self, Caller};
+use crate::error::ApiResult;
+use crate::http::{idempotency_key, respond, ApiJson};
 use crate::state::AppState;
+use crate::wire::tasks::{TaskFields, TaskView};
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -61,40 +57,36 @@ pub struct WorkflowView {
     pub updated_at: DateTime<Utc>,
 }
 
-fn progress(tasks: &[TaskRecord]) -> Progress {
-    let count = |f: &dyn Fn(TaskStatus) -> bool| tasks.iter().filter(|t| f(t.status)).count();
-    let completed = count(&|s| s == TaskStatus::Completed);
-    let failed = count(&|s| {
-        matches!(
-            s,
-            TaskStatus::Failed | TaskStatus::Expired | TaskStatus::Cancelled
-        )
-    });
-    let running = count(&|s| matches!(s, TaskStatus::Claimed | TaskStatus::Submitted));
-    let total = tasks.len();
-    Progress {
-        total,
-        completed,
-        failed,
-        running,
-        percent: (completed * 100)
-            .checked_div(total)
-            .and_then(|p| u8::try_from(p).ok())
-            .unwrap_or(0),
+impl From<workflows::Progress> for Progress {
+    fn from(p: workflows::Progress) -> Self {
+        Progress {
+            total: p.total,
+            completed: p.completed,
+            failed: p.failed,
+            running: p.running,
+            percent: p.percent,
+        }
     }
 }
 
-fn render(wf: WorkflowRecord, tasks: Vec<TaskRecord>) -> WorkflowView {
-    let progress = progress(&tasks);
-    WorkflowView {
-        id: wf.id,
-        name: wf.name,
-        status: wf.status.as_str().to_owned(),
-        posted_by: wf.posted_by,
-        tasks: tasks.into_iter().map(Into::into).collect(),
-        progress,
-        created_at: wf.created_at,
-        updated_at: wf.updated_at,
+impl From<Workflow> for WorkflowView {
+    fn from(
+        Workflow {
+            workflow: wf,
+            tasks,
+        }: Workflow,
+    ) -> Self {
+        let progress = workflows::progress(&tasks).into();
+        WorkflowView {
+            id: wf.id,
+            name: wf.name,
+            status: wf.status.as_str().to_owned(),
+            posted_by: wf.posted_by,
+            tasks: tasks.into_iter().map(Into::into).collect(),
+            progress,
+            created_at: wf.created_at,
+            updated_at: wf.updated_at,
+        }
     }
 }
 
@@ -108,81 +100,41 @@ async fn post_workflow(
     headers: HeaderMap,
     ApiJson(req): ApiJson<NewWorkflowRequest>,
 ) -> ApiResult<Response> {
-    idempotent(&state, &caller, &headers, &req, || async {
-        let name = req.name.trim();
-        if name.is_empty() || name.chars().count() > 200 {
-            return Err(ApiError::field("name", "must be 1 to 200 characters"));
-        }
-        let nodes: Vec<DagNode<'_>> = req
-            .tasks
-            .iter()
-            .map(|t| DagNode {
-                key: t.key.as_deref().unwrap_or_default(),
-                depends_on: &t.depends_on,
-            })
-            .collect();
-        let order = topo_order(&nodes)
-            .map_err(|e| ApiError::unprocessable("invalid_dag", e.to_string()))?;
-        let now = Utc::now();
-        let mut errs = FieldErrors::default();
-        let mut ids: HashMap<&str, Uuid> = HashMap::new();
-        let mut tasks = Vec::with_capacity(order.len());
-        for i in order {
-            let wt = &req.tasks[i];
-            match validate_fields(&state, wt, &format!("tasks[{i}]."), now) {
-                Ok(mut t) => {
-                    t.workflow_key = wt.key.clone();
-                    t.depends_on = wt
-                        .depends_on
-                        .iter()
-                        .filter_map(|k| ids.get(k.as_str()).copied())
-                        .collect();
-                    ids.insert(wt.key.as_deref().unwrap_or_default(), t.id);
-                    tasks.push(t);
-                }
-                Err(e) => {
-                    errs.0.extend(e.0);
-                    // Keep dependents resolvable so every task's own errors are reported.
-                    ids.insert(wt.key.as_deref().unwrap_or_default(), Uuid::nil());
-                }
-            }
-        }
-        errs.into_result()?;
-        let wf_id = Uuid::now_v7();
-        let post = NewPost {
-            poster: caller.id,
-            from_treasury: caller.is_admin(),
-            workflow: Some(NewWorkflow {
-                id: wf_id,
-                name: name.to_owned(),
-            }),
-            tasks,
-            at: now,
-            audit: Some(audit(
-                Some(&caller),
-                None,
-                "workflow.post",
-                Some(wf_id.to_string()),
-                json!({"tasks": req.tasks.len()}),
-            )),
-            notifies_first_round: true,
-        };
-        let created = state.store.post_tasks(&post).await?;
-        for t in created.iter().filter(|t| t.status == TaskStatus::Available) {
-            announce(&state, t.clone());
-        }
-        let wf = state
-            .store
-            .workflow(wf_id)
-            .await?
-            .ok_or_else(|| ApiError::internal("workflow vanished"))?;
-        let view = render(wf, created);
+    let key = idempotency_key(&headers, &req)?;
+    let name = workflows::parse_name(&req.name)?;
+    let nodes: Vec<Node<'_, &TaskFields>> = req
+        .tasks
+        .iter()
+        .map(|t| Node {
+            key: t.key.as_deref().unwrap_or_default(),
+            depends_on: &t.depends_on,
+            fields: t,
+        })
+        .collect();
+    let max_reward = Money::from_cents(state.app.config.max_reward_cents);
+    let now = Utc::now();
+    let parse = |t: &&TaskFields, prefix: &str| t.parse(max_reward, now, prefix);
+    let render = |w: &Workflow| {
+        let view = WorkflowView::from(Workflow {
+            workflow: w.workflow.clone(),
+            tasks: w.tasks.clone(),
+        });
         Ok((
-            StatusCode::CREATED,
-            serde_json::to_value(&view).map_err(ApiError::internal)?,
+            201,
+            serde_json::to_value(view).map_err(app::Error::internal)?,
         ))
-    })
-    .await
+    };
+    let outcome = workflows::post(
+        &state.app,
+        &caller,
+        name,
+        &nodes,
+        parse,
+        key.as_ref(),
+        &render,
+    )
+    .await?;
+    respond(outcome, &render)
 }
 
 /// A workflow with its tasks and progress.
@@ -193,13 +145,7 @@ async fn get_workflow(
     _caller: Caller,
     Path(id): Path<Uuid>,
 ) -> ApiResult<Json<WorkflowView>> {
-    let wf = state
-        .store
-        .workflow(id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("workflow"))?;
-    let tasks = state.store.workflow_tasks(id).await?;
-    Ok(Json(render(wf, tasks)))
+    Ok(Json(workflows::get(&state.app, id).await?.into()))
 }
 
 /// Cancel a workflow (poster or admin): every open task is cancelled and refunded.
@@ -210,28 +156,7 @@ async fn cancel_workflow(
     caller: Caller,
     Path(id): Path<Uuid>,
 ) -> ApiResult<Json<WorkflowView>> {
-    let wf = state
-        .store
-        .workflow(id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("workflow"))?;
-    if wf.posted_by != caller.id && !caller.is_admin() {
-        return Err(ApiError::forbidden(
-            "forbidden",
-            "only the poster or an admin may cancel a workflow",
-        ));
-    }
-    let entry = audit(
-        Some(&caller),
-        None,
-        "workflow.cancel",
-        Some(id.to_string()),
-        json!({}),
-    );
-    let wf = state.store.cancel_workflow(id, Utc::now(), &entry).await?;
-    let tasks = state.store.workflow_tasks(id).await?;
-    for t in &tasks {
-        after_change(&state, t).await;
-    }
-    Ok(Json(render(wf, tasks)))
+    Ok(Json(
+        workflows::cancel(&state.app, &caller, id).await?.into(),
+    ))
 }

@@ -1,16 +1,12 @@
-//! Tokens and the authenticated caller.
+//! Tokens: EdDSA JWTs signed by the key ring, and their cryptographic check.
 //!
-//! A request is authenticated when its bearer JWT is EdDSA-signed by one of our keys, has our
-//! `iss`/`aud`, is unexpired, and storage says its `jti` is live for that agent. Role and
-//! suspension come from storage on every request, so a suspension or revocation bites at once.
+//! A token is valid here when it is EdDSA-signed by one of our keys, has our `iss`/`aud` and is
+//! unexpired. Whether its `jti` is still live, and the agent's role and suspension, are storage
+//! questions that the application layer asks on every request (`app::auth::authenticate`).
 
 pub mod keys;
 mod verified;
 
-use std::sync::Arc;
-
-use axum::extract::FromRequestParts;
-use axum::http::request::Parts;
 use chrono::{DateTime, Utc};
 use jsonwebtoken::{Algorithm, Header, Validation};
 use nervix_core::Role;
@@ -18,10 +14,17 @@ use nervix_store::TokenRecord;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::error::ApiError;
-use crate::state::AppState;
-
 pub use verified::VerifiedTokens;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// Deliberately one message for every way a token can be wrong: which check failed is
+    /// of use to an attacker only.
+    #[error("invalid or expired token")]
+    InvalidToken,
+    #[error("signing a token failed: {0}")]
+    Signing(#[from] jsonwebtoken::errors::Error),
+}
 
 pub const ISSUER: &str = "nervix";
 pub const AUDIENCE: &str = "nervix-api";
@@ -51,7 +54,7 @@ pub fn issue(
     role: Role,
     now: DateTime<Utc>,
     ttl: chrono::Duration,
-) -> Result<Issued, ApiError> {
+) -> Result<Issued, AuthError> {
     let key = ring.active();
     let expires_at = now + ttl;
     let claims = Claims {
@@ -66,8 +69,7 @@ pub fn issue(
     };
     let mut header = Header::new(Algorithm::EdDSA);
     header.kid = Some(key.kid.clone());
-    let token =
-        jsonwebtoken::encode(&header, &claims, &key.encoding).map_err(ApiError::internal)?;
+    let token = jsonwebtoken::encode(&header, &claims, &key.encoding)?;
     Ok(Issued {
         token,
         record: TokenRecord {
@@ -81,13 +83,13 @@ pub fn issue(
 }
 
 /// Checks signature, algorithm, issuer, audience and expiry. Storage checks come after.
-pub fn verify(ring: &keys::KeyRing, token: &str) -> Result<Claims, ApiError> {
+pub fn verify(ring: &keys::KeyRing, token: &str) -> Result<Claims, AuthError> {
     verify_with_kid(ring, token).map(|(claims, _)| claims)
 }
 
 /// [`verify`], also naming the key (`kid`) that signed the token.
-fn verify_with_kid(ring: &keys::KeyRing, token: &str) -> Result<(Claims, String), ApiError> {
-    let bad = || ApiError::unauthorized("invalid or expired token");
+fn verify_with_kid(ring: &keys::KeyRing, token: &str) -> Result<(Claims, String), AuthError> {
+    let bad = || AuthError::InvalidToken;
     let header = jsonwebtoken::decode_header(token).map_err(|_| bad())?;
     // Only EdDSA: `none`, HMAC with our public key as secret, RSA… are all refused here
     // and again by `Validation`, which pins the algorithm list.
@@ -107,93 +109,4 @@ fn verify_with_kid(ring: &keys::KeyRing, token: &str) -> Result<(Claims, String)
     jsonwebtoken::decode::<Claims>(token, &key.decoding, &validation)
         .map(|d| (d.claims, key.kid.clone()))
         .map_err(|_| bad())
-}
-
-/// The authenticated agent making a request.
-#[derive(Debug, Clone)]
-pub struct Caller {
-    pub id: Uuid,
-    pub handle: String,
-    pub role: Role,
-    pub jti: Uuid,
-    pub expires_at: DateTime<Utc>,
-    pub client_ip: Option<String>,
-}
-
-impl Caller {
-    pub fn is_admin(&self) -> bool {
-        self.role == Role::Admin
-    }
-
-    pub fn require_admin(&self) -> Result<(), ApiError> {
-        if self.is_admin() {
-            Ok(())
-        } else {
-            Err(ApiError::forbidden("forbidden", "admin role required"))
-        }
-    }
-}
-
-pub fn bearer(parts: &Parts) -> Option<&str> {
-    let value = parts
-        .headers
-        .get(axum::http::header::AUTHORIZATION)?
-        .to_str()
-        .ok()?;
-    let (scheme, token) = value.split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then_some(token.trim())
-}
-
-impl FromRequestParts<AppState> for Caller {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        if let Some(caller) = parts.extensions.get::<Caller>() {
-            return Ok(caller.clone());
-        }
-        let token = bearer(parts).ok_or_else(|| ApiError::unauthorized("missing bearer token"))?;
-        let caller = authenticate(state, token, crate::api::client_ip(parts)).await?;
-        state.presence.seen(state, caller.id);
-        parts.extensions.insert(caller.clone());
-        Ok(caller)
-    }
-}
-
-/// Full token check: cryptography, then storage (revocation, role, suspension).
-pub async fn authenticate(
-    state: &AppState,
-    token: &str,
-    client_ip: Option<String>,
-) -> Result<Caller, ApiError> {
-    let claims = {
-        let ring: Arc<keys::KeyRing> = state.keys();
-        state.verified.verify(&ring, token, Utc::now())?
-    };
-    // Limit by the (cryptographically verified) subject before touching storage, so a
-    // flood costs signature checks only.
-    state.limits.check_agent(claims.sub)?;
-    let auth = state
-        .store
-        .auth_state(claims.jti, claims.sub)
-        .await?
-        .ok_or_else(|| ApiError::unauthorized("invalid or expired token"))?;
-    if auth.revoked {
-        return Err(ApiError::unauthorized("token has been revoked"));
-    }
-    if auth.suspended {
-        return Err(ApiError::forbidden(
-            "agent_suspended",
-            "this agent is suspended",
-        ));
-    }
-    Ok(Caller {
-        id: claims.sub,
-        handle: auth.handle,
-        role: auth.role,
-        jti: claims.jti,
-        expires_at: DateTime::from_timestamp(claims.exp, 0).unwrap_or_default(),
-        client_ip,
-    })
 }

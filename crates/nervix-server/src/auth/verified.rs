@@ -17,8 +17,7 @@ use parking_lot::Mutex;
 use sha2::{Digest, Sha256};
 
 use super::keys::KeyRing;
-use super::{verify_with_kid, Claims};
-use crate::error::ApiError;
+use super::{verify_with_kid, AuthError, Claims};
 
 /// Bounds the memory: about 300 bytes an entry.
 const CAPACITY: usize = 16_384;
@@ -54,7 +53,7 @@ impl VerifiedTokens {
         ring: &KeyRing,
         token: &str,
         now: DateTime<Utc>,
-    ) -> Result<Arc<Claims>, ApiError> {
+    ) -> Result<Arc<Claims>, AuthError> {
         let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         {
             let verdicts = self.verdicts.lock();
@@ -69,7 +68,7 @@ impl VerifiedTokens {
         }
         let (claims, kid) = verify_with_kid(ring, token)?;
         if claims.exp < now.timestamp() {
-            return Err(ApiError::unauthorized("invalid or expired token"));
+            return Err(AuthError::InvalidToken);
         }
         let claims = Arc::new(claims);
         let mut verdicts = self.verdicts.lock();

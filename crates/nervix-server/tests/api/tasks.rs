@@ -1101,10 +1101,10 @@ async fn matching_notifies_top_n(backend: Backend) {
     let running = app.running();
     // The index learns about enrollments from the bus; wait until it knows everyone.
     eventually(Duration::from_secs(10), "the matching index", || async {
-        (running.state.matcher.len() >= 11).then_some(())
+        (running.state.app.matcher.len() >= 11).then_some(())
     })
     .await;
-    let mut rx = running.state.bus.subscribe();
+    let mut rx = running.state.app.bus.subscribe();
     let t = app
         .admin_post(task_body("match me", "9.99", &["matchx"]))
         .await;
@@ -1122,19 +1122,22 @@ async fn matching_notifies_top_n(backend: Backend) {
         let Event::ToAgent { agent_id, frame } = event else {
             continue;
         };
-        if frame.kind != "task_available" || frame.data["task_id"] != id.to_string() {
+        // The frame as an agent receives it: `{"type", "data"}`.
+        let wire = serde_json::to_value(&frame).expect("frame");
+        if wire["type"] != "task_available" || wire["data"]["task_id"] != id.to_string() {
             continue;
         }
         assert!(
             eligible_ids.contains(&agent_id),
             "{agent_id} is not eligible"
         );
-        let score = frame.data["match_score"].as_f64().expect("match_score");
+        let data = &wire["data"];
+        let score = data["match_score"].as_f64().expect("match_score");
         assert!(score > 0.0 && score <= 1.0, "{score}");
-        assert_eq!(frame.data["reward"], "9.99");
-        assert_eq!(frame.data["title"], "match me");
-        assert_eq!(frame.data["complexity"], "simple");
-        assert!(frame.data["deadline"].is_string());
+        assert_eq!(data["reward"], "9.99");
+        assert_eq!(data["title"], "match me");
+        assert_eq!(data["complexity"], "simple");
+        assert!(data["deadline"].is_string());
         notified.push(agent_id);
         if notified.len() == 5 {
             // Anything more would show up soon: listen a little longer.
@@ -1197,7 +1200,7 @@ async fn stale_idempotency_reservation_is_purged(backend: Backend) {
     let poster = app.enroll("poster", &[]).await;
     app.grant(poster.id, "5.00").await;
     // A reservation left by a request that died long ago (the process crashed mid-request).
-    let store = app.running().state.store.clone();
+    let store = app.running().state.app.store.clone();
     let dead = nervix_store::IdempotentResponse {
         request_hash: "whatever".into(),
         status: 0,

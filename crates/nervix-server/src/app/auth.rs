@@ -1,0 +1,414 @@
+//! Enrollment and login by proof of key possession (signed, single-use challenges), and the
+//! tokens they buy: authentication of a bearer token, rotation, revocation.
+
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::Engine;
+use chrono::{DateTime, Utc};
+use ed25519_dalek::Signature;
+use nervix_core::{
+    AgentHandle, AgentName, Capabilities, EncryptionKey, FieldError, MaxConcurrentTasks, Metadata,
+    PublicKey, Role,
+};
+use nervix_store::{
+    AgentRecord, ChallengePurpose, ChallengeRecord, NewAgent, NewChallenge, StoreError,
+    MAX_CHALLENGE_FAILURES,
+};
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use uuid::Uuid;
+
+use super::{audit, events, App, Caller, Error, ErrorKind, Result};
+use crate::auth::{self as tokens, AuthError, Issued};
+
+pub const ENROLL_PREFIX: &str = "nervix-enroll-v1";
+pub const AUTH_PREFIX: &str = "nervix-auth-v1";
+/// Handle of the operator's admin identity (`nervix admin create-token`).
+pub const ADMIN_HANDLE: &str = "admin";
+/// Handles no agent may enroll under: the operator's identity and names that would pass for
+/// the platform itself.
+pub const RESERVED_HANDLES: &[&str] = &[
+    ADMIN_HANDLE,
+    "nervix",
+    "system",
+    "root",
+    "operator",
+    "platform",
+];
+
+impl From<AuthError> for Error {
+    fn from(e: AuthError) -> Self {
+        match e {
+            AuthError::InvalidToken => Error::unauthenticated(e.to_string()),
+            AuthError::Signing(_) => Error::internal(e),
+        }
+    }
+}
+
+/// An enrollment as requested, every field parsed.
+#[derive(Debug)]
+pub struct Enrollment {
+    pub handle: AgentHandle,
+    pub name: Option<AgentName>,
+    pub public_key: PublicKey,
+    pub encryption_public_key: Option<EncryptionKey>,
+    pub capabilities: Capabilities,
+    pub metadata: Metadata,
+    pub max_concurrent_tasks: MaxConcurrentTasks,
+}
+
+/// What the enrollment challenge remembers until it is answered.
+#[derive(Serialize, Deserialize)]
+struct PendingEnrollment {
+    agent_id: String,
+    agent_name: String,
+    encryption_public_key: Option<String>,
+    capabilities: Vec<String>,
+    metadata: serde_json::Value,
+    max_concurrent_tasks: i64,
+}
+
+/// A challenge to sign: the exact UTF-8 text, and until when it may be answered.
+#[derive(Debug)]
+pub struct Challenge {
+    pub id: Uuid,
+    pub text: String,
+    pub expires_at: DateTime<Utc>,
+}
+
+fn challenge_text(prefix: &str, id: Uuid) -> String {
+    let mut nonce = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut nonce);
+    format!("{prefix}:{id}:{}", URL_SAFE_NO_PAD.encode(nonce))
+}
+
+/// A handle an agent may enroll under: valid, and not reserved.
+pub fn enrollable_handle(raw: &str) -> std::result::Result<AgentHandle, FieldError> {
+    let handle = AgentHandle::parse(raw)?;
+    if RESERVED_HANDLES.contains(&handle.as_str()) {
+        return Err(FieldError::new("agent_id", "is reserved"));
+    }
+    Ok(handle)
+}
+
+/// Starts an enrollment: refuses reserved or taken handles and keys, and hands out a challenge.
+pub async fn enroll(app: &App, e: Enrollment) -> Result<Challenge> {
+    enrollable_handle(e.handle.as_str())?;
+    let now = Utc::now();
+    let id = Uuid::now_v7();
+    let text = challenge_text(ENROLL_PREFIX, id);
+    let expires_at = now + app.config.challenge_ttl;
+    let pending = PendingEnrollment {
+        agent_id: e.handle.to_string(),
+        agent_name: e
+            .name
+            .map_or_else(|| e.handle.to_string(), AgentName::into_inner),
+        encryption_public_key: e.encryption_public_key.map(EncryptionKey::into_inner),
+        capabilities: e.capabilities.into_vec(),
+        metadata: e.metadata.into_inner(),
+        max_concurrent_tasks: e.max_concurrent_tasks.get(),
+    };
+    let conflict = app
+        .store
+        .insert_enrollment_challenge(
+            &NewChallenge {
+                id,
+                purpose: ChallengePurpose::Enroll,
+                agent_id: None,
+                public_key: e.public_key.to_base64(),
+                challenge: text.clone(),
+                payload: Some(serde_json::to_value(&pending).map_err(Error::internal)?),
+                expires_at,
+                created_at: now,
+            },
+            e.handle.as_str(),
+        )
+        .await?;
+    if let Some(conflict) = conflict {
+        return Err(StoreError::Conflict(conflict).into());
+    }
+    Ok(Challenge {
+        id,
+        text,
+        expires_at,
+    })
+}
+
+/// A fresh token and the agent it is for.
+#[derive(Debug)]
+pub struct Session {
+    pub token: String,
+    pub expires_at: DateTime<Utc>,
+    pub agent: AgentRecord,
+}
+
+/// Loads a challenge for `purpose` and checks it is still usable and the signature is right.
+/// A bad signature counts towards the lock-out.
+async fn check_challenge(
+    app: &App,
+    id: Uuid,
+    purpose: ChallengePurpose,
+    signature: &str,
+) -> Result<ChallengeRecord> {
+    let what = match purpose {
+        ChallengePurpose::Enroll => "enrollment",
+        ChallengePurpose::Auth => "challenge",
+    };
+    let c = app
+        .store
+        .challenge(id)
+        .await?
+        .filter(|c| c.purpose == purpose)
+        .ok_or_else(|| Error::not_found(what))?;
+    if c.consumed_at.is_some() {
+        return Err(Error::conflict(
+            "challenge_used",
+            "this challenge was already used",
+        ));
+    }
+    if c.expires_at <= Utc::now() {
+        return Err(Error::new(
+            ErrorKind::Gone,
+            "challenge_expired",
+            "this challenge has expired",
+        ));
+    }
+    if c.failures >= MAX_CHALLENGE_FAILURES {
+        return Err(Error::conflict(
+            "challenge_locked",
+            "too many bad signatures; request a new challenge",
+        ));
+    }
+    let sig_bytes: [u8; 64] = STANDARD
+        .decode(signature.trim())
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| {
+            Error::field(
+                "signature",
+                "must be 64 bytes, base64 (standard alphabet, padded)",
+            )
+        })?;
+    let key = PublicKey::parse(&c.public_key)
+        .map_err(|_| Error::internal("stored public key is invalid"))?;
+    if key
+        .verifying_key()
+        .verify_strict(c.challenge.as_bytes(), &Signature::from_bytes(&sig_bytes))
+        .is_err()
+    {
+        app.store.record_challenge_failure(id).await?;
+        return Err(Error::new(
+            ErrorKind::Unauthenticated,
+            "invalid_signature",
+            "signature does not verify",
+        ));
+    }
+    Ok(c)
+}
+
+fn issue(app: &App, agent: &AgentRecord, role: Role) -> Result<Issued> {
+    Ok(tokens::issue(
+        &app.keys(),
+        agent.id,
+        &agent.handle,
+        role,
+        Utc::now(),
+        app.config.token_ttl,
+    )?)
+}
+
+/// Completes an enrollment with the signed challenge: the agent, its accounts, its first token
+/// and the audit record are created together.
+pub async fn complete_enrollment(
+    app: &App,
+    enrollment_id: Uuid,
+    signature: &str,
+    ip: Option<String>,
+) -> Result<Session> {
+    let c = check_challenge(app, enrollment_id, ChallengePurpose::Enroll, signature).await?;
+    let pending: PendingEnrollment = c
+        .payload
+        .clone()
+        .and_then(|p| serde_json::from_value(p).ok())
+        .ok_or_else(|| Error::internal("enrollment payload unreadable"))?;
+    let now = Utc::now();
+    let agent = NewAgent {
+        id: Uuid::now_v7(),
+        handle: pending.agent_id,
+        name: pending.agent_name,
+        public_key: c.public_key.clone(),
+        encryption_public_key: pending.encryption_public_key,
+        capabilities: pending.capabilities,
+        metadata: pending.metadata,
+        max_concurrent_tasks: pending.max_concurrent_tasks,
+        role: Role::Agent,
+        created_at: now,
+    };
+    let issued = tokens::issue(
+        &app.keys(),
+        agent.id,
+        &agent.handle,
+        Role::Agent,
+        now,
+        app.config.token_ttl,
+    )?;
+    // The enrolling client acts as the agent it becomes.
+    let entry = audit::by_agent(
+        (agent.id, &agent.handle),
+        ip,
+        "agent.enroll",
+        json!({"agent_id": agent.handle, "jti": issued.record.jti}),
+    );
+    let record = app
+        .store
+        .complete_enrollment(c.id, &agent, &issued.record, &entry)
+        .await?;
+    events::agent_changed(app, record.id).await;
+    Ok(Session {
+        token: issued.token,
+        expires_at: issued.record.expires_at,
+        agent: record,
+    })
+}
+
+fn refuse_suspended(agent: &AgentRecord) -> Result<()> {
+    if agent.suspended {
+        return Err(Error::forbidden(
+            "agent_suspended",
+            "this agent is suspended",
+        ));
+    }
+    Ok(())
+}
+
+/// A login challenge for an enrolled agent (by UUID or handle).
+pub async fn login_challenge(app: &App, id_or_handle: &str) -> Result<Challenge> {
+    let agent = app.find_agent(id_or_handle).await?;
+    refuse_suspended(&agent)?;
+    let now = Utc::now();
+    let id = Uuid::now_v7();
+    let text = challenge_text(AUTH_PREFIX, id);
+    let expires_at = now + app.config.challenge_ttl;
+    app.store
+        .insert_challenge(&NewChallenge {
+            id,
+            purpose: ChallengePurpose::Auth,
+            agent_id: Some(agent.id),
+            public_key: agent.public_key.clone(),
+            challenge: text.clone(),
+            payload: None,
+            expires_at,
+            created_at: now,
+        })
+        .await?;
+    Ok(Challenge {
+        id,
+        text,
+        expires_at,
+    })
+}
+
+/// Exchanges a signed login challenge for a token.
+pub async fn login(
+    app: &App,
+    challenge_id: Uuid,
+    signature: &str,
+    ip: Option<String>,
+) -> Result<Session> {
+    let c = check_challenge(app, challenge_id, ChallengePurpose::Auth, signature).await?;
+    let agent_id = c
+        .agent_id
+        .ok_or_else(|| Error::internal("auth challenge without agent"))?;
+    let agent = app
+        .store
+        .agent(agent_id)
+        .await?
+        .ok_or_else(|| Error::not_found("agent"))?;
+    refuse_suspended(&agent)?;
+    let issued = issue(app, &agent, agent.role)?;
+    let entry = audit::by_agent(
+        (agent.id, &agent.handle),
+        ip,
+        "token.issue",
+        json!({"agent_id": agent.handle, "jti": issued.record.jti}),
+    );
+    app.store
+        .complete_login(c.id, &issued.record, &entry)
+        .await?;
+    Ok(Session {
+        token: issued.token,
+        expires_at: issued.record.expires_at,
+        agent,
+    })
+}
+
+/// Full check of a bearer token: cryptography (remembered per token), then storage:
+/// revocation, role and suspension, read on every request so they bite at once.
+pub async fn authenticate(app: &App, token: &str, client_ip: Option<String>) -> Result<Caller> {
+    let claims = app.verified.verify(&app.keys(), token, Utc::now())?;
+    let state = app
+        .store
+        .auth_state(claims.jti, claims.sub)
+        .await?
+        .ok_or_else(|| Error::unauthenticated("invalid or expired token"))?;
+    if state.revoked {
+        return Err(Error::unauthenticated("token has been revoked"));
+    }
+    if state.suspended {
+        return Err(Error::forbidden(
+            "agent_suspended",
+            "this agent is suspended",
+        ));
+    }
+    app.presence.seen(claims.sub);
+    Ok(Caller {
+        id: claims.sub,
+        handle: state.handle,
+        role: state.role,
+        jti: claims.jti,
+        expires_at: DateTime::from_timestamp(claims.exp, 0).unwrap_or_default(),
+        client_ip,
+    })
+}
+
+/// Swaps the caller's token for a fresh one; the presented one is revoked.
+pub async fn rotate(app: &App, caller: &Caller) -> Result<Session> {
+    let agent = app
+        .store
+        .agent(caller.id)
+        .await?
+        .ok_or_else(|| Error::unauthenticated("unknown agent"))?;
+    let issued = issue(app, &agent, agent.role)?;
+    let entry = audit::by(
+        caller,
+        "token.rotate",
+        Some(agent.id.to_string()),
+        json!({"old_jti": caller.jti, "new_jti": issued.record.jti}),
+    );
+    if !app
+        .store
+        .rotate_token(caller.jti, &issued.record, &entry)
+        .await?
+    {
+        return Err(Error::unauthenticated("token has been revoked"));
+    }
+    Ok(Session {
+        token: issued.token,
+        expires_at: issued.record.expires_at,
+        agent,
+    })
+}
+
+/// Revokes the caller's token; false when it was revoked already.
+pub async fn revoke(app: &App, caller: &Caller) -> Result<bool> {
+    let entry = audit::by(
+        caller,
+        "token.revoke",
+        Some(caller.id.to_string()),
+        json!({"jti": caller.jti}),
+    );
+    Ok(app
+        .store
+        .revoke_token(caller.jti, Utc::now(), &entry)
+        .await?)
+}

@@ -1,0 +1,81 @@
+//! The side effects of a change, published on the event bus: task updates to the agents a
+//! task concerns, matching rounds for tasks that became available, and agent changes for the
+//! matching index on every node. A failed publish is logged and never fails the operation:
+//! the change is committed, and the matching loop and the index rebuild catch up.
+
+use chrono::Utc;
+use nervix_core::TaskStatus;
+use nervix_store::TaskRecord;
+use uuid::Uuid;
+
+use super::App;
+use crate::bus::{Event, Frame};
+
+/// Publishes `frame` to one agent.
+pub async fn to_agent(app: &App, agent_id: Uuid, frame: Frame) {
+    if let Err(e) = app.bus.publish(Event::ToAgent { agent_id, frame }).await {
+        tracing::warn!(error = %e, %agent_id, "publishing a frame failed");
+    }
+}
+
+/// An agent's profile or workload changed: every node's matching index reads it back.
+pub async fn agent_changed(app: &App, agent_id: Uuid) {
+    if let Err(e) = app.bus.publish(Event::AgentChanged { agent_id }).await {
+        tracing::warn!(error = %e, %agent_id, "publishing an agent change failed");
+    }
+}
+
+/// A task changed status: tell its poster and assignee, and offer it if it is claimable now.
+pub async fn task_changed(app: &App, t: &TaskRecord) {
+    let frame = Frame::TaskUpdate {
+        task_id: t.id,
+        status: t.status,
+        assigned_agent_id: t.assigned_agent_id,
+        updated_at: t.updated_at,
+    };
+    to_agent(app, t.posted_by, frame.clone()).await;
+    if let Some(assignee) = t.assigned_agent_id.filter(|a| *a != t.posted_by) {
+        to_agent(app, assignee, frame).await;
+    }
+    if t.status == TaskStatus::Available && t.retry_at.is_none_or(|r| r <= Utc::now()) {
+        offer(app, t.clone());
+    }
+}
+
+/// [`task_changed`] for each task of a cascade (unblocked, cancelled or failed dependents).
+pub async fn tasks_changed(app: &App, tasks: &[TaskRecord]) {
+    for t in tasks {
+        task_changed(app, t).await;
+    }
+}
+
+/// Publishes the first matching round of a freshly posted task (stored as already in round 1,
+/// see `NewPost::notifies_first_round`): no database write stands between post and notify.
+pub fn announce(app: &App, t: TaskRecord) {
+    let app = app.clone();
+    tokio::spawn(async move {
+        app.matcher
+            .publish_round(app.bus.as_ref(), &app.metrics, &t, 0, t.created_at)
+            .await;
+    });
+}
+
+/// Runs the next matching round of a task that became available again, in the background.
+pub fn offer(app: &App, t: TaskRecord) {
+    let app = app.clone();
+    tokio::spawn(async move {
+        if let Err(e) = app
+            .matcher
+            .notify(
+                app.store.as_ref(),
+                app.bus.as_ref(),
+                &app.metrics,
+                &t,
+                t.updated_at,
+            )
+            .await
+        {
+            tracing::warn!(task = %t.id, error = %e, "matching failed; the matching loop will retry");
+        }
+    });
+}

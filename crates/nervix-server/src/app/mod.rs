@@ -1,0 +1,101 @@
+//! The application layer: every operation of the platform, with its side effects (events
+//! published, agents offered work, idempotency, audit records), one module per area.
+//!
+//! It knows the store, the event bus and the matching index, and nothing of HTTP: handlers in
+//! `api/` parse a request, call one operation here and shape its result; background workers
+//! call the same operations. Inputs arrive parsed into `nervix_core` types, so an operation
+//! never re-checks a field's rules.
+
+pub mod agents;
+pub mod audit;
+pub mod auth;
+pub mod economy;
+mod error;
+pub mod events;
+pub mod idempotency;
+pub mod tasks;
+pub mod workflows;
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use nervix_core::quality::CheckPipeline;
+use nervix_core::Role;
+use nervix_store::{AgentRecord, Store};
+use parking_lot::RwLock;
+use uuid::Uuid;
+
+pub use error::{Error, ErrorKind, Result};
+
+use crate::auth::keys::KeyRing;
+use crate::auth::VerifiedTokens;
+use crate::bus::EventBus;
+use crate::config::Config;
+use crate::matching::Matcher;
+use crate::metrics::Metrics;
+use crate::presence::Presence;
+
+/// Everything the operations work with. Cheap to clone: every part is shared.
+#[derive(Clone)]
+pub struct App {
+    pub config: Arc<Config>,
+    pub store: Arc<dyn Store>,
+    pub bus: Arc<dyn EventBus>,
+    pub matcher: Arc<Matcher>,
+    pub metrics: Arc<Metrics>,
+    pub presence: Arc<Presence>,
+    pub checks: Arc<CheckPipeline>,
+    /// Reloaded from disk by a background loop after a rotation.
+    pub keys: Arc<RwLock<Arc<KeyRing>>>,
+    /// Bearer tokens whose signature already verified (storage checks still run per request).
+    pub verified: Arc<VerifiedTokens>,
+}
+
+impl App {
+    /// The current key ring.
+    pub fn keys(&self) -> Arc<KeyRing> {
+        self.keys.read().clone()
+    }
+
+    /// An agent by UUID or handle.
+    pub async fn find_agent(&self, id_or_handle: &str) -> Result<AgentRecord> {
+        let found = match Uuid::parse_str(id_or_handle) {
+            Ok(id) => self.store.agent(id).await?,
+            Err(_) => self.store.agent_by_handle(id_or_handle).await?,
+        };
+        found.ok_or_else(|| Error::not_found("agent"))
+    }
+
+    /// The same application over another store (the background workers' own pool).
+    pub fn with_store(&self, store: Arc<dyn Store>) -> App {
+        App {
+            store,
+            ..self.clone()
+        }
+    }
+}
+
+/// Who is acting: an authenticated agent (or admin), and where the request came from.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub id: Uuid,
+    pub handle: String,
+    pub role: Role,
+    pub jti: Uuid,
+    pub expires_at: DateTime<Utc>,
+    pub client_ip: Option<String>,
+}
+
+impl Caller {
+    pub fn is_admin(&self) -> bool {
+        self.role == Role::Admin
+    }
+
+    pub fn require_admin(&self) -> Result<()> {
+        if self.is_admin() {
+            Ok(())
+        } else {
+            Err(Error::forbidden("forbidden", "admin role required"))
+        }
+    }
+}

@@ -1,0 +1,189 @@
+//! DAG workflows: a set of tasks with dependencies by key, posted (and escrowed) at once.
+
+use std::collections::HashMap;
+
+use chrono::Utc;
+use nervix_core::dag::{topo_order, DagNode};
+use nervix_core::{FieldErrors, TaskSpec, TaskStatus};
+use nervix_store::{NewPost, NewWorkflow, TaskRecord, WorkflowRecord};
+use serde_json::json;
+use uuid::Uuid;
+
+use super::idempotency::{self, Outcome, Render};
+use super::tasks::new_task;
+use super::{audit, events, App, Caller, Error, Result};
+
+/// A workflow name: 1–200 characters after trimming.
+pub fn parse_name(raw: &str) -> Result<String> {
+    let name = raw.trim();
+    if name.is_empty() || name.chars().count() > 200 {
+        return Err(Error::field("name", "must be 1 to 200 characters"));
+    }
+    Ok(name.to_owned())
+}
+
+/// One task of a workflow as posted: its key, the keys it depends on, and its fields.
+pub struct Node<'a, F> {
+    pub key: &'a str,
+    pub depends_on: &'a [String],
+    pub fields: F,
+}
+
+/// A workflow and its tasks, in dependency order.
+#[derive(Debug)]
+pub struct Workflow {
+    pub workflow: WorkflowRecord,
+    pub tasks: Vec<TaskRecord>,
+}
+
+/// Posts a workflow: the graph is checked first (cycles, unknown keys, self-dependencies, size:
+/// `invalid_dag`), then every task's fields, all reported at once; then the whole workflow is
+/// escrowed and created in one transaction.
+pub async fn post<F>(
+    app: &App,
+    caller: &Caller,
+    name: String,
+    nodes: &[Node<'_, F>],
+    parse: impl Fn(&F, &str) -> std::result::Result<TaskSpec, FieldErrors>,
+    key: Option<&idempotency::Key>,
+    render: Render<'_, Workflow>,
+) -> Result<Outcome<Workflow>> {
+    let dag: Vec<DagNode<'_>> = nodes
+        .iter()
+        .map(|n| DagNode {
+            key: n.key,
+            depends_on: n.depends_on,
+        })
+        .collect();
+    let order = topo_order(&dag).map_err(|e| Error::invalid("invalid_dag", e.to_string()))?;
+    let mut errs = FieldErrors::default();
+    let mut ids: HashMap<&str, Uuid> = HashMap::new();
+    let mut tasks = Vec::with_capacity(order.len());
+    for i in order {
+        let node = &nodes[i];
+        match parse(&node.fields, &format!("tasks[{i}].")) {
+            Ok(spec) => {
+                let mut t = new_task(&spec);
+                t.workflow_key = Some(node.key.to_owned());
+                t.depends_on = node
+                    .depends_on
+                    .iter()
+                    .filter_map(|k| ids.get(k.as_str()).copied())
+                    .collect();
+                ids.insert(node.key, t.id);
+                tasks.push(t);
+            }
+            Err(e) => {
+                errs.0.extend(e.0);
+                // Keep dependents resolvable so every task's own errors are reported.
+                ids.insert(node.key, Uuid::nil());
+            }
+        }
+    }
+    errs.into_result()?;
+    idempotency::once(app, caller, key, render, || async {
+        let wf_id = Uuid::now_v7();
+        let post = NewPost {
+            poster: caller.id,
+            from_treasury: caller.is_admin(),
+            workflow: Some(NewWorkflow {
+                id: wf_id,
+                name: name.clone(),
+            }),
+            tasks: tasks.clone(),
+            at: Utc::now(),
+            audit: Some(audit::by(
+                caller,
+                "workflow.post",
+                Some(wf_id.to_string()),
+                json!({"tasks": nodes.len()}),
+            )),
+            notifies_first_round: true,
+        };
+        let created = app.store.post_tasks(&post).await?;
+        for t in created.iter().filter(|t| t.status == TaskStatus::Available) {
+            events::announce(app, t.clone());
+        }
+        let workflow = app
+            .store
+            .workflow(wf_id)
+            .await?
+            .ok_or_else(|| Error::internal("workflow vanished"))?;
+        Ok(Workflow {
+            workflow,
+            tasks: created,
+        })
+    })
+    .await
+}
+
+pub async fn get(app: &App, id: Uuid) -> Result<Workflow> {
+    let workflow = app
+        .store
+        .workflow(id)
+        .await?
+        .ok_or_else(|| Error::not_found("workflow"))?;
+    let tasks = app.store.workflow_tasks(id).await?;
+    Ok(Workflow { workflow, tasks })
+}
+
+/// Cancels a workflow (poster or admin): every open task is cancelled and refunded.
+pub async fn cancel(app: &App, caller: &Caller, id: Uuid) -> Result<Workflow> {
+    let wf = get(app, id).await?;
+    if wf.workflow.posted_by != caller.id && !caller.is_admin() {
+        return Err(Error::forbidden(
+            "forbidden",
+            "only the poster or an admin may cancel a workflow",
+        ));
+    }
+    let entry = audit::by(caller, "workflow.cancel", Some(id.to_string()), json!({}));
+    let workflow = app.store.cancel_workflow(id, Utc::now(), &entry).await?;
+    let tasks = app.store.workflow_tasks(id).await?;
+    let before: HashMap<Uuid, &TaskRecord> = wf.tasks.iter().map(|t| (t.id, t)).collect();
+    for t in &tasks {
+        let Some(old) = before.get(&t.id) else {
+            continue;
+        };
+        if old.status == t.status {
+            continue;
+        }
+        if let Some(a) = old.assigned_agent_id {
+            events::agent_changed(app, a).await;
+        }
+        events::task_changed(app, t).await;
+    }
+    Ok(Workflow { workflow, tasks })
+}
+
+/// Progress of a workflow's tasks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Progress {
+    pub total: usize,
+    pub completed: usize,
+    pub failed: usize,
+    pub running: usize,
+    pub percent: u8,
+}
+
+pub fn progress(tasks: &[TaskRecord]) -> Progress {
+    let count = |f: &dyn Fn(TaskStatus) -> bool| tasks.iter().filter(|t| f(t.status)).count();
+    let completed = count(&|s| s == TaskStatus::Completed);
+    let failed = count(&|s| {
+        matches!(
+            s,
+            TaskStatus::Failed | TaskStatus::Expired | TaskStatus::Cancelled
+        )
+    });
+    let running = count(&|s| matches!(s, TaskStatus::Claimed | TaskStatus::Submitted));
+    let total = tasks.len();
+    Progress {
+        total,
+        completed,
+        failed,
+        running,
+        percent: (completed * 100)
+            .checked_div(total)
+            .and_then(|p| u8::try_from(p).ok())
+            .unwrap_or(0),
+    }
+}

@@ -1,0 +1,5 @@
+//! JSON shapes of the wire contract that more than one route uses. Each `api/` module keeps
+//! the shapes that are its own.
+
+pub mod agents;
+pub mod tasks;
