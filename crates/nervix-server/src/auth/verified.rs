@@ -17,7 +17,7 @@ use parking_lot::Mutex;
 use sha2::{Digest, Sha256};
 
 use super::keys::KeyRing;
-use super::{verify_with_kid, AuthError, Claims};
+use super::token::{verify_with_kid, AuthError, Claims};
 
 /// Bounds the memory: about 300 bytes an entry.
 const CAPACITY: usize = 16_384;

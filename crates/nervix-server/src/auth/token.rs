@@ -1,0 +1,108 @@
+//! EdDSA JWTs: what a token claims, how one is issued, and its cryptographic check.
+
+use chrono::{DateTime, Utc};
+use jsonwebtoken::{Algorithm, Header, Validation};
+use nervix_core::Role;
+use nervix_store::TokenRecord;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::keys;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// Deliberately one message for every way a token can be wrong: which check failed is
+    /// of use to an attacker only.
+    #[error("invalid or expired token")]
+    InvalidToken,
+    #[error("signing a token failed: {0}")]
+    Signing(#[from] jsonwebtoken::errors::Error),
+}
+
+pub const ISSUER: &str = "nervix";
+pub const AUDIENCE: &str = "nervix-api";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Claims {
+    pub iss: String,
+    pub aud: String,
+    pub sub: Uuid,
+    pub agent_id: String,
+    pub role: Role,
+    pub iat: i64,
+    pub exp: i64,
+    pub jti: Uuid,
+}
+
+/// A freshly signed token and what storage must remember of it.
+pub struct Issued {
+    pub token: String,
+    pub record: TokenRecord,
+}
+
+pub fn issue(
+    ring: &keys::KeyRing,
+    agent: Uuid,
+    handle: &str,
+    role: Role,
+    now: DateTime<Utc>,
+    ttl: chrono::Duration,
+) -> Result<Issued, AuthError> {
+    let key = ring.active();
+    let expires_at = now + ttl;
+    let claims = Claims {
+        iss: ISSUER.into(),
+        aud: AUDIENCE.into(),
+        sub: agent,
+        agent_id: handle.into(),
+        role,
+        iat: now.timestamp(),
+        exp: expires_at.timestamp(),
+        jti: Uuid::new_v4(),
+    };
+    let mut header = Header::new(Algorithm::EdDSA);
+    header.kid = Some(key.kid.clone());
+    let token = jsonwebtoken::encode(&header, &claims, &key.encoding)?;
+    Ok(Issued {
+        token,
+        record: TokenRecord {
+            jti: claims.jti,
+            agent_id: agent,
+            kid: key.kid.clone(),
+            issued_at: now,
+            expires_at,
+        },
+    })
+}
+
+/// Checks signature, algorithm, issuer, audience and expiry. Storage checks come after.
+pub fn verify(ring: &keys::KeyRing, token: &str) -> Result<Claims, AuthError> {
+    verify_with_kid(ring, token).map(|(claims, _)| claims)
+}
+
+/// [`verify`], also naming the key (`kid`) that signed the token.
+pub(super) fn verify_with_kid(
+    ring: &keys::KeyRing,
+    token: &str,
+) -> Result<(Claims, String), AuthError> {
+    let bad = || AuthError::InvalidToken;
+    let header = jsonwebtoken::decode_header(token).map_err(|_| bad())?;
+    // Only EdDSA: `none`, HMAC with our public key as secret, RSA… are all refused here
+    // and again by `Validation`, which pins the algorithm list.
+    if header.alg != Algorithm::EdDSA {
+        return Err(bad());
+    }
+    let key = header
+        .kid
+        .as_deref()
+        .and_then(|kid| ring.get(kid))
+        .ok_or_else(bad)?;
+    let mut validation = Validation::new(Algorithm::EdDSA);
+    validation.set_issuer(&[ISSUER]);
+    validation.set_audience(&[AUDIENCE]);
+    validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+    validation.leeway = 0;
+    jsonwebtoken::decode::<Claims>(token, &key.decoding, &validation)
+        .map(|d| (d.claims, key.kid.clone()))
+        .map_err(|_| bad())
+}
