@@ -52,19 +52,6 @@ impl ApiError {
     pub fn unauthorized(detail: impl Into<String>) -> Self {
         Self::new(StatusCode::UNAUTHORIZED, "unauthorized", detail)
     }
-    pub fn forbidden(code: &'static str, detail: impl Into<String>) -> Self {
-        Self::new(StatusCode::FORBIDDEN, code, detail)
-    }
-    pub fn not_found(what: &str) -> Self {
-        Self::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!("{what} not found"),
-        )
-    }
-    pub fn conflict(code: &'static str, detail: impl Into<String>) -> Self {
-        Self::new(StatusCode::CONFLICT, code, detail)
-    }
     pub fn rate_limited(retry_after_secs: u64) -> Self {
         let mut e = Self::new(
             StatusCode::TOO_MANY_REQUESTS,
@@ -76,9 +63,6 @@ impl ApiError {
     }
     pub fn field(field: impl Into<String>, message: impl Into<String>) -> Self {
         FieldErrors::from(FieldError::new(field, message)).into()
-    }
-    pub fn unprocessable(code: &'static str, detail: impl Into<String>) -> Self {
-        Self::new(StatusCode::UNPROCESSABLE_ENTITY, code, detail)
     }
 
     /// A 500 whose cause goes to the log only: clients never see internals.
@@ -118,24 +102,13 @@ impl IntoResponse for ApiError {
 
 impl From<FieldErrors> for ApiError {
     fn from(e: FieldErrors) -> Self {
-        let detail =
-            e.0.iter()
-                .map(|f| f.to_string())
-                .collect::<Vec<_>>()
-                .join("; ");
-        ApiError {
-            status: StatusCode::UNPROCESSABLE_ENTITY,
-            code: "validation_failed",
-            detail,
-            errors: e.0,
-            retry_after: None,
-        }
+        app::Error::from(e).into()
     }
 }
 
 impl From<FieldError> for ApiError {
     fn from(e: FieldError) -> Self {
-        FieldErrors::from(e).into()
+        app::Error::from(e).into()
     }
 }
 
