@@ -74,11 +74,25 @@ pub async fn open_store(
     Ok(nervix_store::connect(&config.database_url, &opts).await?)
 }
 
+/// Creates the data folder (and any missing parent) readable by this user only: it holds the
+/// signing keys and the SQLite file. A folder that exists already keeps its mode.
 pub fn ensure_data_dir(dir: &std::path::Path) -> Result<(), ServerError> {
-    std::fs::create_dir_all(dir).map_err(|source| ServerError::DataDir {
+    create_private_dir(dir).map_err(|source| ServerError::DataDir {
         path: dir.to_owned(),
         source,
     })
+}
+
+/// `create_dir_all`, with mode 0700 for every folder it creates.
+pub(crate) fn create_private_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    builder.create(dir)
 }
 
 /// Correlates a request's log lines with the client's view of it; kept when the client sends
