@@ -161,7 +161,8 @@ impl FromRequestParts<AppState> for Caller {
     }
 }
 
-/// Full token check: cryptography, then storage (revocation, role, suspension).
+/// Full token check: cryptography, then storage (revocation, role, suspension), then the
+/// agent's rate limit.
 pub async fn authenticate(
     state: &AppState,
     token: &str,
@@ -171,9 +172,6 @@ pub async fn authenticate(
         let ring: Arc<keys::KeyRing> = state.keys();
         state.verified.verify(&ring, token, Utc::now())?
     };
-    // Limit by the (cryptographically verified) subject before touching storage, so a
-    // flood costs signature checks only.
-    state.limits.check_agent(claims.sub)?;
     let auth = state
         .store
         .auth_state(claims.jti, claims.sub)
@@ -188,6 +186,9 @@ pub async fn authenticate(
             "this agent is suspended",
         ));
     }
+    // Charged only now: a revoked token (say, a stolen one) must not spend the budget of the
+    // agent it was taken from. The price is one storage read per request beyond the limit.
+    state.limits.check_agent(claims.sub)?;
     Ok(Caller {
         id: claims.sub,
         handle: auth.handle,
