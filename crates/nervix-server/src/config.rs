@@ -101,6 +101,8 @@ pub struct Config {
     pub sqlite_writer_cpu: nervix_store::WriterCpu,
     /// How often background loops tick.
     pub worker_interval: Duration,
+    /// How often the public counters (`GET /v1/stats`, `/`) are counted again.
+    pub stats_interval: Duration,
 }
 
 impl Config {
@@ -126,6 +128,7 @@ impl Config {
             retry: nervix_store::RetryPolicy::default(),
             sqlite_writer_cpu: nervix_store::WriterCpu::Auto,
             worker_interval: Duration::from_secs(1),
+            stats_interval: Duration::from_secs(5),
         }
     }
 }

@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod operator;
 pub mod presence;
 pub mod state;
+pub mod stats;
 pub mod workers;
 
 use std::net::SocketAddr;
@@ -151,6 +152,7 @@ pub async fn start(listener: TcpListener, config: Config) -> Result<Running, Ser
     let matcher = Arc::new(matching::Matcher::new(config.match_top_n));
     let indexed = matcher.warm(store.as_ref()).await?;
     tracing::debug!(agents = indexed, "matching index warmed");
+    let stats = Arc::new(stats::PlatformStats::load(store.as_ref()).await?);
     let state = AppState {
         checks: Arc::new(CheckPipeline::standard(config.max_submission_bytes)),
         limits: Arc::new(limits::Limits::new(
@@ -165,6 +167,7 @@ pub async fn start(listener: TcpListener, config: Config) -> Result<Running, Ser
         metrics: Arc::new(metrics::Metrics::default()),
         presence: Arc::new(presence::Presence::default()),
         matcher,
+        stats,
     };
     let workers = workers::spawn_all(&state, worker_store, &shutdown);
     let app = app(state.clone());

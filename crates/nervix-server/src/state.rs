@@ -14,6 +14,7 @@ use crate::limits::Limits;
 use crate::matching::Matcher;
 use crate::metrics::Metrics;
 use crate::presence::Presence;
+use crate::stats::PlatformStats;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -28,6 +29,8 @@ pub struct AppState {
     pub presence: Arc<Presence>,
     pub matcher: Arc<Matcher>,
     pub checks: Arc<CheckPipeline>,
+    /// The public counters, recounted in the background.
+    pub stats: Arc<PlatformStats>,
 }
 
 impl AppState {

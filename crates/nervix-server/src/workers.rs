@@ -163,6 +163,22 @@ pub fn spawn_all(
         }
     }));
 
+    let (s, st) = (store.clone(), state.clone());
+    handles.push(supervise("platform_stats", shutdown.clone(), move |sd| {
+        let (s, st) = (s.clone(), st.clone());
+        async move {
+            // Sleep first: the server started with a fresh count.
+            loop {
+                tokio::select! {
+                    _ = sd.cancelled() => return Ok(()),
+                    _ = tokio::time::sleep(st.config.stats_interval) => {
+                        st.stats.refresh(s.as_ref()).await?;
+                    }
+                }
+            }
+        }
+    }));
+
     let st = state.clone();
     handles.push(supervise("signing_key_reload", shutdown.clone(), move |sd| {
         let st = st.clone();

@@ -1256,9 +1256,13 @@ async fn platform_endpoints(backend: Backend) {
         }
     }
 
-    // Public stats.
+    // Public stats, recounted in the background.
     app.admin_post(task_body("stats task", "5.00", &[])).await;
-    let stats = anon.stats().await.unwrap();
+    let stats = eventually(Duration::from_secs(10), "the task in the stats", || async {
+        let stats = anon.stats().await.unwrap();
+        (stats["tasks_total"] == 1).then_some(stats)
+    })
+    .await;
     assert!(stats["agents"].as_i64().unwrap() >= 2, "{stats}");
     assert_eq!(stats["tasks_total"], 1, "{stats}");
     assert_eq!(stats["tasks_open"], 1, "{stats}");
