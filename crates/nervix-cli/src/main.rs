@@ -7,7 +7,7 @@ mod keygen;
 mod logging;
 mod serve;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 #[derive(Parser)]
 #[command(
@@ -38,7 +38,12 @@ enum Command {
 }
 
 fn main() -> std::process::ExitCode {
-    let mut cli = Cli::parse();
+    // `NERVIX_X=` (set but empty) means unset, as compose and `.env` files write it.
+    let mut command = nervix_server::config::empty_env_means_unset(Cli::command(), &|name| {
+        std::env::var_os(name)
+    });
+    let mut cli = Cli::from_arg_matches(&command.get_matches_mut())
+        .unwrap_or_else(|e| e.format(&mut command).exit());
     // Before the runtime exists, so that its threads inherit the placement.
     let reserved = match &mut cli.command {
         Command::Serve(args) => serve::place_sqlite_writer(args),

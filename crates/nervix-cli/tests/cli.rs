@@ -1,10 +1,12 @@
 //! The `nervix` binary end to end against a real server on the embedded default: key
 //! generation, agent enrollment with a saved token, whoami/login with the saved config, and the
-//! operator's admin token.
+//! operator's admin token; `serve` and `admin` with every variable set but empty.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::io::BufRead;
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use nervix_server::Config;
 
@@ -141,4 +143,79 @@ async fn keygen_enroll_whoami_login_and_admin_token() {
     assert_eq!(audit["items"][0]["target"], agent.id.to_string());
 
     server.shutdown().await;
+}
+
+/// Every `nervix serve` variable.
+const SERVE_VARS: [&str; 15] = [
+    "NERVIX_BIND",
+    "NERVIX_DATA_DIR",
+    "NERVIX_DATABASE_URL",
+    "NERVIX_REDIS_URL",
+    "NERVIX_RATE_LIMIT_ENROLL",
+    "NERVIX_RATE_LIMIT_AGENT",
+    "NERVIX_SPOT_CHECK_RATE",
+    "NERVIX_ACCEPT_THRESHOLD",
+    "NERVIX_BODY_LIMIT",
+    "NERVIX_REQUEST_TIMEOUT",
+    "NERVIX_MAX_REWARD",
+    "NERVIX_MATCH_TOP_N",
+    "NERVIX_MATCH_WINDOW",
+    "NERVIX_SQLITE_WRITER_CPU",
+    "NERVIX_LOG_JSON",
+];
+
+/// `NERVIX_X=` (as docker-compose and `.env` files write it) means unset: `serve` starts on
+/// its defaults (a SQLite file in `./nervix-data`), and so does `admin create-token`.
+#[test]
+fn empty_variables_mean_unset() {
+    let dir = tempfile::tempdir().unwrap();
+    let stderr_path = dir.path().join("serve.stderr");
+    let mut serve = Command::new(env!("CARGO_BIN_EXE_nervix"));
+    // Port 0: the default port may be taken on this machine.
+    serve
+        .args(["serve", "--bind", "127.0.0.1:0"])
+        .current_dir(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&stderr_path).unwrap());
+    for var in SERVE_VARS {
+        serve.env(var, "");
+    }
+    let mut child = serve.spawn().expect("run nervix serve");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            if tx.send(line.unwrap_or_default()).is_err() {
+                break;
+            }
+        }
+    });
+    let mut up = false;
+    while let Ok(line) = rx.recv_timeout(Duration::from_secs(60)) {
+        if line.contains("Nervix is running (sqlite storage)") {
+            up = true;
+            break;
+        }
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let stderr = std::fs::read_to_string(&stderr_path).unwrap();
+    assert!(up, "serve did not start:\n{stderr}");
+    assert!(
+        dir.path().join("nervix-data").join("nervix.db").exists(),
+        "the default database in the default data folder"
+    );
+
+    let out = Command::new(env!("CARGO_BIN_EXE_nervix"))
+        .args(["admin", "create-token"])
+        .current_dir(dir.path())
+        .env("NERVIX_DATA_DIR", "")
+        .env("NERVIX_DATABASE_URL", "")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

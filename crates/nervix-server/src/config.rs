@@ -1,11 +1,13 @@
 //! Operator configuration: `nervix serve` flags, each with its `NERVIX_*` environment variable.
 
+use std::ffi::{OsStr, OsString};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 /// Flags of `nervix serve`. Every flag can also be set through the environment variable named
-/// in its help text; flags win over the environment.
+/// in its help text; flags win over the environment. A variable that is set but empty means
+/// unset once the command has passed through [`empty_env_means_unset`].
 #[derive(Debug, Clone, clap::Args)]
 pub struct ServeArgs {
     /// Listen address.
@@ -57,6 +59,26 @@ pub struct ServeArgs {
     pub log_json: bool,
 }
 
+/// Unbinds every argument of `cmd`, and of its subcommands, whose environment variable is set
+/// but empty, so that `NERVIX_DATABASE_URL=` (as docker-compose and `.env` files write it) means
+/// the same as an unset variable: the flag's default. Clap reads the variables when the command
+/// is built and would otherwise parse the empty value (an empty URL, an invalid number).
+/// `var` reads a variable; `nervix` passes `std::env::var_os`.
+pub fn empty_env_means_unset(
+    cmd: clap::Command,
+    var: &dyn Fn(&OsStr) -> Option<OsString>,
+) -> clap::Command {
+    cmd.mut_args(|arg| {
+        let empty = arg.get_env().and_then(var).is_some_and(|v| v.is_empty());
+        if empty {
+            arg.env(None)
+        } else {
+            arg
+        }
+    })
+    .mut_subcommands(|sub| empty_env_means_unset(sub, var))
+}
+
 /// Resolved configuration the app runs with. Built from [`ServeArgs`] or directly by tests.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -79,6 +101,8 @@ pub struct Config {
     pub sqlite_writer_cpu: nervix_store::WriterCpu,
     /// How often background loops tick.
     pub worker_interval: Duration,
+    /// How often the public counters (`GET /v1/stats`, `/`) are counted again.
+    pub stats_interval: Duration,
 }
 
 impl Config {
@@ -106,6 +130,7 @@ impl Config {
             // serve`, whose flag defaults to `auto`); an embedder or a test keeps the OS's say.
             sqlite_writer_cpu: nervix_store::WriterCpu::Off,
             worker_interval: Duration::from_secs(1),
+            stats_interval: Duration::from_secs(5),
         }
     }
 }
@@ -117,7 +142,7 @@ pub fn default_database_url(data_dir: &std::path::Path) -> String {
 impl From<&ServeArgs> for Config {
     fn from(a: &ServeArgs) -> Self {
         let mut c = Config::for_data_dir(a.data_dir.clone());
-        if let Some(url) = &a.database_url {
+        if let Some(url) = a.database_url.as_ref().filter(|u| !u.is_empty()) {
             c.database_url = url.clone();
         }
         c.redis_url = a.redis_url.clone().filter(|u| !u.is_empty());
@@ -132,5 +157,87 @@ impl From<&ServeArgs> for Config {
         c.match_window = Duration::from_secs(a.match_window.max(1));
         c.sqlite_writer_cpu = a.sqlite_writer_cpu;
         c
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{Args, FromArgMatches};
+
+    use super::*;
+
+    fn nervix() -> clap::Command {
+        clap::Command::new("nervix")
+            .subcommand(ServeArgs::augment_args(clap::Command::new("serve")))
+    }
+
+    fn serve_env_bindings(cmd: &clap::Command) -> Vec<String> {
+        cmd.find_subcommand("serve")
+            .into_iter()
+            .flat_map(|s| s.get_arguments())
+            .filter_map(|a| a.get_env())
+            .map(|n| n.to_string_lossy().into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn empty_variables_are_unbound_in_subcommands() {
+        let all = serve_env_bindings(&nervix());
+        assert!(all.iter().any(|n| n == "NERVIX_DATABASE_URL"), "{all:?}");
+        assert!(all.iter().all(|n| n.starts_with("NERVIX_")), "{all:?}");
+
+        let set = empty_env_means_unset(nervix(), &|_| Some("x".into()));
+        assert_eq!(serve_env_bindings(&set), all, "a set variable stays bound");
+        let unset = empty_env_means_unset(nervix(), &|_| None);
+        assert_eq!(
+            serve_env_bindings(&unset),
+            all,
+            "an unset variable stays bound"
+        );
+
+        let db_empty = empty_env_means_unset(nervix(), &|n| {
+            (n == "NERVIX_DATABASE_URL").then(OsString::new)
+        });
+        let left = serve_env_bindings(&db_empty);
+        assert_eq!(left.len(), all.len() - 1);
+        assert!(!left.iter().any(|n| n == "NERVIX_DATABASE_URL"), "{left:?}");
+
+        let all_empty = empty_env_means_unset(nervix(), &|_| Some(OsString::new()));
+        assert_eq!(serve_env_bindings(&all_empty), Vec::<String>::new());
+    }
+
+    #[test]
+    fn every_variable_empty_gives_the_defaults() {
+        let matches = empty_env_means_unset(nervix(), &|_| Some(OsString::new()))
+            .try_get_matches_from(["nervix", "serve"])
+            .unwrap();
+        let (_, serve) = matches.subcommand().unwrap();
+        let args = ServeArgs::from_arg_matches(serve).unwrap();
+        assert_eq!(args.bind, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(args.database_url, None);
+        assert_eq!(args.redis_url, None);
+        assert!(!args.log_json);
+        let config = Config::from(&args);
+        let defaults = Config::for_data_dir("./nervix-data".into());
+        assert_eq!(config.database_url, defaults.database_url);
+        assert_eq!(config.rate_limit_enroll_per_minute, 30);
+        assert_eq!(config.rate_limit_agent_per_second, 100);
+        assert_eq!(config.max_reward_cents, defaults.max_reward_cents);
+        // `nervix serve` pins the SQLite writer unless told not to; a library user does not.
+        assert_eq!(config.sqlite_writer_cpu, nervix_store::WriterCpu::Auto);
+        assert_eq!(defaults.sqlite_writer_cpu, nervix_store::WriterCpu::Off);
+    }
+
+    #[test]
+    fn an_empty_database_url_flag_means_the_default() {
+        let matches = nervix()
+            .try_get_matches_from(["nervix", "serve", "--data-dir", "/d", "--database-url", ""])
+            .unwrap();
+        let (_, serve) = matches.subcommand().unwrap();
+        let config = Config::from(&ServeArgs::from_arg_matches(serve).unwrap());
+        assert_eq!(
+            config.database_url,
+            default_database_url(std::path::Path::new("/d"))
+        );
     }
 }

@@ -1,6 +1,7 @@
-//! GCRA rate limits (governor): per client IP on enrollment/auth, per agent elsewhere.
+//! GCRA rate limits (governor): per client IP on enrollment/auth (an IPv6 client per /64),
+//! per agent elsewhere.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 use std::num::NonZeroU32;
 
 use governor::clock::{Clock, DefaultClock};
@@ -19,6 +20,19 @@ pub struct Limits {
     clock: DefaultClock,
 }
 
+/// The key the per-IP limit counts a client by: an IPv4 address as it is, also when it arrives
+/// IPv4-mapped (`::ffff:a.b.c.d`, from a dual-stack socket); an IPv6 address by its /64, since
+/// one host is handed a whole /64 and can take a fresh address from it for every request.
+pub fn client_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & (u128::MAX << 64))),
+        },
+    }
+}
+
 impl Limits {
     /// `0` turns a limit off.
     pub fn new(enroll_per_minute: u32, agent_per_second: u32) -> Self {
@@ -31,10 +45,11 @@ impl Limits {
         }
     }
 
+    /// Charges the client at `ip`, counted by [`client_key`].
     pub fn check_ip(&self, ip: IpAddr) -> Result<(), RateLimited> {
         match &self.enroll {
             Some(l) => l
-                .check_key(&ip)
+                .check_key(&client_key(ip))
                 .map_err(|n| self.reject(n.wait_time_from(self.clock.now()))),
             None => Ok(()),
         }
@@ -66,5 +81,59 @@ impl Limits {
             l.retain_recent();
             l.shrink_to_fit();
         }
+    }
+}
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn clients_are_keyed_by_ipv4_address_and_ipv6_slash_64() {
+        assert_eq!(client_key(ip("203.0.113.7")), ip("203.0.113.7"));
+        assert_ne!(client_key(ip("203.0.113.7")), client_key(ip("203.0.113.8")));
+        assert_eq!(client_key(ip("::ffff:203.0.113.7")), ip("203.0.113.7"));
+        assert_eq!(
+            client_key(ip("2001:db8:1:2:aaaa:bbbb:cccc:dddd")),
+            ip("2001:db8:1:2::")
+        );
+        assert_eq!(
+            client_key(ip("2001:db8:1:2::1")),
+            client_key(ip("2001:db8:1:2:ffff:ffff:ffff:ffff"))
+        );
+        assert_ne!(
+            client_key(ip("2001:db8:1:2::1")),
+            client_key(ip("2001:db8:1:3::1"))
+        );
+        assert_ne!(
+            client_key(ip("2001:db8:1:2::1")),
+            client_key(ip("2001:db9:1:2::1"))
+        );
+        assert_eq!(client_key(ip("::1")), ip("::"));
+    }
+
+    #[test]
+    fn one_ipv6_host_cannot_rotate_past_the_limit() {
+        let limits = Limits::new(3, 0);
+        for host in ["2001:db8::1", "2001:db8::2", "2001:db8::ffff:1"] {
+            limits.check_ip(ip(host)).unwrap();
+        }
+        assert!(limits.check_ip(ip("2001:db8::abcd")).is_err());
+        // The next /64 is someone else.
+        limits.check_ip(ip("2001:db8:0:1::1")).unwrap();
+    }
+
+    #[test]
+    fn ipv4_clients_are_counted_per_address_mapped_or_not() {
+        let limits = Limits::new(2, 0);
+        limits.check_ip(ip("198.51.100.1")).unwrap();
+        limits.check_ip(ip("::ffff:198.51.100.1")).unwrap();
+        assert!(limits.check_ip(ip("198.51.100.1")).is_err());
+        assert!(limits.check_ip(ip("::ffff:198.51.100.1")).is_err());
+        limits.check_ip(ip("198.51.100.2")).unwrap();
+        limits.check_ip(ip("198.51.100.2")).unwrap();
     }
 }

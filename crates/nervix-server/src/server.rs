@@ -33,7 +33,9 @@ use crate::limits::Limits;
 use crate::matching::Matcher;
 use crate::metrics::Metrics;
 use crate::presence::Presence;
+use crate::private_fs::create_private_dir;
 use crate::state::AppState;
+use crate::stats::PlatformStats;
 use crate::{api, http, workers};
 
 #[derive(Debug, thiserror::Error)]
@@ -67,9 +69,10 @@ pub async fn open_store(
     Ok(nervix_store::connect(&config.database_url, &opts).await?)
 }
 
-/// Creates the data folder if needed.
+/// Creates the data folder (and any missing parent) readable by this user only: it holds the
+/// signing keys and the SQLite file. A folder that exists already keeps its mode.
 pub fn ensure_data_dir(dir: &std::path::Path) -> Result<(), ServerError> {
-    std::fs::create_dir_all(dir).map_err(|source| ServerError::DataDir {
+    create_private_dir(dir).map_err(|source| ServerError::DataDir {
         path: dir.to_owned(),
         source,
     })
@@ -131,7 +134,9 @@ pub async fn start(listener: TcpListener, config: Config) -> Result<Running, Ser
     let matcher = Arc::new(Matcher::new(config.match_top_n));
     let indexed = matcher.warm(store.as_ref()).await?;
     tracing::debug!(agents = indexed, "matching index warmed");
+    let stats = Arc::new(PlatformStats::load(store.as_ref()).await?);
     let app = App {
+        stats,
         checks: Arc::new(CheckPipeline::standard(config.max_submission_bytes)),
         config: config.clone(),
         presence: Arc::new(Presence::new(store.clone(), matcher.clone())),

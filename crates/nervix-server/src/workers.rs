@@ -119,6 +119,22 @@ pub fn spawn_all(
     }));
 
     let a = app.clone();
+    handles.push(supervise("platform_stats", shutdown.clone(), move |sd| {
+        let a = a.clone();
+        async move {
+            // Sleep first: the server started with a fresh count.
+            loop {
+                tokio::select! {
+                    _ = sd.cancelled() => return Ok::<_, WorkerError>(()),
+                    _ = tokio::time::sleep(a.config.stats_interval) => {
+                        a.stats.refresh(a.store.as_ref()).await?;
+                    }
+                }
+            }
+        }
+    }));
+
+    let a = app.clone();
     handles.push(supervise("signing_key_reload", shutdown.clone(), move |sd| {
         let a = a.clone();
         async move {

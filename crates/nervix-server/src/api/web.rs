@@ -2,21 +2,15 @@
 
 use axum::extract::State;
 use axum::response::Html;
-use chrono::Utc;
-use nervix_core::agent::ONLINE_WINDOW;
 use nervix_core::Money;
 
-use crate::error::ApiResult;
 use crate::state::AppState;
 
-pub async fn index(State(state): State<AppState>) -> ApiResult<Html<String>> {
-    let s = state
-        .app
-        .store
-        .stats(Utc::now() - ONLINE_WINDOW)
-        .await
-        .map_err(crate::app::Error::from)?;
-    Ok(Html(format!(
+/// The counters are the snapshot `GET /v1/stats` serves (at most about 5 seconds old).
+pub async fn index(State(state): State<AppState>) -> Html<String> {
+    let snapshot = state.app.stats.current();
+    let s = &snapshot.stats;
+    Html(format!(
         r#"<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Nervix</title>
 <meta name="viewport" content="width=device-width, initial-scale=1">
@@ -42,5 +36,5 @@ Enroll with <code>nervix agent enroll --server URL --agent-id NAME --capabilitie
         s.tasks_open,
         s.tasks_completed,
         Money::from_cents(s.paid_out_cents)
-    )))
+    ))
 }

@@ -34,6 +34,7 @@ use crate::config::Config;
 use crate::matching::Matcher;
 use crate::metrics::Metrics;
 use crate::presence::Presence;
+use crate::stats::PlatformStats;
 
 /// Everything the operations work with. Cheap to clone: every part is shared.
 #[derive(Clone)]
@@ -45,6 +46,8 @@ pub struct App {
     pub metrics: Arc<Metrics>,
     pub presence: Arc<Presence>,
     pub checks: Arc<CheckPipeline>,
+    /// The public counters, recounted in the background.
+    pub stats: Arc<PlatformStats>,
     /// Reloaded from disk by a background loop after a rotation.
     pub keys: Arc<RwLock<Arc<KeyRing>>>,
     /// Bearer tokens whose signature already verified (storage checks still run per request).

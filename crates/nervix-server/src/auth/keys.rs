@@ -4,10 +4,14 @@
 //! key signs; every key on disk verifies, so tokens signed before a rotation stay valid until
 //! they expire, and `/.well-known/jwks.json` lists them all. `kid` is the RFC 7638 thumbprint.
 //! Key material never reaches logs: `SigningKeyFile`'s Debug is redacted.
+//!
+//! A key file that group or others may read or write is refused, not repaired (as the SDK
+//! refuses agent keys): whoever could read it may already hold a copy, so the operator must
+//! learn of it (and rotate), and a writable file could have been swapped for a key of theirs.
 
 use std::collections::HashMap;
 use std::fs;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
@@ -26,6 +30,11 @@ pub enum KeyError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error(
+        "key file {path} has permissions {mode:04o}, which let other users read or replace the \
+         signing key; run `chmod 600 {path}` (and rotate the key if others may have copied it)"
+    )]
+    InsecurePermissions { path: PathBuf, mode: u32 },
     #[error("key file {path} is malformed: {reason}")]
     Malformed { path: PathBuf, reason: String },
     #[error("no signing key")]
@@ -107,7 +116,11 @@ impl KeyRing {
             if path.extension().and_then(|e| e.to_str()) != Some("json") {
                 continue;
             }
-            let text = fs::read_to_string(&path).map_err(io_err(&path))?;
+            let mut f = fs::File::open(&path).map_err(io_err(&path))?;
+            // The mode of the file that is read, not of whatever the path names later.
+            check_private(&path, &f.metadata().map_err(io_err(&path))?)?;
+            let mut text = String::new();
+            f.read_to_string(&mut text).map_err(io_err(&path))?;
             let malformed = |reason: String| KeyError::Malformed {
                 path: path.clone(),
                 reason,
@@ -149,9 +162,10 @@ impl KeyRing {
     /// Writes a new signing key, which becomes the active one. Returns its kid.
     pub fn generate(data_dir: &Path) -> Result<String, KeyError> {
         let dir = Self::keys_dir(data_dir);
-        fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+        crate::private_fs::create_private_dir(&dir).map_err(io_err(&dir))?;
         #[cfg(unix)]
         {
+            // A folder that existed already is tightened too.
             use std::os::unix::fs::PermissionsExt;
             fs::set_permissions(&dir, fs::Permissions::from_mode(0o700)).map_err(io_err(&dir))?;
         }
@@ -229,6 +243,25 @@ impl KeyRing {
     }
 }
 
+/// Refuses a key file that group or others may read or write.
+#[cfg(unix)]
+fn check_private(path: &Path, meta: &fs::Metadata) -> Result<(), KeyError> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(KeyError::InsecurePermissions {
+            path: path.to_owned(),
+            mode,
+        });
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn check_private(_path: &Path, _meta: &fs::Metadata) -> Result<(), KeyError> {
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -256,5 +289,81 @@ mod tests {
         assert!(ring.get(&first).is_some());
         assert_eq!(ring.jwks()["keys"].as_array().unwrap().len(), 2);
         assert!(!format!("{ring:?}").contains("seed"));
+    }
+
+    #[cfg(unix)]
+    fn mode(path: &Path) -> u32 {
+        use std::os::unix::fs::PermissionsExt;
+        fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn key_files_other_users_may_access_are_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let kid = KeyRing::load_or_create(dir.path())
+            .unwrap()
+            .active()
+            .kid
+            .clone();
+        let path = KeyRing::keys_dir(dir.path()).join(format!("{kid}.json"));
+        for loose in [0o644, 0o640, 0o604, 0o620, 0o602, 0o660, 0o700 | 0o001] {
+            fs::set_permissions(&path, fs::Permissions::from_mode(loose)).unwrap();
+            let err = KeyRing::load(dir.path()).unwrap_err();
+            assert!(
+                matches!(&err, KeyError::InsecurePermissions { path: p, mode } if *p == path && *mode == loose),
+                "{loose:04o}: {err:?}"
+            );
+            let message = err.to_string();
+            assert!(
+                message.contains(&path.display().to_string()) && message.contains("chmod 600"),
+                "{message}"
+            );
+            // Neither startup nor a rotation works around it with a fresh key.
+            assert!(matches!(
+                KeyRing::load_or_create(dir.path()),
+                Err(KeyError::InsecurePermissions { .. })
+            ));
+            assert_eq!(
+                mode(&path),
+                loose,
+                "the mode is left for the operator to fix"
+            );
+        }
+        assert_eq!(
+            fs::read_dir(KeyRing::keys_dir(dir.path())).unwrap().count(),
+            1
+        );
+        for private in [0o600, 0o400] {
+            fs::set_permissions(&path, fs::Permissions::from_mode(private)).unwrap();
+            assert_eq!(KeyRing::load(dir.path()).unwrap().active().kid, kid);
+        }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn data_and_key_folders_are_created_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let parent = dir.path().join("srv");
+        let data = parent.join("nervix-data");
+        crate::private_fs::create_private_dir(&data).unwrap();
+        assert_eq!(mode(&parent), 0o700);
+        assert_eq!(mode(&data), 0o700);
+        KeyRing::load_or_create(&data).unwrap();
+        assert_eq!(mode(&KeyRing::keys_dir(&data)), 0o700);
+
+        // A data folder the operator made keeps its mode; a keys folder is tightened.
+        let shared = dir.path().join("shared");
+        fs::create_dir(&shared).unwrap();
+        fs::set_permissions(&shared, fs::Permissions::from_mode(0o750)).unwrap();
+        crate::private_fs::create_private_dir(&shared).unwrap();
+        assert_eq!(mode(&shared), 0o750);
+        let keys = KeyRing::keys_dir(&shared);
+        fs::create_dir(&keys).unwrap();
+        fs::set_permissions(&keys, fs::Permissions::from_mode(0o755)).unwrap();
+        KeyRing::load_or_create(&shared).unwrap();
+        assert_eq!(mode(&keys), 0o700);
     }
 }

@@ -31,6 +31,7 @@ crate::backend_tests!(
     directory_and_public_view,
     enroll_rate_limit_per_ip,
     agent_rate_limit,
+    revoked_token_spends_no_budget,
     error_responses_are_problems,
     concurrent_enrollment_of_one_handle,
     audit_log,
@@ -899,6 +900,34 @@ async fn agent_rate_limit(backend: Backend) {
     app.stop().await;
 }
 
+/// A revoked token is refused before it is charged, so a flood with a stolen, revoked token
+/// leaves the agent's budget to its live token.
+async fn revoked_token_spends_no_budget(backend: Backend) {
+    let Some(app) = TestApp::start_with(backend, |c| c.rate_limit_agent_per_second = 2).await
+    else {
+        return;
+    };
+    let agent = app.enroll("sierra", &[]).await;
+    let mut live = app.client();
+    live.authenticate(&agent.keys, "sierra").await.unwrap();
+    agent.client.revoke().await.unwrap();
+    // The revocation request itself was charged; let the budget (2 per second) fill up again.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    for i in 0..20 {
+        let r = agent
+            .client
+            .request_raw(Method::GET, "/v1/agents/me", &[], None)
+            .await
+            .unwrap();
+        let problem = assert_problem(&r, 401);
+        assert_eq!(problem["code"], "unauthorized", "request {i}: {problem}");
+    }
+    // The whole burst is left for the live token.
+    live.me().await.unwrap();
+    live.me().await.unwrap();
+    app.stop().await;
+}
+
 async fn error_responses_are_problems(backend: Backend) {
     let Some(app) = TestApp::start(backend).await else {
         return;
@@ -1227,9 +1256,13 @@ async fn platform_endpoints(backend: Backend) {
         }
     }
 
-    // Public stats.
+    // Public stats, recounted in the background.
     app.admin_post(task_body("stats task", "5.00", &[])).await;
-    let stats = anon.stats().await.unwrap();
+    let stats = eventually(Duration::from_secs(10), "the task in the stats", || async {
+        let stats = anon.stats().await.unwrap();
+        (stats["tasks_total"] == 1).then_some(stats)
+    })
+    .await;
     assert!(stats["agents"].as_i64().unwrap() >= 2, "{stats}");
     assert_eq!(stats["tasks_total"], 1, "{stats}");
     assert_eq!(stats["tasks_open"], 1, "{stats}");

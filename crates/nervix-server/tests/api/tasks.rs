@@ -32,6 +32,7 @@ crate::backend_tests!(
     matching_notifies_top_n,
     leaderboard_ranks_agents,
     stale_idempotency_reservation_is_purged,
+    stats_are_served_from_a_snapshot,
 );
 
 const PERSON_SCHEMA: &str = r#"{"type": "object", "required": ["name"],
@@ -1234,4 +1235,92 @@ async fn stale_idempotency_reservation_is_purged(backend: Backend) {
     )
     .await;
     assert_eq!(posted["title"], "after a crash");
+}
+
+/// The counters `GET /v1/stats` and `/` show, at startup, unchanged until the next count, and
+/// right after it.
+async fn stats_are_served_from_a_snapshot(backend: Backend) {
+    // No background count during the test: only the one at startup and the test's own.
+    let Some(app) =
+        TestApp::start_with(backend, |c| c.stats_interval = Duration::from_secs(3600)).await
+    else {
+        return;
+    };
+    let anon = app.client();
+    let page = || async {
+        let r = anon.request_raw(Method::GET, "/", &[], None).await.unwrap();
+        assert_eq!(r.status, 200);
+        String::from_utf8(r.body).unwrap()
+    };
+    // Counted at startup: the operator's admin identity existed then, and nothing else.
+    let before = anon.stats().await.unwrap();
+    assert_eq!(
+        before,
+        json!({"agents": 1, "agents_online": 0, "tasks_total": 0, "tasks_open": 0,
+               "tasks_completed": 0, "workflows": 0, "total_paid_out": "0.00"})
+    );
+    assert!(page().await.contains(r#"<dd id="agents">1</dd>"#));
+
+    let worker = app.enroll("tally", &["writing"]).await;
+    let idle = app.enroll("idle", &[]).await;
+    idle.client.me().await.unwrap();
+    let done = id_of(
+        &app.admin_post(task_body("Count me", "12.50", &["writing"]))
+            .await,
+    );
+    app.admin_post(task_body("Leave me open", "3.00", &[]))
+        .await;
+    app.admin_post(task_body("Leave me open too", "2.00", &[]))
+        .await;
+    let cancelled = id_of(&app.admin_post(task_body("Cancelled", "2.00", &[])).await);
+    let (status, v) = app
+        .admin
+        .request(Method::POST, &format!("/v1/tasks/{cancelled}/cancel"), None)
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{v}");
+    complete(&worker, done).await;
+    let paid = worker.client.me().await.unwrap().total_earnings.unwrap();
+    assert!(paid.cents() > 0);
+
+    // Requests read the snapshot, not the tables.
+    assert_eq!(anon.stats().await.unwrap(), before);
+    assert!(page().await.contains(r#"<dd id="agents">1</dd>"#));
+
+    // Presence reaches storage in the background: count again until everyone is seen.
+    let expected = json!({"agents": 3, "agents_online": 3, "tasks_total": 4, "tasks_open": 2,
+        "tasks_completed": 1, "workflows": 0, "total_paid_out": paid.to_string()});
+    let state = &app.running().state;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        state
+            .app
+            .stats
+            .refresh(state.app.store.as_ref())
+            .await
+            .unwrap();
+        let after = anon.stats().await.unwrap();
+        if after == expected {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{after} after a recount, expected {expected}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let html = page().await;
+    for (id, value) in [
+        ("agents", "3".to_owned()),
+        ("online", "3".to_owned()),
+        ("open", "2".to_owned()),
+        ("completed", "1".to_owned()),
+        ("paid", paid.to_string()),
+    ] {
+        assert!(
+            html.contains(&format!(r#"<dd id="{id}">{value}</dd>"#)),
+            "{id} = {value} in\n{html}"
+        );
+    }
+    app.stop().await;
 }
