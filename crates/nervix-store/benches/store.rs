@@ -78,9 +78,17 @@ fn bench(c: &mut Criterion) {
     let url = format!("sqlite://{}", dir.path().join("bench.db").display());
     let store: Arc<dyn Store> = rt.block_on(async {
         Arc::new(
-            SqliteStore::connect(&url, &ConnectOptions::default())
-                .await
-                .unwrap(),
+            // As `nervix serve` runs it (pinning is opt-in): the measurements in
+            // docs/PERFORMANCE.md were taken this way.
+            SqliteStore::connect(
+                &url,
+                &ConnectOptions {
+                    sqlite_writer_cpu: WriterCpu::Auto,
+                    ..ConnectOptions::default()
+                },
+            )
+            .await
+            .unwrap(),
         )
     });
     // One statement's round trip through sqlx's SQLite worker thread (`SELECT 1`): the unit

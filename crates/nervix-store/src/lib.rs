@@ -53,7 +53,9 @@ pub async fn connect(url: &str, opts: &ConnectOptions) -> Result<Arc<dyn Store>>
 pub struct ConnectOptions {
     pub max_connections: u32,
     pub acquire_timeout: std::time::Duration,
-    /// Where the SQLite writer runs (ignored by PostgreSQL).
+    /// Where the SQLite writer runs (ignored by PostgreSQL). Off by default: pinning a thread
+    /// to a CPU only pays when the rest of the process keeps off that CPU, which is the
+    /// caller's decision (`nervix serve` asks for [`WriterCpu::Auto`] and confines itself).
     pub sqlite_writer_cpu: WriterCpu,
 }
 
@@ -62,7 +64,7 @@ impl Default for ConnectOptions {
         Self {
             max_connections: 16,
             acquire_timeout: std::time::Duration::from_secs(5),
-            sqlite_writer_cpu: WriterCpu::Auto,
+            sqlite_writer_cpu: WriterCpu::Off,
         }
     }
 }
@@ -238,4 +240,16 @@ pub trait Store: Send + Sync + 'static {
     async fn release_idempotency_key(&self, agent: Uuid, key: &str) -> Result<()>;
     /// Drops reservations still in progress since before `before` (their request died).
     async fn purge_stale_idempotency_keys(&self, before: DateTime<Utc>) -> Result<u64>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Pinning the SQLite writer is opt-in: a library user (or a test) that takes the defaults
+    /// leaves every thread to the OS.
+    #[test]
+    fn default_options_do_not_pin_the_writer() {
+        assert_eq!(ConnectOptions::default().sqlite_writer_cpu, WriterCpu::Off);
+    }
 }

@@ -6,8 +6,19 @@ use futures::future::BoxFuture;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 use sqlx::Postgres;
 
-use crate::sql::{impl_sql_store, Tx};
+use crate::sql::{retry_transient, Tx};
 use crate::ConnectOptions;
+
+// The one SQL implementation, compiled here against PostgreSQL (and in `sqlite/mod.rs`
+// against SQLite): mounting the same files twice is the point.
+#[allow(clippy::duplicate_mod)]
+#[path = "sql/impl/mod.rs"]
+mod sql_impl;
+
+/// The database the mounted SQL (`sql_impl`) is written against.
+type Db = Postgres;
+/// The store the mounted SQL implements [`crate::Store`] for.
+type Backend = PgStore;
 
 pub struct PgStore {
     pool: PgPool,
@@ -32,7 +43,7 @@ impl PgStore {
             .await?;
         sqlx::migrate!("migrations/postgres").run(&pool).await?;
         let store = PgStore { pool };
-        store.ensure_platform_accounts().await?;
+        sql_impl::ensure_platform_accounts(&store).await?;
         Ok(store)
     }
 
@@ -53,10 +64,13 @@ impl PgStore {
             + Sync
             + 'static,
     {
-        crate::sql::retry_transient!({
-            let tx = self.pool.begin().await?;
-            f(Tx::Own(tx), &data).await
+        retry_transient(&mut (&self.pool, &f, &data), |&mut (pool, f, data)| {
+            Box::pin(async move {
+                let tx = pool.begin().await?;
+                f(Tx::Own(tx), data).await
+            })
         })
+        .await
     }
 
     /// Runs a single-statement write `f` (atomic on its own) on a pooled connection.
@@ -77,5 +91,3 @@ impl PgStore {
         self.pool.close().await;
     }
 }
-
-impl_sql_store!(PgStore, sqlx::Postgres);

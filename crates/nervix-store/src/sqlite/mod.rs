@@ -8,6 +8,11 @@
 //! path; the writer's own automatic checkpoint then finds little left to do.
 
 mod checkpoint;
+// The one SQL implementation, compiled here against SQLite (and in `postgres.rs` against
+// PostgreSQL): mounting the same files twice is the point.
+#[allow(clippy::duplicate_mod)]
+#[path = "../sql/impl/mod.rs"]
+mod sql_impl;
 mod writer;
 
 use std::str::FromStr;
@@ -22,10 +27,15 @@ use sqlx::sqlite::{
 };
 use sqlx::{ConnectOptions as _, Connection as _, Sqlite};
 
-use crate::sql::{impl_sql_store, Tx};
+use crate::sql::{retry_transient, Tx};
 use crate::ConnectOptions;
 use checkpoint::Checkpointer;
 use writer::{Mode, Ran, Writer};
+
+/// The database the mounted SQL (`sql_impl`) is written against.
+type Db = Sqlite;
+/// The store the mounted SQL implements [`crate::Store`] for.
+type Backend = SqliteStore;
 
 pub struct SqliteStore {
     writer: Writer,
@@ -64,7 +74,7 @@ impl SqliteStore {
             reader,
             checkpointer,
         };
-        store.ensure_platform_accounts().await?;
+        sql_impl::ensure_platform_accounts(&store).await?;
         Ok(store)
     }
 
@@ -107,10 +117,13 @@ impl SqliteStore {
                             Ran { result, clean }
                         }
                         Mode::Alone => Ran {
-                            result: crate::sql::retry_transient!({
-                                let tx = conn.begin_with("BEGIN IMMEDIATE").await?;
-                                f(Tx::Own(tx), data).await
-                            }),
+                            result: retry_transient(&mut (conn, f, data), |(conn, f, data)| {
+                                Box::pin(async move {
+                                    let tx = conn.begin_with("BEGIN IMMEDIATE").await?;
+                                    f(Tx::Own(tx), data).await
+                                })
+                            })
+                            .await,
                             clean: true,
                         },
                     }
@@ -152,8 +165,6 @@ impl SqliteStore {
         self.checkpointer.close().await;
     }
 }
-
-impl_sql_store!(SqliteStore, sqlx::Sqlite);
 
 #[cfg(test)]
 mod tests {

@@ -36,6 +36,7 @@ use parking_lot::Mutex;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
 use sqlx::{ConnectOptions as _, Connection as _};
 use tokio::sync::{mpsc, oneshot};
+use tracing::Instrument;
 
 use crate::{Result, StoreError, WriterCpu};
 
@@ -79,6 +80,8 @@ trait Job: Send {
 
 struct Queued<T, F> {
     work: F,
+    /// The caller's span (a `store.<operation>` span), which the work runs in here too.
+    span: tracing::Span,
     result: Option<Result<T>>,
     reply: oneshot::Sender<Result<T>>,
 }
@@ -90,7 +93,7 @@ where
 {
     fn run<'a>(&'a mut self, conn: &'a mut SqliteConnection, mode: Mode) -> BoxFuture<'a, Verdict> {
         Box::pin(async move {
-            let ran = (self.work)(conn, mode).await;
+            let ran = (self.work)(conn, mode).instrument(self.span.clone()).await;
             let verdict = match &ran.result {
                 Err(StoreError::Database(sqlx::Error::WorkerCrashed | sqlx::Error::Io(_))) => {
                     Verdict::Broken
@@ -180,6 +183,7 @@ impl Writer {
         let (reply, result) = oneshot::channel();
         let job: BoxedJob = Box::new(Queued {
             work,
+            span: tracing::Span::current(),
             result: None,
             reply,
         });

@@ -1,0 +1,291 @@
+//! The claim, submissions and giving a task back.
+
+use chrono::{DateTime, Utc};
+use nervix_core::matching::{check_eligibility, AgentProfile, Ineligible, TaskProfile};
+use nervix_core::reputation::{settle, Reputation};
+use nervix_core::{Level, TaskStatus};
+use sqlx::types::Json;
+use uuid::Uuid;
+
+use super::agents::agent;
+use super::ledger::{funding_account, post_ledger};
+use super::lifecycle::{finish_task, retry_or_fail};
+use super::tasks::{fetch_task, task};
+use super::workflows::on_completed;
+use super::{Backend, Db};
+use crate::model::*;
+use crate::sql::rows::*;
+use crate::sql::Tx;
+use crate::{Conflict, Result, StoreError};
+
+/// The claimant as `check_eligibility` sees it.
+fn claim_profile(agent: &AgentRecord) -> AgentProfile {
+    // `check_eligibility` binary-searches the capabilities: they must be sorted,
+    // whatever order the agent was stored with.
+    let mut capabilities = agent.capabilities.clone();
+    capabilities.sort_unstable();
+    capabilities.dedup();
+    AgentProfile {
+        id: agent.id,
+        capabilities,
+        reputation: Reputation::from_hundredths(agent.reputation),
+        completed_tasks: agent.tasks_completed,
+        online: true,
+        available: agent.available,
+        suspended: agent.suspended,
+        active_tasks: u32::try_from(agent.active_tasks).unwrap_or(u32::MAX),
+        max_concurrent_tasks: u32::try_from(agent.max_concurrent_tasks).unwrap_or(0),
+        recent_success_permille: 500,
+    }
+}
+
+#[tracing::instrument(
+    skip_all,
+    name = "store.claim_task",
+    level = "debug",
+    fields(task = %c.task_id, agent = %c.agent_id)
+)]
+pub(super) async fn claim_task(store: &Backend, c: &ClaimRequest) -> Result<ClaimOutcome> {
+    // Eligibility is judged on a snapshot read without the write lock; the claim
+    // itself is one conditional statement that re-checks what must hold at the
+    // instant of the claim: the task still available, the agent not suspended or
+    // paused, and (the capacity trigger) below max_concurrent_tasks. When it
+    // matches nothing, something changed since the snapshot: judge again.
+    for _ in 0..3 {
+        let (agent, task) = futures::try_join!(agent(store, c.agent_id), task(store, c.task_id))?;
+        let Some(agent) = agent else {
+            return Ok(ClaimOutcome::AgentNotFound);
+        };
+        let Some(task) = task else {
+            return Ok(ClaimOutcome::TaskNotFound);
+        };
+        match task.status {
+            TaskStatus::Available => {}
+            TaskStatus::Claimed | TaskStatus::Submitted | TaskStatus::Completed => {
+                return Ok(ClaimOutcome::AlreadyClaimed)
+            }
+            other => return Ok(ClaimOutcome::NotAvailable(other)),
+        }
+        if task.retry_at.is_some_and(|r| r > c.at) {
+            return Ok(ClaimOutcome::NotAvailable(TaskStatus::Available));
+        }
+        match check_eligibility(
+            &claim_profile(&agent),
+            &TaskProfile {
+                capabilities: task.capabilities.clone(),
+                complexity: task.complexity,
+                min_reputation: Reputation::from_hundredths(task.min_reputation),
+                posted_by: task.posted_by,
+            },
+        ) {
+            Ok(()) => {}
+            Err(Ineligible::AtCapacity) => return Ok(ClaimOutcome::AtCapacity),
+            Err(why) => return Ok(ClaimOutcome::NotEligible(why)),
+        }
+        let lease_end = (c.at + chrono::Duration::seconds(c.lease_seconds)).min(task.deadline);
+        let claimed = store
+            .write_one(
+                (agent.id, lease_end, c.at, task.id),
+                |conn, (agent, lease_end, at, task)| {
+                    Box::pin(async move {
+                        let row: Option<TaskRow> = sqlx::query_as(&format!(
+                            "{} RETURNING {TASK_COLUMNS}",
+                            crate::sql::CLAIM
+                        ))
+                        .bind(agent)
+                        .bind(lease_end)
+                        .bind(at)
+                        .bind(task)
+                        .fetch_optional(&mut *conn)
+                        .await?;
+                        Ok(row)
+                    })
+                },
+            )
+            .await;
+        match claimed {
+            Ok(Some(row)) => return Ok(ClaimOutcome::Claimed(row.try_into()?)),
+            Ok(None) => continue,
+            Err(e) if e.is_at_capacity() => return Ok(ClaimOutcome::AtCapacity),
+            Err(e) => return Err(e),
+        }
+    }
+    // Three snapshots in a row went stale before the claim landed: someone else
+    // keeps changing this task, so it is not ours to take.
+    Ok(ClaimOutcome::AlreadyClaimed)
+}
+
+#[tracing::instrument(
+    skip_all,
+    name = "store.submit",
+    level = "debug",
+    fields(task = %s.task_id, agent = %s.agent_id)
+)]
+pub(super) async fn submit(store: &Backend, s: &NewSubmission) -> Result<SubmitOutcome> {
+    store
+        .write(s.clone(), |tx, s| Box::pin(submit_in(tx, s)))
+        .await
+}
+
+/// The body of [`submit`]. Rows are locked task first, then agent, then ledger accounts: the
+/// order a claim takes them (its capacity trigger updates the agent), so that no two writers
+/// ever wait on each other in a circle (PostgreSQL).
+async fn submit_in(mut tx: Tx<'_, Db>, s: &NewSubmission) -> Result<SubmitOutcome> {
+    let (status, payout, final_task, unblocked, cancelled) = match s.decision {
+        Decision::Accept => {
+            let claimed = "('claimed')";
+            let done = finish_task(
+                &mut tx,
+                s.task_id,
+                TaskStatus::Completed,
+                claimed,
+                Some(s.agent_id),
+                s.at,
+            )
+            .await?;
+            let Some(done) = done else {
+                return Ok(match fetch_task(&mut tx, s.task_id).await? {
+                    None => SubmitOutcome::TaskNotFound,
+                    Some(_) => SubmitOutcome::NotAssignee,
+                });
+            };
+            // The level comes from the locked row, not from a read a concurrent submit of the
+            // same agent could race.
+            let (reputation, completed): (i64, i64) = sqlx::query_as(
+                "UPDATE agents SET tasks_completed = tasks_completed + 1, updated_at = $1 WHERE id \
+                 = $2 RETURNING reputation, tasks_completed",
+            )
+            .bind(s.at)
+            .bind(s.agent_id)
+            .fetch_one(&mut *tx)
+            .await?;
+            // The level the work was done at: before this completion.
+            let level = Level::of(Reputation::from_hundredths(reputation), completed - 1);
+            let reward = nervix_core::Money::from_cents(done.reward_cents);
+            let money = settle(reward, s.quality_score, level);
+            let worker = account_id(s.agent_id, AccountKind::Available);
+            let escrow = account_id(done.funder(), AccountKind::Escrow);
+            let treasury = account_id(PLATFORM, AccountKind::Treasury);
+            post_ledger(
+                &mut tx,
+                s.at,
+                Some(done.id),
+                "task completed: payout",
+                &[
+                    (escrow, -done.reward_cents, "escrow_release"),
+                    (treasury, -money.bonus.cents(), "bonus"),
+                    (worker, money.from_escrow.cents(), "payout"),
+                    (worker, money.bonus.cents(), "bonus"),
+                    (funding_account(&done), money.refund.cents(), "refund"),
+                ],
+            )
+            .await?;
+            let unblocked = on_completed(&mut tx, &done, s.at).await?;
+            let payout = Some(money.payout().cents());
+            (
+                SubmissionStatus::Accepted,
+                payout,
+                done,
+                unblocked,
+                Vec::new(),
+            )
+        }
+        Decision::Reject => {
+            let Some(task) = fetch_task(&mut tx, s.task_id).await? else {
+                return Ok(SubmitOutcome::TaskNotFound);
+            };
+            if task.status != TaskStatus::Claimed || task.assigned_agent_id != Some(s.agent_id) {
+                return Ok(SubmitOutcome::NotAssignee);
+            }
+            let why = "attempts exhausted";
+            let (after, cancelled) = retry_or_fail(&mut tx, &task, &s.retry, s.at, why).await?;
+            let Some(after) = after else {
+                return Ok(SubmitOutcome::NotAssignee);
+            };
+            sqlx::query(
+                "UPDATE agents SET tasks_failed = tasks_failed + 1, updated_at = $1 WHERE id = $2",
+            )
+            .bind(s.at)
+            .bind(s.agent_id)
+            .execute(&mut *tx)
+            .await?;
+            (
+                SubmissionStatus::Rejected,
+                None,
+                after,
+                Vec::new(),
+                cancelled,
+            )
+        }
+    };
+    let row: SubmissionRow = sqlx::query_as(&format!(
+        "INSERT INTO submissions (id, task_id, agent_id, content, notes, quality_score, checks, \
+         status, feedback, payout_cents, created_at, decided_at) VALUES ($1, $2, $3, $4, $5, $6, \
+         $7, $8, $9, $10, $11, $11) RETURNING {SUBMISSION_COLUMNS}"
+    ))
+    .bind(s.id)
+    .bind(s.task_id)
+    .bind(s.agent_id)
+    .bind(Json(&s.content))
+    .bind(&s.notes)
+    .bind(i64::from(s.quality_score))
+    .bind(Json(&s.checks))
+    .bind(status.as_str())
+    .bind(&s.feedback)
+    .bind(payout)
+    .bind(s.at)
+    .fetch_one(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(SubmitOutcome::Done {
+        submission: row.try_into()?,
+        task: final_task,
+        unblocked,
+        cancelled,
+    })
+}
+
+#[tracing::instrument(skip_all, name = "store.submission", level = "debug", fields(id = %id))]
+pub(super) async fn submission(store: &Backend, id: Uuid) -> Result<Option<SubmissionRecord>> {
+    let row: Option<SubmissionRow> = sqlx::query_as(&format!(
+        "SELECT {SUBMISSION_COLUMNS} FROM submissions WHERE id = $1"
+    ))
+    .bind(id)
+    .fetch_optional(store.reader())
+    .await?;
+    row.map(TryInto::try_into).transpose()
+}
+
+#[tracing::instrument(
+    skip_all,
+    name = "store.release_task",
+    level = "debug",
+    fields(task = %task_id, agent = %agent_id)
+)]
+pub(super) async fn release_task(
+    store: &Backend,
+    task_id: Uuid,
+    agent_id: Uuid,
+    at: DateTime<Utc>,
+) -> Result<TaskRecord> {
+    let data = (task_id, agent_id, at);
+    store
+        .write_one(data, |conn, (task_id, agent_id, at)| {
+            Box::pin(async move {
+                let row: Option<TaskRow> = sqlx::query_as(&format!(
+                    "UPDATE tasks SET status = 'available', assigned_agent_id = NULL, \
+                     lease_expires_at = NULL, notify_round = 0, notified_at = NULL, updated_at = \
+                     $1 WHERE id = $2 AND status = 'claimed' AND assigned_agent_id = $3 RETURNING \
+                     {TASK_COLUMNS}"
+                ))
+                .bind(at)
+                .bind(task_id)
+                .bind(agent_id)
+                .fetch_optional(&mut *conn)
+                .await?;
+                row.ok_or(StoreError::Conflict(Conflict::InvalidState))?
+                    .try_into()
+            })
+        })
+        .await
+}

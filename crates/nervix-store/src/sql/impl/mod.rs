@@ -1,0 +1,346 @@
+//! The one SQL implementation of [`Store`], mounted once per backend.
+//!
+//! These files are not a module of `sql`: each backend mounts them as a child module of its
+//! own (`#[path = "../sql/impl/mod.rs"] mod sql_impl;` in `sqlite/mod.rs`, and likewise in
+//! `postgres.rs`), next to two type aliases:
+//!
+//! ```text
+//! type Db = sqlx::Sqlite;      // or sqlx::Postgres
+//! type Backend = SqliteStore;  // or PgStore
+//! ```
+//!
+//! so the code below is compiled twice, once against each database, from one text. (sqlx has
+//! no trait for "a database whose types include Uuid, DateTime and Json" short of pages of
+//! where-clauses on every function; mounting the same files twice gets the same effect with
+//! ordinary, concrete code that rustfmt formats and rust-analyzer follows.) `Backend` supplies
+//! `reader()` (the read pool), `write` (a transaction, retried on transient conflicts) and
+//! `write_one` (one self-contained statement), with the same signatures on both backends.
+//!
+//! Each area is a file: `auth` (challenges, enrollment, tokens), `agents`, `tasks` (posting,
+//! listing, notification rounds), `claims` (claim, submit, release), `lifecycle` (ending,
+//! retrying and expiring tasks), `workflows` (workflows and the cascade along dependencies),
+//! `ledger` (postings, balances, grants, idempotent responses) and `housekeeping` (audit,
+//! stats, purges). Every store operation runs in a `tracing` span named `store.<operation>`
+//! (level debug); on SQLite the span follows the write onto the writer thread.
+//!
+//! The database keeps the ledger's invariants (migration 0003): inserting an entry applies it
+//! to its account's cached balance, an overdraft aborts the statement, entries cannot be
+//! changed. It also keeps the capability index tables in step with the `capabilities` columns,
+//! and each agent's count of claimed tasks, refusing a claim beyond its capacity.
+
+mod agents;
+mod auth;
+mod claims;
+mod housekeeping;
+mod ledger;
+mod lifecycle;
+mod tasks;
+mod workflows;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use super::{Backend, Db};
+use crate::model::*;
+use crate::{Conflict, Result, Store};
+
+pub(super) use ledger::ensure_platform_accounts;
+
+/// The backend's connection type, what write bodies run their statements on.
+type Conn = <Db as sqlx::Database>::Connection;
+
+/// Task statuses from which a task can still be finished (completed, failed, cancelled, …).
+const OPEN_STATUSES: &str = "('blocked', 'available', 'claimed')";
+
+#[async_trait]
+impl Store for Backend {
+    fn backend(&self) -> &'static str {
+        Self::BACKEND
+    }
+
+    async fn ping(&self) -> Result<()> {
+        housekeeping::ping(self).await
+    }
+
+    async fn close(&self) {
+        self.close_pools().await;
+    }
+
+    async fn insert_challenge(&self, c: &NewChallenge) -> Result<()> {
+        auth::insert_challenge(self, c).await
+    }
+
+    async fn insert_enrollment_challenge(
+        &self,
+        c: &NewChallenge,
+        handle: &str,
+    ) -> Result<Option<Conflict>> {
+        auth::insert_enrollment_challenge(self, c, handle).await
+    }
+
+    async fn challenge(&self, id: Uuid) -> Result<Option<ChallengeRecord>> {
+        auth::challenge(self, id).await
+    }
+
+    async fn record_challenge_failure(&self, id: Uuid) -> Result<i64> {
+        auth::record_challenge_failure(self, id).await
+    }
+
+    async fn complete_enrollment(
+        &self,
+        challenge_id: Uuid,
+        agent: &NewAgent,
+        token: &TokenRecord,
+        audit: &AuditEntry,
+    ) -> Result<AgentRecord> {
+        auth::complete_enrollment(self, challenge_id, agent, token, audit).await
+    }
+
+    async fn complete_login(
+        &self,
+        challenge_id: Uuid,
+        token: &TokenRecord,
+        audit: &AuditEntry,
+    ) -> Result<()> {
+        auth::complete_login(self, challenge_id, token, audit).await
+    }
+
+    async fn insert_token(&self, token: &TokenRecord, audit: &AuditEntry) -> Result<()> {
+        auth::insert_token(self, token, audit).await
+    }
+
+    async fn auth_state(&self, jti: Uuid, agent_id: Uuid) -> Result<Option<AuthState>> {
+        auth::auth_state(self, jti, agent_id).await
+    }
+
+    async fn revoke_token(&self, jti: Uuid, at: DateTime<Utc>, audit: &AuditEntry) -> Result<bool> {
+        auth::revoke_token(self, jti, at, audit).await
+    }
+
+    async fn rotate_token(&self, old: Uuid, new: &TokenRecord, audit: &AuditEntry) -> Result<bool> {
+        auth::rotate_token(self, old, new, audit).await
+    }
+
+    async fn purge_challenges(&self, before: DateTime<Utc>) -> Result<u64> {
+        housekeeping::purge_challenges(self, before).await
+    }
+
+    async fn agent(&self, id: Uuid) -> Result<Option<AgentRecord>> {
+        agents::agent(self, id).await
+    }
+
+    async fn agent_by_handle(&self, handle: &str) -> Result<Option<AgentRecord>> {
+        agents::agent_by_handle(self, handle).await
+    }
+
+    async fn enrollment_conflict(
+        &self,
+        handle: &str,
+        public_key: &str,
+    ) -> Result<Option<Conflict>> {
+        agents::enrollment_conflict(self, handle, public_key).await
+    }
+
+    async fn list_agents(&self, q: &AgentQuery) -> Result<Vec<AgentRecord>> {
+        agents::list_agents(self, q).await
+    }
+
+    async fn all_agents(&self) -> Result<Vec<AgentRecord>> {
+        agents::all_agents(self).await
+    }
+
+    async fn leaderboard(&self, limit: i64) -> Result<Vec<AgentRecord>> {
+        agents::leaderboard(self, limit).await
+    }
+
+    async fn update_agent_config(
+        &self,
+        id: Uuid,
+        patch: &AgentConfigPatch,
+        audit: &AuditEntry,
+    ) -> Result<AgentRecord> {
+        agents::update_agent_config(self, id, patch, audit).await
+    }
+
+    async fn set_suspended(
+        &self,
+        id: Uuid,
+        suspended: bool,
+        audit: &AuditEntry,
+    ) -> Result<AgentRecord> {
+        agents::set_suspended(self, id, suspended, audit).await
+    }
+
+    async fn ensure_agent(&self, agent: &NewAgent, audit: &AuditEntry) -> Result<AgentRecord> {
+        agents::ensure_agent(self, agent, audit).await
+    }
+
+    async fn touch_agent(&self, id: Uuid, at: DateTime<Utc>) -> Result<()> {
+        agents::touch_agent(self, id, at).await
+    }
+
+    async fn append_audit(&self, e: &AuditEntry) -> Result<()> {
+        housekeeping::append_audit(self, e).await
+    }
+
+    async fn list_audit(&self, q: &AuditQuery) -> Result<Vec<AuditRecord>> {
+        housekeeping::list_audit(self, q).await
+    }
+
+    async fn stats(&self, online_since: DateTime<Utc>) -> Result<Stats> {
+        housekeeping::stats(self, online_since).await
+    }
+
+    async fn post_tasks(&self, post: &NewPost) -> Result<Vec<TaskRecord>> {
+        tasks::post_tasks(self, post).await
+    }
+
+    async fn task(&self, id: Uuid) -> Result<Option<TaskRecord>> {
+        tasks::task(self, id).await
+    }
+
+    async fn tasks_by_ids(&self, ids: &[Uuid]) -> Result<Vec<TaskRecord>> {
+        tasks::tasks_by_ids(self, ids).await
+    }
+
+    async fn list_tasks(&self, q: &TaskQuery) -> Result<Vec<TaskRecord>> {
+        tasks::list_tasks(self, q).await
+    }
+
+    async fn task_dependencies(&self, id: Uuid) -> Result<Vec<Uuid>> {
+        tasks::task_dependencies(self, id).await
+    }
+
+    async fn workflow(&self, id: Uuid) -> Result<Option<WorkflowRecord>> {
+        workflows::workflow(self, id).await
+    }
+
+    async fn workflow_tasks(&self, id: Uuid) -> Result<Vec<TaskRecord>> {
+        workflows::workflow_tasks(self, id).await
+    }
+
+    async fn claim_task(&self, claim: &ClaimRequest) -> Result<ClaimOutcome> {
+        claims::claim_task(self, claim).await
+    }
+
+    async fn submit(&self, s: &NewSubmission) -> Result<SubmitOutcome> {
+        claims::submit(self, s).await
+    }
+
+    async fn submission(&self, id: Uuid) -> Result<Option<SubmissionRecord>> {
+        claims::submission(self, id).await
+    }
+
+    async fn release_task(
+        &self,
+        task_id: Uuid,
+        agent_id: Uuid,
+        at: DateTime<Utc>,
+    ) -> Result<TaskRecord> {
+        claims::release_task(self, task_id, agent_id, at).await
+    }
+
+    async fn cancel_task(
+        &self,
+        task_id: Uuid,
+        at: DateTime<Utc>,
+        audit: &AuditEntry,
+    ) -> Result<TaskRecord> {
+        lifecycle::cancel_task(self, task_id, at, audit).await
+    }
+
+    async fn cancel_workflow(
+        &self,
+        id: Uuid,
+        at: DateTime<Utc>,
+        audit: &AuditEntry,
+    ) -> Result<WorkflowRecord> {
+        workflows::cancel_workflow(self, id, at, audit).await
+    }
+
+    async fn expire_leases(
+        &self,
+        now: DateTime<Utc>,
+        retry: &RetryPolicy,
+        limit: i64,
+    ) -> Result<Vec<TaskRecord>> {
+        lifecycle::expire_leases(self, now, retry, limit).await
+    }
+
+    async fn expire_deadlines(&self, now: DateTime<Utc>, limit: i64) -> Result<Vec<TaskRecord>> {
+        lifecycle::expire_deadlines(self, now, limit).await
+    }
+
+    async fn tasks_to_notify(
+        &self,
+        now: DateTime<Utc>,
+        window_start: DateTime<Utc>,
+        limit: i64,
+    ) -> Result<Vec<TaskRecord>> {
+        tasks::tasks_to_notify(self, now, window_start, limit).await
+    }
+
+    async fn mark_notified(&self, task_id: Uuid, round: i64, at: DateTime<Utc>) -> Result<bool> {
+        tasks::mark_notified(self, task_id, round, at).await
+    }
+
+    async fn active_task_counts(&self) -> Result<Vec<(Uuid, i64)>> {
+        tasks::active_task_counts(self).await
+    }
+
+    async fn balances(&self, owner: Uuid) -> Result<Balances> {
+        ledger::balances(self, owner).await
+    }
+
+    async fn ledger_entries(&self, q: &LedgerQuery) -> Result<Vec<LedgerEntry>> {
+        ledger::ledger_entries(self, q).await
+    }
+
+    async fn ledger_total(&self) -> Result<i64> {
+        ledger::ledger_total(self).await
+    }
+
+    async fn ledger_mismatches(&self) -> Result<Vec<Uuid>> {
+        ledger::ledger_mismatches(self).await
+    }
+
+    async fn grant(&self, to: Uuid, amount: i64, memo: &str, audit: &AuditEntry) -> Result<()> {
+        ledger::grant(self, to, amount, memo, audit).await
+    }
+
+    async fn idempotent_response(
+        &self,
+        agent: Uuid,
+        key: &str,
+    ) -> Result<Option<IdempotentResponse>> {
+        ledger::idempotent_response(self, agent, key).await
+    }
+
+    async fn save_idempotent_response(
+        &self,
+        agent: Uuid,
+        key: &str,
+        r: &IdempotentResponse,
+    ) -> Result<bool> {
+        ledger::save_idempotent_response(self, agent, key, r).await
+    }
+
+    async fn finish_idempotent_response(
+        &self,
+        agent: Uuid,
+        key: &str,
+        status: u16,
+        body: &str,
+    ) -> Result<()> {
+        ledger::finish_idempotent_response(self, agent, key, status, body).await
+    }
+
+    async fn release_idempotency_key(&self, agent: Uuid, key: &str) -> Result<()> {
+        ledger::release_idempotency_key(self, agent, key).await
+    }
+
+    async fn purge_stale_idempotency_keys(&self, before: DateTime<Utc>) -> Result<u64> {
+        housekeeping::purge_stale_idempotency_keys(self, before).await
+    }
+}
