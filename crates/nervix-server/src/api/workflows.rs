@@ -5,7 +5,8 @@ use axum::http::HeaderMap;
 use axum::response::Response;
 use axum::Json;
 use chrono::{DateTime, Utc};
-use nervix_core::Money;
+use nervix_core::{Money, TaskStatus};
+use nervix_store::TaskRecord;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
@@ -57,14 +58,27 @@ pub struct WorkflowView {
     pub updated_at: DateTime<Utc>,
 }
 
-impl From<workflows::Progress> for Progress {
-    fn from(p: workflows::Progress) -> Self {
+impl Progress {
+    fn of(tasks: &[TaskRecord]) -> Self {
+        let count = |f: &dyn Fn(TaskStatus) -> bool| tasks.iter().filter(|t| f(t.status)).count();
+        let completed = count(&|s| s == TaskStatus::Completed);
+        let failed = count(&|s| {
+            matches!(
+                s,
+                TaskStatus::Failed | TaskStatus::Expired | TaskStatus::Cancelled
+            )
+        });
+        let running = count(&|s| matches!(s, TaskStatus::Claimed | TaskStatus::Submitted));
+        let total = tasks.len();
         Progress {
-            total: p.total,
-            completed: p.completed,
-            failed: p.failed,
-            running: p.running,
-            percent: p.percent,
+            total,
+            completed,
+            failed,
+            running,
+            percent: (completed * 100)
+                .checked_div(total)
+                .and_then(|p| u8::try_from(p).ok())
+                .unwrap_or(0),
         }
     }
 }
@@ -76,7 +90,7 @@ impl From<Workflow> for WorkflowView {
             tasks,
         }: Workflow,
     ) -> Self {
-        let progress = workflows::progress(&tasks).into();
+        let progress = Progress::of(&tasks);
         WorkflowView {
             id: wf.id,
             name: wf.name,

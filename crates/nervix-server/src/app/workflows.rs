@@ -154,36 +154,3 @@ pub async fn cancel(app: &App, caller: &Caller, id: Uuid) -> Result<Workflow> {
     }
     Ok(Workflow { workflow, tasks })
 }
-
-/// Progress of a workflow's tasks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Progress {
-    pub total: usize,
-    pub completed: usize,
-    pub failed: usize,
-    pub running: usize,
-    pub percent: u8,
-}
-
-pub fn progress(tasks: &[TaskRecord]) -> Progress {
-    let count = |f: &dyn Fn(TaskStatus) -> bool| tasks.iter().filter(|t| f(t.status)).count();
-    let completed = count(&|s| s == TaskStatus::Completed);
-    let failed = count(&|s| {
-        matches!(
-            s,
-            TaskStatus::Failed | TaskStatus::Expired | TaskStatus::Cancelled
-        )
-    });
-    let running = count(&|s| matches!(s, TaskStatus::Claimed | TaskStatus::Submitted));
-    let total = tasks.len();
-    Progress {
-        total,
-        completed,
-        failed,
-        running,
-        percent: (completed * 100)
-            .checked_div(total)
-            .and_then(|p| u8::try_from(p).ok())
-            .unwrap_or(0),
-    }
-}
