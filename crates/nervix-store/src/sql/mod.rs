@@ -13,7 +13,7 @@
 pub(crate) mod rows;
 
 use std::ops::{Deref, DerefMut};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
@@ -21,16 +21,33 @@ use futures::future::BoxFuture;
 use crate::Result;
 
 /// A write transaction as the body of a `write` sees it: a transaction of its own, or a part
-/// of the SQLite writer's commit group. Either way the body commits what it means to keep, and
-/// what it drops uncommitted is undone.
+/// of the SQLite writer's commit group. Either way the body ends it in one of three ways:
+///
+/// - [`Tx::commit`]: keep what it wrote;
+/// - [`Tx::refuse`]: an expected business outcome (a refusal: not the assignee, no such task,
+///   challenge already used, …) reached **without having written anything**;
+/// - dropping it (returning early, usually with an error): undo what it wrote.
+///
+/// On a transaction of its own, refusing is the same as dropping: nothing to keep. The
+/// difference matters in a SQLite commit group, where other writes share the transaction:
+/// a committed or refused part leaves the group clean and it commits; a dropped part makes the
+/// writer undo the whole group and run each of its writes again alone (`sqlite::writer`),
+/// because the group cannot take back only that part's statements.
+///
+/// **Refusing is only safe when nothing was written.** A body may call `refuse` when every
+/// statement it ran read, or matched no row, or failed with a constraint error (unique,
+/// foreign key, check, NOT NULL, or a trigger's `RAISE(ABORT)`): SQLite undoes such a
+/// statement by itself and leaves the transaction as it was. Other errors (I/O, busy, full,
+/// interrupted) may roll back the whole transaction and must never be refused. Debug builds
+/// check every refusal in a group against SQLite's count of changed rows and fail the write
+/// loudly when it changed any.
 pub(crate) enum Tx<'c, DB: sqlx::Database> {
     Own(sqlx::Transaction<'c, DB>),
-    /// Inside the SQLite writer's group transaction. `commit` marks the work as meant to stay;
-    /// the group then commits it with the others. Work not marked makes the writer undo the
-    /// whole group and run each of its writes again alone (`sqlite::writer`).
+    /// Inside the SQLite writer's group transaction: `commit` and `refuse` record how the part
+    /// ended in `ending`; the group commits when every part ended one of those two ways.
     Grouped {
         conn: &'c mut DB::Connection,
-        committed: &'c AtomicBool,
+        ending: &'c Ending,
     },
 }
 
@@ -38,11 +55,52 @@ impl<DB: sqlx::Database> Tx<'_, DB> {
     pub(crate) async fn commit(self) -> Result<(), sqlx::Error> {
         match self {
             Tx::Own(tx) => tx.commit().await,
-            Tx::Grouped { committed, .. } => {
-                committed.store(true, Ordering::Release);
+            Tx::Grouped { ending, .. } => {
+                ending.set(Ending::COMMITTED);
                 Ok(())
             }
         }
+    }
+
+    /// Ends the transaction keeping nothing, for a business refusal reached before anything
+    /// was written (see the type's docs), and passes `outcome` through: the caller returns
+    /// `tx.refuse(Ok(SubmitOutcome::NotAssignee))` or `tx.refuse(Err(StoreError::…))`.
+    pub(crate) fn refuse<T>(self, outcome: T) -> T {
+        match self {
+            // Dropped: rolled back (there is nothing to roll back).
+            Tx::Own(_) => {}
+            Tx::Grouped { ending, .. } => ending.set(Ending::REFUSED),
+        }
+        outcome
+    }
+}
+
+/// How a write body ended its part of a SQLite commit group ([`Tx::Grouped`]).
+#[derive(Debug)]
+pub(crate) struct Ending(AtomicU8);
+
+impl Ending {
+    /// Neither committed nor refused (yet): a body that returns like this spoils the group.
+    const OPEN: u8 = 0;
+    const COMMITTED: u8 = 1;
+    const REFUSED: u8 = 2;
+
+    pub(crate) fn new() -> Self {
+        Ending(AtomicU8::new(Self::OPEN))
+    }
+
+    fn set(&self, to: u8) {
+        self.0.store(to, Ordering::Release);
+    }
+
+    /// The body committed its part: keep it.
+    pub(crate) fn committed(&self) -> bool {
+        self.0.load(Ordering::Acquire) == Self::COMMITTED
+    }
+
+    /// The body refused without writing: nothing to keep, nothing to undo.
+    pub(crate) fn refused(&self) -> bool {
+        self.0.load(Ordering::Acquire) == Self::REFUSED
     }
 }
 

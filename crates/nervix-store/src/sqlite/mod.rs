@@ -8,6 +8,9 @@
 //! path; the writer's own automatic checkpoint then finds little left to do.
 
 mod checkpoint;
+#[cfg(test)]
+mod group_tests;
+mod refusals;
 // The one SQL implementation, compiled here against SQLite (and in `postgres.rs` against
 // PostgreSQL): mounting the same files twice is the point.
 #[allow(clippy::duplicate_mod)]
@@ -16,7 +19,6 @@ mod sql_impl;
 mod writer;
 
 use std::str::FromStr;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,7 +29,7 @@ use sqlx::sqlite::{
 };
 use sqlx::{ConnectOptions as _, Connection as _, Sqlite};
 
-use crate::sql::{retry_transient, Tx};
+use crate::sql::{retry_transient, Ending, Tx};
 use crate::ConnectOptions;
 use checkpoint::Checkpointer;
 use writer::{Mode, Ran, Writer};
@@ -84,9 +86,10 @@ impl SqliteStore {
 
     /// Runs `f` in a write transaction on the writer thread: its own (`BEGIN IMMEDIATE`, again
     /// from the start if SQLite reports a transient lock conflict), or a part of the writer's
-    /// commit group. `f` commits; what it drops uncommitted is undone. `data` is what `f` works
-    /// on, owned because the writer thread may outlive the caller's borrow. `f` may run more
-    /// than once (the writer undoes and re-runs a group when one of its jobs fails).
+    /// commit group. `f` commits, refuses having written nothing, or drops what it wrote (see
+    /// [`Tx`]). `data` is what `f` works on, owned because the writer thread may outlive the
+    /// caller's borrow. `f` may run more than once (the writer undoes and re-runs a group when
+    /// one of its jobs dropped its part).
     async fn write<D, T, F>(&self, data: D, f: F) -> crate::Result<T>
     where
         D: Send + Sync + 'static,
@@ -104,16 +107,19 @@ impl SqliteStore {
                     let (f, data) = &*work;
                     match mode {
                         Mode::Grouped => {
-                            let committed = AtomicBool::new(false);
-                            let result = f(
-                                Tx::Grouped {
-                                    conn,
-                                    committed: &committed,
-                                },
-                                data,
-                            )
-                            .await;
-                            let clean = result.is_ok() && committed.load(Ordering::Acquire);
+                            let before = refusals::baseline(conn).await;
+                            let ending = Ending::new();
+                            let tx = Tx::Grouped {
+                                conn: &mut *conn,
+                                ending: &ending,
+                            };
+                            let result = f(tx, data).await;
+                            let clean = if ending.refused() {
+                                refusals::check_unchanged(conn, before).await;
+                                true
+                            } else {
+                                result.is_ok() && ending.committed()
+                            };
                             Ran { result, clean }
                         }
                         Mode::Alone => Ran {
@@ -133,7 +139,10 @@ impl SqliteStore {
     }
 
     /// Runs a single-statement write `f` (atomic on its own, also inside a commit group) on
-    /// the writer thread. `f` may run more than once, like `write`'s.
+    /// the writer thread. `f` may run more than once, like `write`'s. In a group, a refusal
+    /// (a business error, or the statement refused by a constraint) leaves the group clean
+    /// (see [`refusals::statement_refused`]): `f` must not return one after its statement
+    /// changed rows.
     async fn write_one<D, T, F>(&self, data: D, f: F) -> crate::Result<T>
     where
         D: Send + Sync + 'static,
@@ -145,14 +154,29 @@ impl SqliteStore {
     {
         let work = Arc::new((f, data));
         self.writer
-            .run(move |conn, _| {
+            .run(move |conn, mode| {
                 let work = work.clone();
                 Box::pin(async move {
                     let (f, data) = &*work;
-                    let result = f(conn, data).await;
-                    // A failed statement undoes only itself, but the group stops there all the
-                    // same: some failures roll back the whole transaction.
-                    let clean = result.is_ok();
+                    if mode == Mode::Alone {
+                        // Autocommit: the statement is its own transaction.
+                        let result = f(conn, data).await;
+                        return Ran {
+                            result,
+                            clean: true,
+                        };
+                    }
+                    let before = refusals::baseline(conn).await;
+                    let result = f(&mut *conn, data).await;
+                    let clean = match &result {
+                        Ok(_) => true,
+                        Err(e) if refusals::statement_refused(e) => {
+                            refusals::check_unchanged(conn, before).await;
+                            true
+                        }
+                        // Some failures roll back the whole transaction.
+                        Err(_) => false,
+                    };
                     Ran { result, clean }
                 })
             })

@@ -16,11 +16,13 @@
 //! back before the group has committed: a job's result is held until then, and if the COMMIT
 //! fails every job of the group gets the error.
 //!
-//! A group commits only when every job in it ran clean: it returned `Ok` and, for a
-//! multi-statement write, committed its part ([`crate::sql::Tx`]). At the first job that did
-//! not, the writer rolls the whole group back and runs each of its jobs again alone, in a
-//! transaction of its own, and those results are the ones callers get. Jobs are therefore
-//! re-runnable closures. This costs nothing on the common path, unlike a savepoint per job
+//! A group commits only when every job in it ran clean: it kept its part (returned `Ok` and,
+//! for a multi-statement write, committed its part, [`crate::sql::Tx`]), or it was refused
+//! having written nothing (a business outcome such as a claim at capacity or a submit by a
+//! non-assignee: keeping "nothing" is always safe; see `sqlite::refusals` for which failures
+//! leave the transaction as it was). At the first job that did neither, the writer rolls the
+//! whole group back and runs each of its jobs again alone, in a transaction of its own, and
+//! those results are the ones callers get. Jobs are therefore re-runnable closures. This costs nothing on the common path, unlike a savepoint per job
 //! (two more round trips, and a sub-journal copy of every page a job touches first), and it
 //! never lets a job see another job's half-done work survive. A job that finds the queue empty
 //! runs alone from the start.
@@ -56,8 +58,9 @@ pub(crate) enum Mode {
 /// What one run of a job's work left behind.
 pub(crate) struct Ran<T> {
     pub(crate) result: Result<T>,
-    /// In [`Mode::Grouped`]: whether the group may keep what the work wrote. False when the
-    /// work failed or gave up without committing, after which the group is undone.
+    /// In [`Mode::Grouped`]: whether the group may keep what the work did: it committed its
+    /// part, or it was refused having written nothing. False when it failed or gave up after
+    /// writing (or may have), after which the group is undone.
     pub(crate) clean: bool,
 }
 
@@ -194,6 +197,12 @@ impl Writer {
         // The reply is dropped unsent only if the job panicked (its work rolled back) or the
         // writer stopped before running it.
         result.await.map_err(|_| StoreError::WriterStopped)?
+    }
+
+    /// How many jobs wait in the queue (tests line jobs up behind a held writer with it).
+    #[cfg(test)]
+    pub(crate) fn queued(&self) -> usize {
+        self.jobs.max_capacity() - self.jobs.capacity()
     }
 
     /// Finishes the jobs already queued, closes the connection and stops the thread.

@@ -212,7 +212,9 @@ pub(super) async fn update_agent_config(
                     .push_bind(*id)
                     .push(format!(" RETURNING {AGENT_COLUMNS}"));
                 let row: Option<AgentRow> = qb.build_query_as().fetch_optional(&mut *tx).await?;
-                let row = row.ok_or(StoreError::NotFound)?;
+                let Some(row) = row else {
+                    return tx.refuse(Err(StoreError::NotFound));
+                };
                 insert_audit(&mut tx, audit).await?;
                 tx.commit().await?;
                 row.try_into()
@@ -242,7 +244,9 @@ pub(super) async fn set_suspended(
                     .bind(*id)
                     .fetch_optional(&mut *tx)
                     .await?;
-                    let row = row.ok_or(StoreError::NotFound)?;
+                    let Some(row) = row else {
+                        return tx.refuse(Err(StoreError::NotFound));
+                    };
                     insert_audit(&mut tx, audit).await?;
                     tx.commit().await?;
                     row.try_into()
@@ -264,7 +268,11 @@ pub(super) async fn ensure_agent(
     let created = store
         .write((agent.clone(), audit.clone()), |mut tx, (agent, audit)| {
             Box::pin(async move {
-                let record = insert_agent(&mut tx, agent).await?;
+                let record = match insert_agent(&mut tx, agent).await {
+                    // Its first statement was refused by the unique index: nothing written.
+                    Err(e @ StoreError::Conflict(_)) => return tx.refuse(Err(e)),
+                    other => other?,
+                };
                 insert_audit(&mut tx, audit).await?;
                 tx.commit().await?;
                 Ok(record)

@@ -26,7 +26,9 @@ async fn insert_token_row(conn: &mut Conn, t: &TokenRecord) -> Result<()> {
     Ok(())
 }
 
-async fn consume_challenge(conn: &mut Conn, id: Uuid, at: DateTime<Utc>) -> Result<()> {
+/// Marks a challenge consumed; false when it is no longer usable (consumed meanwhile,
+/// expired, locked), in which case nothing was written.
+async fn consume_challenge(conn: &mut Conn, id: Uuid, at: DateTime<Utc>) -> Result<bool> {
     let n = sqlx::query(
         "UPDATE challenges SET consumed_at = $1 WHERE id = $2 AND consumed_at IS NULL AND \
          expires_at > $1 AND failures < $3",
@@ -37,12 +39,11 @@ async fn consume_challenge(conn: &mut Conn, id: Uuid, at: DateTime<Utc>) -> Resu
     .execute(conn)
     .await?
     .rows_affected();
-    if n == 1 {
-        Ok(())
-    } else {
-        Err(StoreError::Conflict(Conflict::ChallengeUsed))
-    }
+    Ok(n == 1)
 }
+
+/// What completing with a challenge that is no longer usable yields.
+const CHALLENGE_USED: StoreError = StoreError::Conflict(Conflict::ChallengeUsed);
 
 /// Inserts a challenge; with `handle`, only if neither it nor the challenge's public
 /// key is enrolled yet (one statement, so the check and the insert cannot drift).
@@ -156,7 +157,9 @@ pub(super) async fn complete_enrollment(
     store
         .write(data, |mut tx, (challenge_id, agent, token, audit)| {
             Box::pin(async move {
-                consume_challenge(&mut tx, *challenge_id, agent.created_at).await?;
+                if !consume_challenge(&mut tx, *challenge_id, agent.created_at).await? {
+                    return tx.refuse(Err(CHALLENGE_USED));
+                }
                 let record = insert_agent(&mut tx, agent).await?;
                 insert_token_row(&mut tx, token).await?;
                 insert_audit(&mut tx, audit).await?;
@@ -183,7 +186,9 @@ pub(super) async fn complete_login(
     store
         .write(data, |mut tx, (challenge_id, token, audit)| {
             Box::pin(async move {
-                consume_challenge(&mut tx, *challenge_id, token.issued_at).await?;
+                if !consume_challenge(&mut tx, *challenge_id, token.issued_at).await? {
+                    return tx.refuse(Err(CHALLENGE_USED));
+                }
                 insert_token_row(&mut tx, token).await?;
                 insert_audit(&mut tx, audit).await?;
                 tx.commit().await?;
@@ -287,7 +292,8 @@ pub(super) async fn rotate_token(
                     .await?
                     .rows_affected();
                     if n != 1 {
-                        return Ok(false);
+                        // The UPDATE matched nothing.
+                        return tx.refuse(Ok(false));
                     }
                     insert_token_row(&mut tx, new).await?;
                     insert_audit(&mut tx, audit).await?;

@@ -144,10 +144,12 @@ async fn submit_in(mut tx: Tx<'_, Db>, s: &NewSubmission) -> Result<SubmitOutcom
             )
             .await?;
             let Some(done) = done else {
-                return Ok(match fetch_task(&mut tx, s.task_id).await? {
+                // The UPDATE matched nothing, and this only reads.
+                let refusal = match fetch_task(&mut tx, s.task_id).await? {
                     None => SubmitOutcome::TaskNotFound,
                     Some(_) => SubmitOutcome::NotAssignee,
-                });
+                };
+                return tx.refuse(Ok(refusal));
             };
             // The level comes from the locked row, not from a read a concurrent submit of the
             // same agent could race.
@@ -192,10 +194,10 @@ async fn submit_in(mut tx: Tx<'_, Db>, s: &NewSubmission) -> Result<SubmitOutcom
         }
         Decision::Reject => {
             let Some(task) = fetch_task(&mut tx, s.task_id).await? else {
-                return Ok(SubmitOutcome::TaskNotFound);
+                return tx.refuse(Ok(SubmitOutcome::TaskNotFound));
             };
             if task.status != TaskStatus::Claimed || task.assigned_agent_id != Some(s.agent_id) {
-                return Ok(SubmitOutcome::NotAssignee);
+                return tx.refuse(Ok(SubmitOutcome::NotAssignee));
             }
             let why = "attempts exhausted";
             let (after, cancelled) = retry_or_fail(&mut tx, &task, &s.retry, s.at, why).await?;

@@ -196,7 +196,8 @@ pub(super) async fn grant(
             |mut tx, &(to, amount, ref memo, ref audit)| {
                 Box::pin(async move {
                     if amount <= 0 {
-                        return Err(StoreError::invalid("amount", "must be positive"));
+                        let e = StoreError::invalid("amount", "must be positive");
+                        return tx.refuse(Err(e));
                     }
                     post_ledger(
                         &mut tx,

@@ -116,10 +116,12 @@ pub(super) async fn cancel_task(
                     )
                     .await?
                     else {
-                        return Err(match fetch_task(&mut tx, task_id).await? {
+                        // The UPDATE matched nothing, and this only reads.
+                        let refusal = match fetch_task(&mut tx, task_id).await? {
                             None => StoreError::NotFound,
                             Some(_) => StoreError::Conflict(Conflict::InvalidState),
-                        });
+                        };
+                        return tx.refuse(Err(refusal));
                     };
                     abandon(&mut tx, &task, at, "task cancelled").await?;
                     insert_audit(&mut tx, audit).await?;

@@ -39,6 +39,10 @@ pub(super) async fn post_tasks(store: &Backend, post: &NewPost) -> Result<Vec<Ta
 
 /// The body of [`post_tasks`].
 async fn post_tasks_in(mut tx: Tx<'_, Db>, post: &NewPost) -> Result<Vec<TaskRecord>> {
+    if !can_afford(&mut tx, post).await? {
+        // Only read so far.
+        return tx.refuse(Err(StoreError::InsufficientFunds));
+    }
     if let Some(wf) = &post.workflow {
         sqlx::query(
             "INSERT INTO workflows (id, name, status, posted_by, created_at, updated_at) \
@@ -122,6 +126,31 @@ async fn post_tasks_in(mut tx: Tx<'_, Db>, post: &NewPost) -> Result<Vec<TaskRec
     }
     tx.commit().await?;
     Ok(created)
+}
+
+/// Whether the poster's balance covers the post's rewards, read before anything is written so
+/// that the common refusal, insufficient funds, writes nothing (a refusal after writing
+/// spoils a SQLite commit group). On SQLite the read is exact (the writer holds the lock);
+/// on PostgreSQL it is a snapshot, and the database's overdraft check on the escrow postings
+/// stays the guard. Posts from the treasury, rewards too large to add up and unknown posters
+/// pass here and meet the checks that follow.
+async fn can_afford(conn: &mut Conn, post: &NewPost) -> Result<bool> {
+    if post.from_treasury {
+        return Ok(true);
+    }
+    let Some(needed) = post
+        .tasks
+        .iter()
+        .try_fold(0i64, |sum, t| sum.checked_add(t.reward_cents))
+    else {
+        return Ok(true);
+    };
+    let balance: Option<i64> =
+        sqlx::query_scalar("SELECT balance FROM ledger_accounts WHERE id = $1")
+            .bind(account_id(post.poster, AccountKind::Available))
+            .fetch_optional(conn)
+            .await?;
+    Ok(balance.is_none_or(|b| b >= needed))
 }
 
 /// Counts one more dependent of the existing task `upstream` and returns its status (`None`:

@@ -141,11 +141,12 @@ pub(super) async fn cancel_workflow(
                             .bind(id)
                             .fetch_optional(&mut *tx)
                             .await?;
-                    return Err(if exists.is_some() {
+                    // The UPDATE matched nothing, and this only reads.
+                    return tx.refuse(Err(if exists.is_some() {
                         StoreError::Conflict(Conflict::InvalidState)
                     } else {
                         StoreError::NotFound
-                    });
+                    }));
                 }
                 let ids: Vec<Uuid> = sqlx::query_scalar(&format!(
                     "SELECT id FROM tasks WHERE workflow_id = $1 AND status IN {OPEN_STATUSES}"
