@@ -160,8 +160,8 @@ pub trait Store: Send + Sync + 'static {
     async fn workflow_tasks(&self, id: Uuid) -> Result<Vec<TaskRecord>>;
     /// The claim: one conditional write. Exactly one of any number of concurrent callers wins.
     async fn claim_task(&self, claim: &ClaimRequest) -> Result<ClaimOutcome>;
-    /// Stores a submission and applies its decision (accept → pay, reject → retry or fail,
-    /// hold → `submitted`), cascading to dependents, all in one transaction.
+    /// Stores a submission and applies its decision (accept → pay, reject → retry or fail),
+    /// cascading to dependents, all in one transaction.
     async fn submit(&self, s: &NewSubmission) -> Result<SubmitOutcome>;
     async fn submission(&self, id: Uuid) -> Result<Option<SubmissionRecord>>;
     /// The assignee gives the task back (attempt not counted against it).
@@ -171,19 +171,22 @@ pub trait Store: Send + Sync + 'static {
         agent_id: Uuid,
         at: DateTime<Utc>,
     ) -> Result<TaskRecord>;
-    /// Cancels a task (or a whole workflow) and refunds every unsettled escrow.
+    /// Cancels a task and refunds every unsettled escrow; its open dependents are cancelled
+    /// (and refunded) with it. Returns the task and the dependents cancelled in cascade.
     async fn cancel_task(
         &self,
         task_id: Uuid,
         at: DateTime<Utc>,
         audit: &AuditEntry,
-    ) -> Result<TaskRecord>;
+    ) -> Result<(TaskRecord, Vec<TaskRecord>)>;
+    /// Cancels a workflow: every open task of it, and their open dependents elsewhere. Returns
+    /// the workflow and every task whose status changed.
     async fn cancel_workflow(
         &self,
         id: Uuid,
         at: DateTime<Utc>,
         audit: &AuditEntry,
-    ) -> Result<WorkflowRecord>;
+    ) -> Result<(WorkflowRecord, Vec<TaskRecord>)>;
     /// Returns tasks whose lease ran out to the pool (or fails them when out of attempts).
     async fn expire_leases(
         &self,

@@ -313,7 +313,8 @@ pub async fn release(app: &App, caller: &Caller, id: Uuid) -> Result<TaskRecord>
     Ok(t)
 }
 
-/// Cancels a task (poster or admin): the escrow is refunded and dependents are cancelled.
+/// Cancels a task (poster or admin): the escrow is refunded and open dependents are cancelled
+/// (and refunded) with it; every task whose status changed is announced.
 pub async fn cancel(app: &App, caller: &Caller, id: Uuid) -> Result<TaskRecord> {
     let t = get(app, id).await?;
     if t.posted_by != caller.id && !caller.is_admin() {
@@ -328,12 +329,13 @@ pub async fn cancel(app: &App, caller: &Caller, id: Uuid) -> Result<TaskRecord> 
         Some(id.to_string()),
         serde_json::json!({}),
     );
-    let t = app.store.cancel_task(id, Utc::now(), &entry).await?;
-    if let Some(a) = t.assigned_agent_id {
-        events::agent_changed(app, a).await;
+    let (cancelled, cascaded) = app.store.cancel_task(id, Utc::now(), &entry).await?;
+    if let Some(holder) = t.assigned_agent_id {
+        events::agent_changed(app, holder).await;
     }
-    events::task_changed(app, &t).await;
-    Ok(t)
+    events::task_changed(app, &cancelled).await;
+    events::tasks_changed(app, &cascaded).await;
+    Ok(cancelled)
 }
 
 /// A submission: visible to its submitter, the task's poster, reviewers and admins. Anyone

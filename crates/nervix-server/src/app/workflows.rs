@@ -137,20 +137,17 @@ pub async fn cancel(app: &App, caller: &Caller, id: Uuid) -> Result<Workflow> {
         ));
     }
     let entry = audit::by(caller, "workflow.cancel", Some(id.to_string()), json!({}));
-    let workflow = app.store.cancel_workflow(id, Utc::now(), &entry).await?;
-    let tasks = app.store.workflow_tasks(id).await?;
-    let before: HashMap<Uuid, &TaskRecord> = wf.tasks.iter().map(|t| (t.id, t)).collect();
-    for t in &tasks {
-        let Some(old) = before.get(&t.id) else {
-            continue;
-        };
-        if old.status == t.status {
-            continue;
+    let (workflow, changed) = app.store.cancel_workflow(id, Utc::now(), &entry).await?;
+    // Holders of cancelled tasks have a free slot again.
+    for t in &wf.tasks {
+        if let Some(holder) = t
+            .assigned_agent_id
+            .filter(|_| changed.iter().any(|c| c.id == t.id))
+        {
+            events::agent_changed(app, holder).await;
         }
-        if let Some(a) = old.assigned_agent_id {
-            events::agent_changed(app, a).await;
-        }
-        events::task_changed(app, t).await;
     }
+    events::tasks_changed(app, &changed).await;
+    let tasks = app.store.workflow_tasks(id).await?;
     Ok(Workflow { workflow, tasks })
 }

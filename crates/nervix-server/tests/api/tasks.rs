@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use nervix_client::{ClaimRequest, Client, Method, SubmissionStatus, TaskStatus};
-use nervix_server::bus::Event;
+use nervix_server::bus::{Event, Frame};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
@@ -33,6 +33,7 @@ crate::backend_tests!(
     leaderboard_ranks_agents,
     stale_idempotency_reservation_is_purged,
     stats_are_served_from_a_snapshot,
+    cancelling_announces_every_changed_task,
 );
 
 const PERSON_SCHEMA: &str = r#"{"type": "object", "required": ["name"],
@@ -1322,5 +1323,47 @@ async fn stats_are_served_from_a_snapshot(backend: Backend) {
             "{id} = {value} in\n{html}"
         );
     }
+    app.stop().await;
+}
+
+/// Cancelling a task cancels its open dependents with it; each of them gets its own
+/// `task_update`, to the poster, like the task itself.
+async fn cancelling_announces_every_changed_task(backend: Backend) {
+    let Some(app) = TestApp::start(backend).await else {
+        return;
+    };
+    let upstream = id_of(&app.admin_post(task_body("up", "1.00", &["basic"])).await);
+    let mut down = task_body("down", "1.00", &["basic"]);
+    down["depends_on"] = json!([upstream]);
+    let down = id_of(&app.admin_post(down).await);
+    let mut further = task_body("further", "1.00", &["basic"]);
+    further["depends_on"] = json!([down]);
+    let further = id_of(&app.admin_post(further).await);
+    let mut rx = app.running().state.app.bus.subscribe();
+    let (status, body) = app
+        .admin
+        .request(Method::POST, &format!("/v1/tasks/{upstream}/cancel"), None)
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{body}");
+    let mut cancelled = HashSet::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while cancelled.len() < 3 {
+        let Ok(event) = tokio::time::timeout_at(deadline, rx.recv()).await else {
+            break;
+        };
+        if let Event::ToAgent {
+            agent_id,
+            frame: Frame::TaskUpdate {
+                task_id, status, ..
+            },
+        } = event.expect("bus")
+        {
+            assert_eq!(agent_id, app.admin_id);
+            assert_eq!(status, nervix_core::TaskStatus::Cancelled);
+            cancelled.insert(task_id);
+        }
+    }
+    assert_eq!(cancelled, HashSet::from([upstream, down, further]));
     app.stop().await;
 }

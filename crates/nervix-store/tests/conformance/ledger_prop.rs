@@ -398,7 +398,7 @@ impl Run<'_> {
                 };
                 let r = store.cancel_task(t.id, at, &audit("task.cancelled")).await;
                 match r {
-                    Ok(c) => {
+                    Ok((c, _)) => {
                         prop_assert!(!t.status.is_terminal(), "cancelled a {} task", t.status);
                         prop_assert_eq!(c.status, TaskStatus::Cancelled);
                     }
@@ -423,7 +423,7 @@ impl Run<'_> {
                     .cancel_workflow(id, at, &audit("workflow.cancelled"))
                     .await
                 {
-                    Ok(w) => {
+                    Ok((w, _)) => {
                         prop_assert_eq!(before.status, WorkflowStatus::Active);
                         prop_assert_eq!(w.status, WorkflowStatus::Cancelled);
                     }

@@ -383,7 +383,7 @@ pub async fn cancel_task_refunds(store: Arc<dyn Store>) {
     let dep = post_one(&store, &poster, dep).await;
     assert_eq!(balances(&store, poster.id).await.available, 500);
     let at = now();
-    let cancelled = store
+    let (cancelled, cascaded) = store
         .cancel_task(
             t.id,
             at,
@@ -402,6 +402,8 @@ pub async fn cancel_task_refunds(store: Arc<dyn Store>) {
         TaskStatus::Cancelled,
         "dependents go too"
     );
+    // The cascade is reported, so its changes can be announced.
+    assert_eq!(cascaded, vec![task_of(&store, dep.id).await]);
     let b = balances(&store, poster.id).await;
     assert_eq!((b.available, b.escrow), (1000, 0));
     assert_settled_once(&store, &cancelled).await;
@@ -498,10 +500,17 @@ pub async fn cancel_workflow_cascades(store: Arc<dyn Store>) {
     complete(&store, a_id, worker.id, 100).await;
     claim_ok(&store, b_id, worker.id).await;
     let at = now();
-    let cancelled = store
+    let (cancelled, changed) = store
         .cancel_workflow(wf.id, at, &audit("workflow.cancelled"))
         .await
         .unwrap();
+    // Every task whose status changed, inside the workflow and downstream of it, and no other.
+    let mut changed_ids: Vec<_> = changed.iter().map(|t| t.id).collect();
+    changed_ids.sort();
+    let mut expected = vec![b_id, c_id, d_id, outside.id];
+    expected.sort();
+    assert_eq!(changed_ids, expected);
+    assert!(changed.iter().all(|t| t.status == TaskStatus::Cancelled));
     assert_eq!(cancelled.status, WorkflowStatus::Cancelled);
     assert_eq!(cancelled.updated_at, at);
     assert_eq!(

@@ -100,7 +100,7 @@ pub(super) async fn cancel_task(
     task_id: Uuid,
     at: DateTime<Utc>,
     audit: &AuditEntry,
-) -> Result<TaskRecord> {
+) -> Result<(TaskRecord, Vec<TaskRecord>)> {
     store
         .write(
             (task_id, at, audit.clone()),
@@ -123,10 +123,10 @@ pub(super) async fn cancel_task(
                         };
                         return tx.refuse(Err(refusal));
                     };
-                    abandon(&mut tx, &task, at, "task cancelled").await?;
+                    let cascaded = abandon(&mut tx, &task, at, "task cancelled").await?;
                     insert_audit(&mut tx, audit).await?;
                     tx.commit().await?;
-                    Ok(task)
+                    Ok((task, cascaded))
                 })
             },
         )

@@ -246,7 +246,7 @@ impl Store for Backend {
         task_id: Uuid,
         at: DateTime<Utc>,
         audit: &AuditEntry,
-    ) -> Result<TaskRecord> {
+    ) -> Result<(TaskRecord, Vec<TaskRecord>)> {
         lifecycle::cancel_task(self, task_id, at, audit).await
     }
 
@@ -255,7 +255,7 @@ impl Store for Backend {
         id: Uuid,
         at: DateTime<Utc>,
         audit: &AuditEntry,
-    ) -> Result<WorkflowRecord> {
+    ) -> Result<(WorkflowRecord, Vec<TaskRecord>)> {
         workflows::cancel_workflow(self, id, at, audit).await
     }
 

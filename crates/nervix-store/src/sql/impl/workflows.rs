@@ -131,7 +131,7 @@ pub(super) async fn cancel_workflow(
     id: Uuid,
     at: DateTime<Utc>,
     audit: &AuditEntry,
-) -> Result<WorkflowRecord> {
+) -> Result<(WorkflowRecord, Vec<TaskRecord>)> {
     store
         .write((id, at, audit.clone()), |mut tx, &(id, at, ref audit)| {
             Box::pin(async move {
@@ -154,6 +154,7 @@ pub(super) async fn cancel_workflow(
                 .bind(id)
                 .fetch_all(&mut *tx)
                 .await?;
+                let mut changed = Vec::with_capacity(ids.len());
                 for task_id in ids {
                     if let Some(t) = finish_task(
                         &mut tx,
@@ -167,7 +168,9 @@ pub(super) async fn cancel_workflow(
                     {
                         // Like a cancelled task: refund, and cancel dependents outside the
                         // workflow too (they could never become available otherwise).
-                        abandon(&mut tx, &t, at, "workflow cancelled").await?;
+                        let cascaded = abandon(&mut tx, &t, at, "workflow cancelled").await?;
+                        changed.push(t);
+                        changed.extend(cascaded);
                     }
                 }
                 insert_audit(&mut tx, audit).await?;
@@ -178,7 +181,7 @@ pub(super) async fn cancel_workflow(
                 .fetch_one(&mut *tx)
                 .await?;
                 tx.commit().await?;
-                row.try_into()
+                Ok((row.try_into()?, changed))
             })
         })
         .await
