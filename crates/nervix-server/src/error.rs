@@ -146,6 +146,9 @@ impl From<StoreError> for ApiError {
                 }
                 Conflict::ChallengeUsed => ApiError::conflict("challenge_used", c.to_string()),
                 Conflict::InvalidState => ApiError::conflict("invalid_state", c.to_string()),
+                Conflict::IdempotencyKeyUsed => {
+                    ApiError::conflict("idempotency_key_used", c.to_string())
+                }
             },
             StoreError::Invalid { field, message } => ApiError::field(field, message),
             StoreError::InsufficientFunds => ApiError::new(

@@ -80,10 +80,6 @@ where
 
 const BATCH: i64 = 200;
 
-fn stale_reservation(config: &crate::Config) -> chrono::Duration {
-    chrono::Duration::from_std(config.request_timeout * 4).unwrap_or(chrono::Duration::minutes(2))
-}
-
 /// Starts every background service. `store` is the workers' own pool, apart from the API's.
 pub fn spawn_all(
     state: &AppState,
@@ -151,9 +147,8 @@ pub fn spawn_all(
             every(interval * 60, sd, || async {
                 s.purge_challenges(Utc::now() - chrono::Duration::hours(1))
                     .await?;
-                // An idempotency reservation older than any request could run belongs to a
-                // request that died; drop it so the client's retry can proceed.
-                s.purge_stale_idempotency_keys(Utc::now() - stale_reservation(&st.config))
+                // Stored responses are kept a day for retries to replay.
+                s.purge_idempotent_responses(Utc::now() - chrono::Duration::hours(24))
                     .await?;
                 st.limits.shrink();
                 st.presence.forget_idle();

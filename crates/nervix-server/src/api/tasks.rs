@@ -1,6 +1,8 @@
 //! Tasks: post (escrowed), list, claim (one conditional write), submit (checked, then paid or
 //! retried), release, cancel; and submissions.
 
+use std::sync::Arc;
+
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -14,8 +16,9 @@ use nervix_core::quality::{
 use nervix_core::reputation::Reputation;
 use nervix_core::{Complexity, FieldError, FieldErrors, Level, Money, Role, TaskKind, TaskStatus};
 use nervix_store::{
-    ClaimOutcome, ClaimRequest, Decision, EligibilityFilter, NewPost, NewSubmission, NewTask,
-    SubmissionRecord, SubmitOutcome, TaskQuery, TaskRecord,
+    ClaimOutcome, ClaimRequest, Decision, EligibilityFilter, IdempotencyScope, IdempotentResponse,
+    NewPost, NewSubmission, NewTask, SaveResponse, SubmissionRecord, SubmitOutcome, TaskQuery,
+    TaskRecord,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -249,20 +252,21 @@ pub fn validate_fields(
     })
 }
 
-/// Replays the stored response for a repeated `Idempotency-Key`, or runs `f` and stores its
-/// response. The key is reserved before `f` runs, so a retry that arrives while the first
-/// request is still in flight gets 409 instead of doing the work (and moving the money) twice.
-/// The same key with a different body is refused; a failed request releases its key.
+/// Replays the stored response for a repeated `Idempotency-Key` (scoped by caller, `method`
+/// and `path`), or runs `f` with the key, which hands it to the store: the response is then
+/// stored in the transaction of the work, so concurrent duplicates run the work once and the
+/// others replay its response. The same key with a different body is refused.
 pub async fn idempotent<B, F, Fut>(
     state: &AppState,
     caller: &Caller,
     headers: &HeaderMap,
+    (method, path): (&str, &str),
     body: &B,
     f: F,
 ) -> ApiResult<Response>
 where
     B: Serialize,
-    F: FnOnce() -> Fut,
+    F: FnOnce(Option<Idempotency>) -> Fut,
     Fut: std::future::Future<Output = ApiResult<(StatusCode, Value)>>,
 {
     let Some(key) = headers
@@ -270,7 +274,7 @@ where
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned)
     else {
-        let (status, value) = f().await?;
+        let (status, value) = f(None).await?;
         return Ok((status, Json(value)).into_response());
     };
     if key.is_empty() || key.len() > 255 {
@@ -282,57 +286,69 @@ where
     let hash = hex(&Sha256::digest(
         serde_json::to_vec(body).unwrap_or_default(),
     ));
-    let reservation = nervix_store::IdempotentResponse {
-        request_hash: hash.clone(),
-        status: IN_PROGRESS,
-        body: String::new(),
-        created_at: Utc::now(),
+    let scope = IdempotencyScope {
+        agent_id: caller.id,
+        method: method.to_owned(),
+        path: path.to_owned(),
+        key,
     };
-    if !state
-        .store
-        .save_idempotent_response(caller.id, &key, &reservation)
-        .await?
-    {
-        let prev = state.store.idempotent_response(caller.id, &key).await?;
-        return match prev {
-            Some(prev) if prev.request_hash != hash => Err(ApiError::unprocessable(
-                "idempotency_key_reused",
-                "this Idempotency-Key was used with a different body",
-            )),
-            Some(prev) if prev.status != IN_PROGRESS => {
-                let status = StatusCode::from_u16(prev.status).unwrap_or(StatusCode::OK);
-                let value: Value = serde_json::from_str(&prev.body).unwrap_or(Value::Null);
-                Ok((status, Json(value)).into_response())
-            }
-            _ => {
-                let mut e = ApiError::conflict(
-                    "idempotency_in_progress",
-                    "a request with this Idempotency-Key is still being processed",
-                );
-                e.retry_after = Some(1);
-                Err(e)
-            }
-        };
+    if let Some(prev) = state.store.idempotent_response(&scope).await? {
+        return replay(prev, &hash);
     }
-    match f().await {
-        Ok((status, value)) => {
-            state
-                .store
-                .finish_idempotent_response(caller.id, &key, status.as_u16(), &value.to_string())
-                .await?;
-            Ok((status, Json(value)).into_response())
-        }
-        Err(e) => {
-            if let Err(release) = state.store.release_idempotency_key(caller.id, &key).await {
-                tracing::warn!(error = %release, "could not release an idempotency key");
-            }
-            Err(e)
+    let idempotency = Idempotency {
+        scope: scope.clone(),
+        request_hash: hash.clone(),
+    };
+    match f(Some(idempotency)).await {
+        Ok((status, value)) => Ok((status, Json(value)).into_response()),
+        // The key answered another request meanwhile: a concurrent duplicate (the store
+        // refused this one, having written nothing) or one whose work is why this one failed.
+        Err(e) => match state.store.idempotent_response(&scope).await? {
+            Some(prev) => replay(prev, &hash),
+            None => Err(e),
+        },
+    }
+}
+
+/// An `Idempotency-Key` for the store operation of a request.
+pub struct Idempotency {
+    scope: IdempotencyScope,
+    request_hash: String,
+}
+
+impl Idempotency {
+    /// Asks the store to keep the response `render` makes of its outcome with the work;
+    /// `None` (not a success) keeps nothing.
+    pub fn save<T>(
+        self,
+        render: impl Fn(&T) -> Option<(StatusCode, Value)> + Send + Sync + 'static,
+    ) -> SaveResponse<T> {
+        SaveResponse {
+            scope: self.scope,
+            request_hash: self.request_hash,
+            created_at: Utc::now(),
+            render: Arc::new(move |outcome: &T| {
+                render(outcome).map(|(status, value)| (status.as_u16(), value.to_string()))
+            }),
         }
     }
 }
 
-/// Status stored while the first request with a key is running.
-const IN_PROGRESS: u16 = 0;
+/// The stored response, exactly as stored: one that cannot be decoded is an internal error,
+/// never a made-up answer.
+fn replay(prev: IdempotentResponse, hash: &str) -> ApiResult<Response> {
+    if prev.request_hash != hash {
+        return Err(ApiError::unprocessable(
+            "idempotency_key_reused",
+            "this Idempotency-Key was used with a different body",
+        ));
+    }
+    let status = StatusCode::from_u16(prev.status)
+        .map_err(|e| ApiError::internal(format!("stored response status {}: {e}", prev.status)))?;
+    let value: Value = serde_json::from_str(&prev.body)
+        .map_err(|e| ApiError::internal(format!("stored response body: {e}")))?;
+    Ok((status, Json(value)).into_response())
+}
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
@@ -409,7 +425,8 @@ async fn post_task(
     headers: HeaderMap,
     ApiJson(req): ApiJson<NewTaskRequest>,
 ) -> ApiResult<Response> {
-    idempotent(&state, &caller, &headers, &req, || async {
+    let at = ("POST", "/v1/tasks");
+    idempotent(&state, &caller, &headers, at, &req, |idem| async {
         let now = Utc::now();
         if req.key.is_some() {
             return Err(ApiError::field(
@@ -442,7 +459,13 @@ async fn post_task(
             audit: None,
             notifies_first_round: true,
         };
-        let created = state.store.post_tasks(&post).await?;
+        let render = |created: &Vec<TaskRecord>| {
+            let v = TaskView::from(created.first()?.clone());
+            Some((StatusCode::CREATED, serde_json::to_value(&v).ok()?))
+        };
+        let save = idem.map(|i| i.save(render));
+        let created = state.store.post_tasks(&post, save).await?;
+        let response = render(&created);
         let t = created
             .into_iter()
             .next()
@@ -450,8 +473,7 @@ async fn post_task(
         if t.status == TaskStatus::Available {
             announce(&state, t.clone());
         }
-        let v = TaskView::from(t);
-        Ok((StatusCode::CREATED, to_value(&v)?))
+        response.ok_or_else(|| ApiError::internal("the posted task could not be rendered"))
     })
     .await
 }
@@ -711,7 +733,9 @@ async fn submit(
     Path(id): Path<Uuid>,
     ApiJson(body): ApiJson<SubmitBody>,
 ) -> ApiResult<Response> {
-    idempotent(&state, &caller, &headers, &body, || async {
+    let path = format!("/v1/tasks/{id}/submit");
+    let at = ("POST", path.as_str());
+    idempotent(&state, &caller, &headers, at, &body, |idem| async {
         let task = state
             .store
             .task(id)
@@ -745,22 +769,40 @@ async fn submit(
         } else {
             Decision::Reject
         };
+        let render = |outcome: &SubmitOutcome| {
+            let SubmitOutcome::Done {
+                submission, task, ..
+            } = outcome
+            else {
+                return None;
+            };
+            let resp = SubmitResponse {
+                submission: submission.clone().into(),
+                task: TaskView::from(task.clone()),
+            };
+            Some((StatusCode::ACCEPTED, serde_json::to_value(&resp).ok()?))
+        };
+        let save = idem.map(|i| i.save(render));
         let outcome = state
             .store
-            .submit(&NewSubmission {
-                id: Uuid::now_v7(),
-                task_id: id,
-                agent_id: caller.id,
-                content,
-                notes: body.submission_data.notes.clone(),
-                quality_score: score,
-                checks: to_value(&checks)?,
-                decision,
-                feedback: Some(feedback(&checks, score, threshold)),
-                retry: state.config.retry,
-                at: Utc::now(),
-            })
+            .submit(
+                &NewSubmission {
+                    id: Uuid::now_v7(),
+                    task_id: id,
+                    agent_id: caller.id,
+                    content,
+                    notes: body.submission_data.notes.clone(),
+                    quality_score: score,
+                    checks: to_value(&checks)?,
+                    decision,
+                    feedback: Some(feedback(&checks, score, threshold)),
+                    retry: state.config.retry,
+                    at: Utc::now(),
+                },
+                save,
+            )
             .await?;
+        let response = render(&outcome);
         let SubmitOutcome::Done {
             submission,
             task,
@@ -794,11 +836,7 @@ async fn submit(
                 tracing::warn!(error = %e, "publishing earning failed");
             }
         }
-        let resp = SubmitResponse {
-            submission: submission.into(),
-            task: TaskView::from(task),
-        };
-        Ok((StatusCode::ACCEPTED, to_value(&resp)?))
+        response.ok_or_else(|| ApiError::internal("the submission could not be rendered"))
     })
     .await
 }

@@ -6,10 +6,10 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use axum::Json;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use nervix_core::dag::{topo_order, DagNode};
 use nervix_core::{FieldErrors, TaskStatus};
-use nervix_store::{NewPost, NewWorkflow, TaskRecord, WorkflowRecord};
+use nervix_store::{NewPost, NewWorkflow, TaskRecord, WorkflowRecord, WorkflowStatus};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use utoipa::ToSchema;
@@ -108,7 +108,8 @@ async fn post_workflow(
     headers: HeaderMap,
     ApiJson(req): ApiJson<NewWorkflowRequest>,
 ) -> ApiResult<Response> {
-    idempotent(&state, &caller, &headers, &req, || async {
+    let at = ("POST", "/v1/workflows");
+    idempotent(&state, &caller, &headers, at, &req, |idem| async {
         let name = req.name.trim();
         if name.is_empty() || name.chars().count() > 200 {
             return Err(ApiError::field("name", "must be 1 to 200 characters"));
@@ -123,7 +124,8 @@ async fn post_workflow(
             .collect();
         let order = topo_order(&nodes)
             .map_err(|e| ApiError::unprocessable("invalid_dag", e.to_string()))?;
-        let now = Utc::now();
+        // At the precision the databases keep, as the rendered workflow below must match it.
+        let now = Utc::now().trunc_subsecs(6);
         let mut errs = FieldErrors::default();
         let mut ids: HashMap<&str, Uuid> = HashMap::new();
         let mut tasks = Vec::with_capacity(order.len());
@@ -167,20 +169,25 @@ async fn post_workflow(
             )),
             notifies_first_round: true,
         };
-        let created = state.store.post_tasks(&post).await?;
+        // The workflow as the post stores it (the response is rendered in its transaction).
+        let wf = WorkflowRecord {
+            id: wf_id,
+            name: name.to_owned(),
+            status: WorkflowStatus::Active,
+            posted_by: caller.id,
+            created_at: now,
+            updated_at: now,
+        };
+        let respond = move |created: &Vec<TaskRecord>| {
+            let view = render(wf.clone(), created.clone());
+            Some((StatusCode::CREATED, serde_json::to_value(&view).ok()?))
+        };
+        let save = idem.map(|i| i.save(respond.clone()));
+        let created = state.store.post_tasks(&post, save).await?;
         for t in created.iter().filter(|t| t.status == TaskStatus::Available) {
             announce(&state, t.clone());
         }
-        let wf = state
-            .store
-            .workflow(wf_id)
-            .await?
-            .ok_or_else(|| ApiError::internal("workflow vanished"))?;
-        let view = render(wf, created);
-        Ok((
-            StatusCode::CREATED,
-            serde_json::to_value(&view).map_err(ApiError::internal)?,
-        ))
+        respond(&created).ok_or_else(|| ApiError::internal("the workflow could not be rendered"))
     })
     .await
 }
