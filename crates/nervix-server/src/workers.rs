@@ -103,12 +103,9 @@ pub fn spawn_all(
                 a.store
                     .purge_challenges(Utc::now() - chrono::Duration::hours(1))
                     .await?;
-                // An idempotency reservation older than any request could run belongs to a
-                // request that died; drop it so the client's retry can proceed.
-                let stale = chrono::Duration::from_std(a.config.request_timeout * 4)
-                    .unwrap_or(chrono::Duration::minutes(2));
+                // A client retries within minutes; a day keeps every realistic retry answered.
                 a.store
-                    .purge_stale_idempotency_keys(Utc::now() - stale)
+                    .purge_idempotent_responses(Utc::now() - chrono::Duration::hours(24))
                     .await?;
                 limits.shrink();
                 a.presence.forget_idle();

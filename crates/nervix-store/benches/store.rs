@@ -134,7 +134,7 @@ fn bench(c: &mut Criterion) {
                     audit: None,
                     notifies_first_round: true,
                 };
-                let t = store.post_tasks(&post).await.unwrap().remove(0);
+                let t = store.post_tasks(&post, None).await.unwrap().remove(0);
                 let claim = ClaimRequest {
                     task_id: t.id,
                     agent_id: worker.id,
@@ -159,7 +159,7 @@ fn bench(c: &mut Criterion) {
                     at: now,
                 };
                 assert!(matches!(
-                    store.submit(&s).await.unwrap(),
+                    store.submit(&s, None).await.unwrap(),
                     SubmitOutcome::Done { .. }
                 ));
             })

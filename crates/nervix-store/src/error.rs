@@ -49,6 +49,9 @@ pub enum Conflict {
     DuplicatePublicKey,
     ChallengeUsed,
     InvalidState,
+    /// The `Idempotency-Key` already answered a request (its response is stored): the
+    /// operation wrote nothing.
+    IdempotencyKeyUsed,
 }
 
 impl fmt::Display for Conflict {
@@ -58,6 +61,7 @@ impl fmt::Display for Conflict {
             Conflict::DuplicatePublicKey => "public_key already enrolled",
             Conflict::ChallengeUsed => "challenge already used",
             Conflict::InvalidState => "not allowed in the current state",
+            Conflict::IdempotencyKeyUsed => "idempotency key already used",
         })
     }
 }

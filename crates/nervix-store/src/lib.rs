@@ -149,8 +149,14 @@ pub trait Store: Send + Sync + 'static {
 
     // ---- tasks, workflows, ledger ---------------------------------------------------------
     /// Escrows the reward from the poster (or the treasury) and creates the tasks of one post:
-    /// a single task or a whole workflow, all or nothing.
-    async fn post_tasks(&self, post: &NewPost) -> Result<Vec<TaskRecord>>;
+    /// a single task or a whole workflow, all or nothing. With `save`, the response is stored
+    /// under its key in the same transaction; a key already used fails with
+    /// `Conflict::IdempotencyKeyUsed` and writes nothing (see [`SaveResponse`]).
+    async fn post_tasks(
+        &self,
+        post: &NewPost,
+        save: Option<SaveResponse<Vec<TaskRecord>>>,
+    ) -> Result<Vec<TaskRecord>>;
     async fn task(&self, id: Uuid) -> Result<Option<TaskRecord>>;
     async fn tasks_by_ids(&self, ids: &[Uuid]) -> Result<Vec<TaskRecord>>;
     async fn list_tasks(&self, q: &TaskQuery) -> Result<Vec<TaskRecord>>;
@@ -161,8 +167,12 @@ pub trait Store: Send + Sync + 'static {
     /// The claim: one conditional write. Exactly one of any number of concurrent callers wins.
     async fn claim_task(&self, claim: &ClaimRequest) -> Result<ClaimOutcome>;
     /// Stores a submission and applies its decision (accept → pay, reject → retry or fail),
-    /// cascading to dependents, all in one transaction.
-    async fn submit(&self, s: &NewSubmission) -> Result<SubmitOutcome>;
+    /// cascading to dependents, all in one transaction. `save` as for [`Store::post_tasks`].
+    async fn submit(
+        &self,
+        s: &NewSubmission,
+        save: Option<SaveResponse<SubmitOutcome>>,
+    ) -> Result<SubmitOutcome>;
     async fn submission(&self, id: Uuid) -> Result<Option<SubmissionRecord>>;
     /// The assignee gives the task back (attempt not counted against it).
     async fn release_task(
@@ -218,31 +228,13 @@ pub trait Store: Send + Sync + 'static {
     /// Moves money from the treasury to an agent's available balance (operator grant).
     async fn grant(&self, to: Uuid, amount: i64, memo: &str, audit: &AuditEntry) -> Result<()>;
 
+    /// The response stored for a key by an operation given a [`SaveResponse`], to replay.
     async fn idempotent_response(
         &self,
-        agent: Uuid,
-        key: &str,
+        scope: &IdempotencyScope,
     ) -> Result<Option<IdempotentResponse>>;
-    /// Records a response; false when another request stored one for the key first.
-    async fn save_idempotent_response(
-        &self,
-        agent: Uuid,
-        key: &str,
-        r: &IdempotentResponse,
-    ) -> Result<bool>;
-    /// Stores the final response of a key reserved by `save_idempotent_response` with status 0
-    /// (in progress).
-    async fn finish_idempotent_response(
-        &self,
-        agent: Uuid,
-        key: &str,
-        status: u16,
-        body: &str,
-    ) -> Result<()>;
-    /// Gives up a reservation (status 0) so the client may retry after an error.
-    async fn release_idempotency_key(&self, agent: Uuid, key: &str) -> Result<()>;
-    /// Drops reservations still in progress since before `before` (their request died).
-    async fn purge_stale_idempotency_keys(&self, before: DateTime<Utc>) -> Result<u64>;
+    /// Drops responses stored before `before` (their keys may then be used again).
+    async fn purge_idempotent_responses(&self, before: DateTime<Utc>) -> Result<u64>;
 }
 
 #[cfg(test)]

@@ -1,6 +1,9 @@
 //! Records the store reads and writes. Field types are domain types where one exists;
 //! conversion from rows happens in one place (`sql::rows`).
 
+use std::fmt;
+use std::sync::Arc;
+
 use chrono::{DateTime, Utc};
 use nervix_core::{Complexity, Role, TaskKind, TaskStatus};
 use serde_json::Value;
@@ -511,6 +514,54 @@ impl AccountKind {
     }
 }
 
+// ---- idempotency -------------------------------------------------------------------------
+
+/// What an `Idempotency-Key` is scoped by: the caller, the HTTP method and the path.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct IdempotencyScope {
+    pub agent_id: Uuid,
+    pub method: String,
+    pub path: String,
+    pub key: String,
+}
+
+/// Renders the outcome of an operation as the HTTP response to store for its key: status and
+/// body, or `None` when the outcome is not a success (nothing is stored, the key stays free).
+pub type RenderResponse<T> = Arc<dyn Fn(&T) -> Option<(u16, String)> + Send + Sync>;
+
+/// Asks an operation to store its response under a key, in the transaction of its work: the
+/// key is claimed first (a key already used makes the operation write nothing and fail with
+/// `Conflict::IdempotencyKeyUsed`), and the rendered response is stored before the commit.
+pub struct SaveResponse<T> {
+    pub scope: IdempotencyScope,
+    /// Identifies the request body, so that a replay can tell a reused key from a retry.
+    pub request_hash: String,
+    pub created_at: DateTime<Utc>,
+    pub render: RenderResponse<T>,
+}
+
+impl<T> Clone for SaveResponse<T> {
+    fn clone(&self) -> Self {
+        SaveResponse {
+            scope: self.scope.clone(),
+            request_hash: self.request_hash.clone(),
+            created_at: self.created_at,
+            render: Arc::clone(&self.render),
+        }
+    }
+}
+
+impl<T> fmt::Debug for SaveResponse<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SaveResponse")
+            .field("scope", &self.scope)
+            .field("request_hash", &self.request_hash)
+            .field("created_at", &self.created_at)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A response stored for a key, to replay to a retry of the request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IdempotentResponse {
     pub request_hash: String,

@@ -3,7 +3,9 @@
 
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
-use axum::http::HeaderMap;
+use std::sync::Arc;
+
+use axum::http::{HeaderMap, Method, Uri};
 use axum::response::Response;
 use axum::Json;
 use chrono::{DateTime, Utc};
@@ -16,6 +18,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
+use crate::app::idempotency::Render;
 use crate::app::tasks::{self, Submitted, Work};
 use crate::app::{self, Caller};
 use crate::error::{ApiError, ApiResult};
@@ -48,6 +51,8 @@ fn json<T: Serialize>(v: &T) -> app::Result<Value> {
 async fn post_task(
     State(state): State<AppState>,
     caller: Caller,
+    method: Method,
+    uri: Uri,
     headers: HeaderMap,
     ApiJson(req): ApiJson<NewTaskRequest>,
 ) -> ApiResult<Response> {
@@ -63,15 +68,15 @@ async fn post_task(
         "",
     )?;
     let depends_on = tasks::parse_dependencies(&req.depends_on)?;
-    let key = idempotency_key(&headers, &req)?;
-    let render = |t: &TaskRecord| Ok((201, json(&TaskView::from(t.clone()))?));
+    let key = idempotency_key(&method, &uri, &headers, &req)?;
+    let render: Render<TaskRecord> = Arc::new(|t| Ok((201, json(&TaskView::from(t.clone()))?)));
     let outcome = tasks::post(
         &state.app,
         &caller,
         &spec,
         depends_on,
         key.as_ref(),
-        &render,
+        render.clone(),
     )
     .await?;
     respond(outcome, &render)
@@ -235,11 +240,13 @@ pub struct SubmitResponse {
 async fn submit(
     State(state): State<AppState>,
     caller: Caller,
+    method: Method,
+    uri: Uri,
     headers: HeaderMap,
     Path(id): Path<Uuid>,
     ApiJson(body): ApiJson<SubmitBody>,
 ) -> ApiResult<Response> {
-    let key = idempotency_key(&headers, &body)?;
+    let key = idempotency_key(&method, &uri, &headers, &body)?;
     let notes = body
         .submission_data
         .notes
@@ -250,14 +257,15 @@ async fn submit(
         content: body.submission_data.content,
         notes,
     };
-    let render = |s: &Submitted| {
+    let render: Render<Submitted> = Arc::new(|s| {
         let view = SubmitResponse {
             submission: s.submission.clone().into(),
             task: TaskView::from(s.task.clone()),
         };
         Ok((202, json(&view)?))
-    };
-    let outcome = tasks::submit(&state.app, &caller, id, work, key.as_ref(), &render).await?;
+    });
+    let outcome =
+        tasks::submit(&state.app, &caller, id, work, key.as_ref(), render.clone()).await?;
     respond(outcome, &render)
 }
 

@@ -1,7 +1,9 @@
 //! DAG workflows: a set of tasks with dependencies by key, posted (and escrowed) at once.
 
 use axum::extract::{Path, State};
-use axum::http::HeaderMap;
+use std::sync::Arc;
+
+use axum::http::{HeaderMap, Method, Uri};
 use axum::response::Response;
 use axum::Json;
 use chrono::{DateTime, Utc};
@@ -13,6 +15,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
+use crate::app::idempotency::Render;
 use crate::app::workflows::{self, Node, Workflow};
 use crate::app::{self, Caller};
 use crate::error::ApiResult;
@@ -111,10 +114,12 @@ impl From<Workflow> for WorkflowView {
 async fn post_workflow(
     State(state): State<AppState>,
     caller: Caller,
+    method: Method,
+    uri: Uri,
     headers: HeaderMap,
     ApiJson(req): ApiJson<NewWorkflowRequest>,
 ) -> ApiResult<Response> {
-    let key = idempotency_key(&headers, &req)?;
+    let key = idempotency_key(&method, &uri, &headers, &req)?;
     let name = workflows::parse_name(&req.name)?;
     let nodes: Vec<Node<'_, &TaskFields>> = req
         .tasks
@@ -128,7 +133,7 @@ async fn post_workflow(
     let max_reward = Money::from_cents(state.app.config.max_reward_cents);
     let now = Utc::now();
     let parse = |t: &&TaskFields, prefix: &str| t.parse(max_reward, now, prefix);
-    let render = |w: &Workflow| {
+    let render: Render<Workflow> = Arc::new(|w| {
         let view = WorkflowView::from(Workflow {
             workflow: w.workflow.clone(),
             tasks: w.tasks.clone(),
@@ -137,7 +142,7 @@ async fn post_workflow(
             201,
             serde_json::to_value(view).map_err(app::Error::internal)?,
         ))
-    };
+    });
     let outcome = workflows::post(
         &state.app,
         &caller,
@@ -145,7 +150,7 @@ async fn post_workflow(
         &nodes,
         parse,
         key.as_ref(),
-        &render,
+        render.clone(),
     )
     .await?;
     respond(outcome, &render)

@@ -124,6 +124,7 @@ impl From<StoreError> for Error {
                     Conflict::DuplicatePublicKey => "public_key_taken",
                     Conflict::ChallengeUsed => "challenge_used",
                     Conflict::InvalidState => "invalid_state",
+                    Conflict::IdempotencyKeyUsed => "idempotency_key_used",
                 };
                 Error::conflict(code, c.to_string())
             }

@@ -14,6 +14,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use super::idempotency::{self, Outcome, Render};
+
 use super::{audit, events, App, Caller, Error, ErrorKind, Result};
 use crate::bus::Frame;
 
@@ -62,9 +63,9 @@ pub async fn post(
     spec: &TaskSpec,
     depends_on: Vec<Uuid>,
     key: Option<&idempotency::Key>,
-    render: Render<'_, TaskRecord>,
+    render: Render<TaskRecord>,
 ) -> Result<Outcome<TaskRecord>> {
-    idempotency::once(app, caller, key, render, || async {
+    idempotency::once(app, caller, key, |saver| async {
         let mut task = new_task(spec);
         task.depends_on = depends_on;
         let post = NewPost {
@@ -76,7 +77,10 @@ pub async fn post(
             audit: None,
             notifies_first_round: true,
         };
-        let created = app.store.post_tasks(&post).await?;
+        let save = saver.map(|s| {
+            s.save(move |created: &Vec<TaskRecord>| created.first().and_then(|t| render(t).ok()))
+        });
+        let created = app.store.post_tasks(&post, save).await?;
         let t = created
             .into_iter()
             .next()
@@ -230,9 +234,9 @@ pub async fn submit(
     id: Uuid,
     work: Work,
     key: Option<&idempotency::Key>,
-    render: Render<'_, Submitted>,
+    render: Render<Submitted>,
 ) -> Result<Outcome<Submitted>> {
-    idempotency::once(app, caller, key, render, || async {
+    idempotency::once(app, caller, key, |saver| async {
         let task = get(app, id).await?;
         if task.assigned_agent_id != Some(caller.id) || task.status != TaskStatus::Claimed {
             return Err(if task.assigned_agent_id == Some(caller.id) {
@@ -254,22 +258,32 @@ pub async fn submit(
         } else {
             Decision::Reject
         };
-        let outcome = app
-            .store
-            .submit(&NewSubmission {
-                id: Uuid::now_v7(),
-                task_id: id,
-                agent_id: caller.id,
-                content,
-                notes: work.notes.map(Notes::into_inner),
-                quality_score: score,
-                checks: serde_json::to_value(&checks).map_err(Error::internal)?,
-                decision,
-                feedback: Some(feedback(&checks, score, threshold)),
-                retry: app.config.retry,
-                at: Utc::now(),
+        let save = saver.map(|s| {
+            s.save(move |outcome: &SubmitOutcome| match outcome {
+                SubmitOutcome::Done {
+                    submission, task, ..
+                } => render(&Submitted {
+                    submission: submission.clone(),
+                    task: task.clone(),
+                })
+                .ok(),
+                _ => None,
             })
-            .await?;
+        });
+        let submission = NewSubmission {
+            id: Uuid::now_v7(),
+            task_id: id,
+            agent_id: caller.id,
+            content,
+            notes: work.notes.map(Notes::into_inner),
+            quality_score: score,
+            checks: serde_json::to_value(&checks).map_err(Error::internal)?,
+            decision,
+            feedback: Some(feedback(&checks, score, threshold)),
+            retry: app.config.retry,
+            at: Utc::now(),
+        };
+        let outcome = app.store.submit(&submission, save).await?;
         let SubmitOutcome::Done {
             submission,
             task,

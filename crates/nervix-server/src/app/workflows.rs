@@ -2,10 +2,10 @@
 
 use std::collections::HashMap;
 
-use chrono::Utc;
+use chrono::{SubsecRound, Utc};
 use nervix_core::dag::{topo_order, DagNode};
 use nervix_core::{FieldErrors, TaskSpec, TaskStatus};
-use nervix_store::{NewPost, NewWorkflow, TaskRecord, WorkflowRecord};
+use nervix_store::{NewPost, NewWorkflow, TaskRecord, WorkflowRecord, WorkflowStatus};
 use serde_json::json;
 use uuid::Uuid;
 
@@ -46,7 +46,7 @@ pub async fn post<F>(
     nodes: &[Node<'_, F>],
     parse: impl Fn(&F, &str) -> std::result::Result<TaskSpec, FieldErrors>,
     key: Option<&idempotency::Key>,
-    render: Render<'_, Workflow>,
+    render: Render<Workflow>,
 ) -> Result<Outcome<Workflow>> {
     let dag: Vec<DagNode<'_>> = nodes
         .iter()
@@ -81,8 +81,20 @@ pub async fn post<F>(
         }
     }
     errs.into_result()?;
-    idempotency::once(app, caller, key, render, || async {
+    idempotency::once(app, caller, key, |saver| async {
         let wf_id = Uuid::now_v7();
+        // At the precision the databases keep: the response rendered in the post's
+        // transaction must say what a later read says.
+        let at = Utc::now().trunc_subsecs(6);
+        // The workflow as the post stores it.
+        let workflow = WorkflowRecord {
+            id: wf_id,
+            name: name.clone(),
+            status: WorkflowStatus::Active,
+            posted_by: caller.id,
+            created_at: at,
+            updated_at: at,
+        };
         let post = NewPost {
             poster: caller.id,
             from_treasury: caller.is_admin(),
@@ -91,7 +103,7 @@ pub async fn post<F>(
                 name: name.clone(),
             }),
             tasks: tasks.clone(),
-            at: Utc::now(),
+            at,
             audit: Some(audit::by(
                 caller,
                 "workflow.post",
@@ -100,15 +112,20 @@ pub async fn post<F>(
             )),
             notifies_first_round: true,
         };
-        let created = app.store.post_tasks(&post).await?;
+        let save = saver.map(|s| {
+            let (workflow, render) = (workflow.clone(), render.clone());
+            s.save(move |created: &Vec<TaskRecord>| {
+                let posted = Workflow {
+                    workflow: workflow.clone(),
+                    tasks: created.clone(),
+                };
+                render(&posted).ok()
+            })
+        });
+        let created = app.store.post_tasks(&post, save).await?;
         for t in created.iter().filter(|t| t.status == TaskStatus::Available) {
             events::announce(app, t.clone());
         }
-        let workflow = app
-            .store
-            .workflow(wf_id)
-            .await?
-            .ok_or_else(|| Error::internal("workflow vanished"))?;
         Ok(Workflow {
             workflow,
             tasks: created,

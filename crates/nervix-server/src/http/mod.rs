@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, MatchedPath, Request};
-use axum::http::{header, request::Parts, HeaderMap, StatusCode};
+use axum::http::{header, request::Parts, HeaderMap, Method, StatusCode, Uri};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -304,8 +304,10 @@ pub async fn limit_by_ip(
     next.run(req).await
 }
 
-/// The `Idempotency-Key` of a request whose parsed body is `body`.
+/// The `Idempotency-Key` of a request to `method` `uri` whose parsed body is `body`.
 pub fn idempotency_key<B: Serialize>(
+    method: &Method,
+    uri: &Uri,
     headers: &HeaderMap,
     body: &B,
 ) -> Result<Option<idempotency::Key>, ApiError> {
@@ -317,11 +319,16 @@ pub fn idempotency_key<B: Serialize>(
         })
         .transpose()?;
     let bytes = serde_json::to_vec(body).map_err(ApiError::internal)?;
-    Ok(idempotency::Key::parse(header, &bytes)?)
+    Ok(idempotency::Key::parse(
+        header,
+        method.as_str(),
+        uri.path(),
+        &bytes,
+    )?)
 }
 
 /// The response of an idempotent operation: rendered fresh, or replayed exactly as first sent.
-pub fn respond<T>(outcome: Outcome<T>, render: Render<'_, T>) -> Result<Response, ApiError> {
+pub fn respond<T>(outcome: Outcome<T>, render: &Render<T>) -> Result<Response, ApiError> {
     let (status, body) = match outcome {
         Outcome::Done(v) => render(&v)?,
         Outcome::Replayed(stored) => (stored.status, stored.body),

@@ -31,7 +31,7 @@ crate::backend_tests!(
     idempotent_post,
     matching_notifies_top_n,
     leaderboard_ranks_agents,
-    stale_idempotency_reservation_is_purged,
+    concurrent_identical_submits_get_one_result,
     stats_are_served_from_a_snapshot,
     cancelling_announces_every_changed_task,
 );
@@ -1050,20 +1050,15 @@ async fn idempotent_post(backend: Backend) {
         .unwrap();
     assert_eq!(cancelled["status"], "cancelled", "{cancelled}");
     // Concurrent retries of one request (a client timing out while the first still runs) post
-    // it once: every answer is the first task, or 409 while it is in flight.
+    // it once, and every one of them answers with the first task.
     let racers: Vec<_> = (0..12)
         .map(|_| tokio::spawn(send("key-3", body.clone())))
         .collect();
     let mut ids = HashSet::new();
     for r in racers {
         let (status, v) = r.await.unwrap();
-        match status {
-            201 => {
-                ids.insert(v["id"].as_str().unwrap().to_owned());
-            }
-            409 => assert_eq!(v["code"], "idempotency_in_progress", "{v}"),
-            other => panic!("unexpected {other}: {v}"),
-        }
+        assert_eq!(status, 201, "{v}");
+        ids.insert(v["id"].as_str().unwrap().to_owned());
     }
     assert_eq!(ids.len(), 1, "one task for one key: {ids:?}");
     assert_eq!(
@@ -1195,47 +1190,56 @@ async fn leaderboard_ranks_agents(backend: Backend) {
     assert_field_error(status, &problem, "limit");
 }
 
-async fn stale_idempotency_reservation_is_purged(backend: Backend) {
+/// Identical submits racing with one key (a client retrying while the first is in flight):
+/// the work is paid once, and every one answers with the one submission, as does a retry
+/// after the task is completed. The key belongs to the submit's path: another path is
+/// another request.
+async fn concurrent_identical_submits_get_one_result(backend: Backend) {
     let Some(app) = TestApp::start(backend).await else {
         return;
     };
-    let poster = app.enroll("poster", &[]).await;
-    app.grant(poster.id, "5.00").await;
-    // A reservation left by a request that died long ago (the process crashed mid-request).
-    let store = app.running().state.app.store.clone();
-    let dead = nervix_store::IdempotentResponse {
-        request_hash: "whatever".into(),
-        status: 0,
-        body: String::new(),
-        created_at: chrono::Utc::now() - chrono::Duration::hours(1),
+    let worker = app.enroll("worker", &["writing"]).await;
+    let t = app
+        .admin_post(task_body("Write a haiku", "12.50", &["writing"]))
+        .await;
+    let id = id_of(&t);
+    claim_ok(&worker, id).await;
+    let body = json!({"submission_data": {"content": "A complete and careful answer."}});
+    let send = |path: String| {
+        let (client, body) = (worker.client.clone(), body.clone());
+        async move {
+            let r = client
+                .request_raw(
+                    Method::POST,
+                    &path,
+                    &[("Idempotency-Key", "submit-1")],
+                    Some(serde_json::to_vec(&body).unwrap()),
+                )
+                .await
+                .unwrap();
+            (r.status, r.json())
+        }
     };
-    assert!(store
-        .save_idempotent_response(poster.id, "dead-key", &dead)
-        .await
-        .unwrap());
-    let send = || {
-        poster.client.request_raw(
-            Method::POST,
-            "/v1/tasks",
-            &[("Idempotency-Key", "dead-key")],
-            Some(serde_json::to_vec(&task_body("after a crash", "5.00", &[])).unwrap()),
-        )
-    };
-    // While the dead reservation stands, the key is taken (its body hash differs from ours).
-    let r = send().await.unwrap();
-    assert_eq!(r.status, 422, "still reserved: {}", r.json());
-    assert_eq!(r.json()["code"], "idempotency_key_reused");
-    // The housekeeping worker (every 60 ticks: 6 s in tests) drops it; the retry then posts.
-    let posted = eventually(
-        Duration::from_secs(20),
-        "the stale reservation to go",
-        || async {
-            let r = send().await.unwrap();
-            (r.status == 201).then(|| r.json())
-        },
-    )
-    .await;
-    assert_eq!(posted["title"], "after a crash");
+    let path = format!("/v1/tasks/{id}/submit");
+    let racers: Vec<_> = (0..8).map(|_| tokio::spawn(send(path.clone()))).collect();
+    let mut submissions = HashSet::new();
+    for r in racers {
+        let (status, v) = r.await.unwrap();
+        assert_eq!(status, 202, "{v}");
+        assert_eq!(v["submission"]["status"], "accepted", "{v}");
+        submissions.insert(v["submission"]["id"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(submissions.len(), 1, "one submission: {submissions:?}");
+    let (earned, _) = money(&worker).await;
+    assert!(earned > 0);
+    let (status, v) = send(path).await;
+    assert_eq!(status, 202, "{v}");
+    assert!(submissions.contains(v["submission"]["id"].as_str().unwrap()));
+    assert_eq!(money(&worker).await.0, earned, "paid once");
+    // The same key on another path is another request (here: an unknown task).
+    let (status, v) = send(format!("/v1/tasks/{}/submit", Uuid::now_v7())).await;
+    assert_eq!(status, 404, "{v}");
+    app.stop().await;
 }
 
 /// The counters `GET /v1/stats` and `/` show, at startup, unchanged until the next count, and

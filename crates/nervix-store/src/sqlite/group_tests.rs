@@ -126,7 +126,7 @@ async fn fixture() -> Fixture {
     let other = agent(&store, "other", 5).await;
     store.grant(poster.id, 1000, "g", &audit()).await.unwrap();
     let mut tasks = store
-        .post_tasks(&post(poster.id, vec![task(100), task(100)]))
+        .post_tasks(&post(poster.id, vec![task(100), task(100)]), None)
         .await
         .unwrap();
     let t2 = tasks.pop().unwrap();
@@ -240,7 +240,7 @@ fn counted_one(
 
 /// Queues, behind a held writer: a counted write, a successful claim, business refusals of
 /// every kind (the capacity trigger, a non-assignee's and an unknown task's submit, a post
-/// without funds, a non-assignee's release, a rotation of an unknown token, a used challenge),
+/// without funds, a post whose key is used, a non-assignee's release, a rotation of an unknown token, a used challenge),
 /// optionally a real error, a counted single-statement write, and a submit that pays. Returns
 /// how often each counted write ran.
 async fn group_with_refusals(spoil: bool) -> (usize, usize) {
@@ -266,6 +266,23 @@ async fn group_with_refusals(spoil: bool) -> (usize, usize) {
         expires_at: Utc::now() + chrono::Duration::hours(1),
     };
 
+    // A post whose key the group's duplicate finds used.
+    let keyed = SaveResponse {
+        scope: IdempotencyScope {
+            agent_id: f.poster.id,
+            method: "POST".to_owned(),
+            path: "/v1/tasks".to_owned(),
+            key: "k".to_owned(),
+        },
+        request_hash: "h".to_owned(),
+        created_at: Utc::now(),
+        render: Arc::new(|_: &Vec<TaskRecord>| Some((201, "{}".to_owned()))),
+    };
+    let p = f.poster.id;
+    s.post_tasks(&post(p, vec![task(100)]), Some(keyed.clone()))
+        .await
+        .unwrap();
+
     let release = Arc::new(Notify::new());
     let held = hold(s, release.clone()).await;
     let counted_first = queue(s, counted(s, &first, false)).await;
@@ -276,20 +293,24 @@ async fn group_with_refusals(spoil: bool) -> (usize, usize) {
     let at_capacity = queue(s, async move { s1.claim_task(&claim(t2, w)).await }).await;
     let (s1, o) = (s.clone(), f.other.id);
     let not_assignee = queue(s, async move {
-        s1.submit(&submission(t1, o, Decision::Accept)).await
+        s1.submit(&submission(t1, o, Decision::Accept), None).await
     })
     .await;
     let s1 = s.clone();
     let unknown = queue(s, async move {
-        s1.submit(&submission(Uuid::now_v7(), o, Decision::Reject))
+        s1.submit(&submission(Uuid::now_v7(), o, Decision::Reject), None)
             .await
     })
     .await;
-    let (s1, p) = (s.clone(), f.poster.id);
-    let no_funds = queue(
-        s,
-        async move { s1.post_tasks(&post(p, vec![task(5000)])).await },
-    )
+    let s1 = s.clone();
+    let no_funds = queue(s, async move {
+        s1.post_tasks(&post(p, vec![task(5000)]), None).await
+    })
+    .await;
+    let (s1, save) = (s.clone(), keyed.clone());
+    let key_used = queue(s, async move {
+        s1.post_tasks(&post(p, vec![task(100)]), Some(save)).await
+    })
     .await;
     let s1 = s.clone();
     let release_refused = queue(s, async move { s1.release_task(t2, o, Utc::now()).await }).await;
@@ -308,7 +329,7 @@ async fn group_with_refusals(spoil: bool) -> (usize, usize) {
     let counted_last = queue(s, counted_one(s, &last)).await;
     let s1 = s.clone();
     let paid = queue(s, async move {
-        s1.submit(&submission(t1, w, Decision::Accept)).await
+        s1.submit(&submission(t1, w, Decision::Accept), None).await
     })
     .await;
     release.notify_one();
@@ -333,6 +354,10 @@ async fn group_with_refusals(spoil: bool) -> (usize, usize) {
         Err(StoreError::InsufficientFunds)
     ));
     assert!(matches!(
+        key_used.await.unwrap(),
+        Err(StoreError::Conflict(crate::Conflict::IdempotencyKeyUsed))
+    ));
+    assert!(matches!(
         release_refused.await.unwrap(),
         Err(StoreError::Conflict(crate::Conflict::InvalidState))
     ));
@@ -355,7 +380,7 @@ async fn group_with_refusals(spoil: bool) -> (usize, usize) {
     // What the group kept: the claim and the payout, and nothing of the refusals.
     let t2 = s.task(f.t2.id).await.unwrap().unwrap();
     assert_eq!(t2.status, TaskStatus::Available);
-    assert_eq!(s.balances(f.poster.id).await.unwrap().escrow, 100);
+    assert_eq!(s.balances(f.poster.id).await.unwrap().escrow, 200);
     assert!(s.balances(f.worker.id).await.unwrap().available > 0);
     assert_eq!(s.ledger_total().await.unwrap(), 0);
     s.close().await;

@@ -269,7 +269,7 @@ pub async fn claim_status_outcomes(store: Arc<dyn Store>) {
     claim_ok(&store, r.id, w1.id).await;
     let at = now();
     store
-        .submit(&submission(r.id, w1.id, Decision::Reject, 10, at))
+        .submit(&submission(r.id, w1.id, Decision::Reject, 10, at), None)
         .await
         .unwrap();
     let retry_at = task_of(&store, r.id).await.retry_at.unwrap();

@@ -353,7 +353,7 @@ impl Run<'_> {
                 let worker =
                     db(store.agent(by).await)?.ok_or_else(|| TestCaseError::fail("no worker"))?;
                 let outcome = db(store
-                    .submit(&submission(t.id, by, decision, *quality, at))
+                    .submit(&submission(t.id, by, decision, *quality, at), None)
                     .await)?;
                 if t.status != TaskStatus::Claimed {
                     prop_assert_eq!(outcome, SubmitOutcome::NotAssignee);
@@ -489,7 +489,7 @@ impl Run<'_> {
         let total: i64 = p.tasks.iter().map(|t| t.reward_cents).sum();
         let have = self.model.available[&funder];
         let wf = p.workflow.as_ref().map(|w| w.id);
-        match self.store.post_tasks(&p).await {
+        match self.store.post_tasks(&p, None).await {
             Ok(created) => {
                 prop_assert!(
                     funder == PLATFORM || have >= total,

@@ -28,7 +28,7 @@ pub async fn submit_accept_pays_per_settle(store: Arc<dyn Store>) {
         task: done,
         unblocked,
         cancelled,
-    } = store.submit(&s).await.unwrap()
+    } = store.submit(&s, None).await.unwrap()
     else {
         panic!("submit not applied")
     };
@@ -214,7 +214,10 @@ pub async fn submit_not_assignee(store: Arc<dyn Store>) {
     // Once done, not even the assignee may submit again.
     submit_done(&store, t.id, w1.id, Decision::Accept, 100).await;
     let s = submission(t.id, w1.id, Decision::Accept, 100, now());
-    assert_eq!(store.submit(&s).await.unwrap(), SubmitOutcome::NotAssignee);
+    assert_eq!(
+        store.submit(&s, None).await.unwrap(),
+        SubmitOutcome::NotAssignee
+    );
     assert_eq!(
         store.submission(s.id).await.unwrap(),
         None,
@@ -250,7 +253,7 @@ pub async fn submit_reject_retries_then_fails(store: Arc<dyn Store>) {
     let (a_id, b_id, c_id, d_id) = (a.id, b.id, c.id, d.id);
     let mut p = post(&poster, vec![a, b, d, c]);
     p.workflow = Some(wf.clone());
-    store.post_tasks(&p).await.unwrap();
+    store.post_tasks(&p, None).await.unwrap();
     assert_eq!(balances(&store, poster.id).await.available, 10_000 - 1900);
 
     // First rejection: back to the pool after a back-off, attempt counted.
@@ -265,7 +268,7 @@ pub async fn submit_reject_retries_then_fails(store: Arc<dyn Store>) {
         task: after,
         unblocked,
         cancelled,
-    } = store.submit(&s).await.unwrap()
+    } = store.submit(&s, None).await.unwrap()
     else {
         panic!("reject not applied")
     };
@@ -482,7 +485,7 @@ pub async fn cancel_workflow_cascades(store: Arc<dyn Store>) {
     let (a_id, b_id, c_id, d_id) = (a.id, b.id, c.id, d.id);
     let mut p = post(&poster, vec![a, b, c, d]);
     p.workflow = Some(wf.clone());
-    store.post_tasks(&p).await.unwrap();
+    store.post_tasks(&p, None).await.unwrap();
 
     // A standalone task posted on top of the workflow's last task.
     let outside = post_one(
@@ -841,7 +844,7 @@ pub async fn concurrent_cross_settlements(store: Arc<dyn Store>) {
             let s = submission(t.id, *worker, *decision, 50, now());
             tokio::spawn(async move {
                 barrier.wait().await;
-                store.submit(&s).await
+                store.submit(&s, None).await
             })
         })
         .collect();

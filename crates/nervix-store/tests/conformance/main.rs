@@ -11,6 +11,7 @@
 mod agents;
 mod claims;
 mod enrollment;
+mod idempotency;
 mod invariants;
 mod ledger_prop;
 mod lifecycle;
@@ -61,7 +62,6 @@ conformance! {
     agents::tokens_revoke_rotate_suspend,
     agents::update_agent_config_patches_only_given_fields,
     agents::list_agents_pagination_and_filters,
-    agents::idempotency_keys,
     tasks::post_from_treasury_and_from_agent,
     tasks::post_is_all_or_nothing,
     tasks::concurrent_posts_all_or_nothing [multi],
@@ -86,4 +86,11 @@ conformance! {
     lifecycle::expire_deadlines_refund_and_cascade,
     lifecycle::concurrent_cross_settlements [multi],
     ledger_prop::ledger_property [multi],
+    idempotency::response_commits_with_the_work,
+    idempotency::failed_work_leaves_no_key,
+    idempotency::key_is_scoped_by_agent_method_and_path,
+    idempotency::concurrent_duplicates_run_once [multi],
+    idempotency::concurrent_duplicate_submits_pay_once [multi],
+    idempotency::unrendered_outcome_saves_nothing,
+    idempotency::old_responses_are_purged,
 }

@@ -192,7 +192,7 @@ pub fn post(poster: &AgentRecord, tasks: Vec<NewTask>) -> NewPost {
 
 pub async fn post_one(store: &Arc<dyn Store>, poster: &AgentRecord, t: NewTask) -> TaskRecord {
     let mut created = store
-        .post_tasks(&post(poster, vec![t]))
+        .post_tasks(&post(poster, vec![t]), None)
         .await
         .expect("post task");
     created.remove(0)
@@ -251,7 +251,10 @@ pub async fn submit(
     quality: u8,
 ) -> SubmitOutcome {
     store
-        .submit(&submission(task_id, agent_id, decision, quality, now()))
+        .submit(
+            &submission(task_id, agent_id, decision, quality, now()),
+            None,
+        )
         .await
         .expect("submit")
 }

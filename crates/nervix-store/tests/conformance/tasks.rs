@@ -24,7 +24,7 @@ pub async fn post_from_treasury_and_from_agent(store: Arc<dyn Store>) {
     t.max_attempts = 2;
     let spec = t.clone();
     let p = post(&admin, vec![t]);
-    let created = store.post_tasks(&p).await.unwrap();
+    let created = store.post_tasks(&p, None).await.unwrap();
     assert_eq!(created.len(), 1);
     let rec = &created[0];
     assert_eq!(rec.id, spec.id);
@@ -69,7 +69,9 @@ pub async fn post_from_treasury_and_from_agent(store: Arc<dyn Store>) {
 
     // From an agent with no money: nothing happens.
     let poster = enroll(&store, &[]).await;
-    let r = store.post_tasks(&post(&poster, vec![task(300)])).await;
+    let r = store
+        .post_tasks(&post(&poster, vec![task(300)]), None)
+        .await;
     assert!(matches!(r, Err(StoreError::InsufficientFunds)), "{r:?}");
     assert!(store
         .list_tasks(&TaskQuery {
@@ -93,7 +95,9 @@ pub async fn post_from_treasury_and_from_agent(store: Arc<dyn Store>) {
     assert_eq!((b.available, b.escrow), (700, 300));
     assert_escrow_held(&store, &own).await;
     // Exactly what is left can be spent; one cent more cannot.
-    let r = store.post_tasks(&post(&poster, vec![task(701)])).await;
+    let r = store
+        .post_tasks(&post(&poster, vec![task(701)]), None)
+        .await;
     assert!(matches!(r, Err(StoreError::InsufficientFunds)), "{r:?}");
     post_one(&store, &poster, task(700)).await;
     let b = balances(&store, poster.id).await;
@@ -130,7 +134,7 @@ pub async fn post_is_all_or_nothing(store: Arc<dyn Store>) {
     // Three tasks, 1200 in all: the third cannot be paid, so none is created.
     let tasks = vec![task(400), task(400), task(400)];
     let ids: Vec<Uuid> = tasks.iter().map(|t| t.id).collect();
-    let r = store.post_tasks(&post(&poster, tasks)).await;
+    let r = store.post_tasks(&post(&poster, tasks), None).await;
     assert!(matches!(r, Err(StoreError::InsufficientFunds)), "{r:?}");
     assert!(store.tasks_by_ids(&ids).await.unwrap().is_empty());
     let b = balances(&store, poster.id).await;
@@ -146,7 +150,7 @@ pub async fn post_is_all_or_nothing(store: Arc<dyn Store>) {
     b2.depends_on = vec![a.id];
     let mut p = post(&poster, vec![a, b2]);
     p.workflow = Some(wf.clone());
-    let r = store.post_tasks(&p).await;
+    let r = store.post_tasks(&p, None).await;
     assert!(matches!(r, Err(StoreError::InsufficientFunds)), "{r:?}");
     assert_eq!(store.workflow(wf.id).await.unwrap(), None);
     assert_ledger_consistent(&store).await;
@@ -159,7 +163,7 @@ pub async fn depends_on_must_be_completable(store: Arc<dyn Store>) {
     let mut orphan = task(100);
     orphan.depends_on = vec![Uuid::now_v7()];
     let r = store
-        .post_tasks(&post(&admin, vec![task(100), orphan.clone()]))
+        .post_tasks(&post(&admin, vec![task(100), orphan.clone()]), None)
         .await;
     assert!(
         matches!(&r, Err(StoreError::Invalid { field, .. }) if field == "depends_on"),
@@ -206,7 +210,9 @@ pub async fn depends_on_must_be_completable(store: Arc<dyn Store>) {
         .unwrap();
     let mut after_gone = task(100);
     after_gone.depends_on = vec![gone.id];
-    let r = store.post_tasks(&post(&admin, vec![after_gone])).await;
+    let r = store
+        .post_tasks(&post(&admin, vec![after_gone]), None)
+        .await;
     assert!(
         matches!(&r, Err(StoreError::Invalid { field, .. }) if field == "depends_on"),
         "{r:?}"
@@ -237,7 +243,7 @@ pub async fn workflow_diamond(store: Arc<dyn Store>) {
     let (a_id, b_id, c_id, d_id) = (a.id, b.id, c.id, d.id);
     let mut p = post(&poster, vec![a, b, c, d]);
     p.workflow = Some(wf.clone());
-    let created = store.post_tasks(&p).await.unwrap();
+    let created = store.post_tasks(&p, None).await.unwrap();
     let status: Vec<_> = created
         .iter()
         .map(|t| (t.workflow_key.clone().unwrap(), t.status))
@@ -354,7 +360,7 @@ pub async fn notify_rounds(store: Arc<dyn Store>) {
     // window has passed; its blocked siblings still start at round 0.
     let mut announced = post(&admin, vec![task(100)]);
     announced.notifies_first_round = true;
-    let announced = store.post_tasks(&announced).await.unwrap().remove(0);
+    let announced = store.post_tasks(&announced, None).await.unwrap().remove(0);
     assert_eq!(announced.notify_round, 1);
     assert!(announced.notified_at.is_some());
     assert!(!store.mark_notified(announced.id, 0, t0).await.unwrap());
@@ -402,7 +408,7 @@ pub async fn notify_rounds(store: Arc<dyn Store>) {
         10,
         t0 + Duration::minutes(2),
     );
-    store.submit(&s).await.unwrap();
+    store.submit(&s, None).await.unwrap();
     let retried = task_of(&store, fresh.id).await;
     assert_eq!(
         retried.notify_round, 0,
@@ -431,7 +437,7 @@ pub async fn concurrent_posts_all_or_nothing(store: Arc<dyn Store>) {
             let p = post(&poster, vec![task(100)]);
             tokio::spawn(async move {
                 barrier.wait().await;
-                store.post_tasks(&p).await
+                store.post_tasks(&p, None).await
             })
         })
         .collect();
@@ -474,15 +480,12 @@ pub async fn dependent_posted_during_upstream_completion(store: Arc<dyn Store>) 
             let (s1, s2) = (store.clone(), store.clone());
             let p = post(&admin, vec![dependent]);
             tokio::join!(
-                tokio::spawn(async move { s1.post_tasks(&p).await }),
+                tokio::spawn(async move { s1.post_tasks(&p, None).await }),
                 tokio::spawn(async move {
-                    s2.submit(&submission(
-                        upstream.id,
-                        worker.id,
-                        Decision::Accept,
-                        100,
-                        now(),
-                    ))
+                    s2.submit(
+                        &submission(upstream.id, worker.id, Decision::Accept, 100, now()),
+                        None,
+                    )
                     .await
                 })
             )

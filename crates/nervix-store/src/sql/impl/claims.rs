@@ -8,6 +8,7 @@ use sqlx::types::Json;
 use uuid::Uuid;
 
 use super::agents::agent;
+use super::idempotency::{claim_key, key_used, store_response, KEY_USED};
 use super::ledger::{funding_account, post_ledger};
 use super::lifecycle::{finish_task, retry_or_fail};
 use super::tasks::{fetch_task, task};
@@ -121,16 +122,30 @@ pub(super) async fn claim_task(store: &Backend, c: &ClaimRequest) -> Result<Clai
     level = "debug",
     fields(task = %s.task_id, agent = %s.agent_id)
 )]
-pub(super) async fn submit(store: &Backend, s: &NewSubmission) -> Result<SubmitOutcome> {
+pub(super) async fn submit(
+    store: &Backend,
+    s: &NewSubmission,
+    save: Option<SaveResponse<SubmitOutcome>>,
+) -> Result<SubmitOutcome> {
     store
-        .write(s.clone(), |tx, s| Box::pin(submit_in(tx, s)))
+        .write((s.clone(), save), |tx, (s, save)| {
+            Box::pin(submit_in(tx, s, save.as_ref()))
+        })
         .await
 }
 
 /// The body of [`submit`]. Rows are locked task first, then agent, then ledger accounts: the
 /// order a claim takes them (its capacity trigger updates the agent), so that no two writers
 /// ever wait on each other in a circle (PostgreSQL).
-async fn submit_in(mut tx: Tx<'_, Db>, s: &NewSubmission) -> Result<SubmitOutcome> {
+///
+/// With `save`, the key is claimed by the first write that cannot be a no-op: refusals come
+/// before it and write nothing, and a duplicate of a request that already went through (its
+/// work is why this one is refused) is told the key is used instead.
+async fn submit_in(
+    mut tx: Tx<'_, Db>,
+    s: &NewSubmission,
+    save: Option<&SaveResponse<SubmitOutcome>>,
+) -> Result<SubmitOutcome> {
     let (status, payout, final_task, unblocked, cancelled) = match s.decision {
         Decision::Accept => {
             let claimed = "('claimed')";
@@ -144,13 +159,19 @@ async fn submit_in(mut tx: Tx<'_, Db>, s: &NewSubmission) -> Result<SubmitOutcom
             )
             .await?;
             let Some(done) = done else {
-                // The UPDATE matched nothing, and this only reads.
+                // The UPDATE matched nothing, and these only read.
                 let refusal = match fetch_task(&mut tx, s.task_id).await? {
                     None => SubmitOutcome::TaskNotFound,
                     Some(_) => SubmitOutcome::NotAssignee,
                 };
-                return tx.refuse(Ok(refusal));
+                return refuse(tx, save, refusal).await;
             };
+            if let Some(save) = save {
+                if !claim_key(&mut tx, save).await? {
+                    // After completing the task: dropping undoes that.
+                    return Err(KEY_USED);
+                }
+            }
             // The level comes from the locked row, not from a read a concurrent submit of the
             // same agent could race.
             let (reputation, completed): (i64, i64) = sqlx::query_as(
@@ -194,10 +215,16 @@ async fn submit_in(mut tx: Tx<'_, Db>, s: &NewSubmission) -> Result<SubmitOutcom
         }
         Decision::Reject => {
             let Some(task) = fetch_task(&mut tx, s.task_id).await? else {
-                return tx.refuse(Ok(SubmitOutcome::TaskNotFound));
+                return refuse(tx, save, SubmitOutcome::TaskNotFound).await;
             };
             if task.status != TaskStatus::Claimed || task.assigned_agent_id != Some(s.agent_id) {
-                return tx.refuse(Ok(SubmitOutcome::NotAssignee));
+                return refuse(tx, save, SubmitOutcome::NotAssignee).await;
+            }
+            if let Some(save) = save {
+                if !claim_key(&mut tx, save).await? {
+                    // Only read so far.
+                    return tx.refuse(Err(KEY_USED));
+                }
             }
             let why = "attempts exhausted";
             let (after, cancelled) = retry_or_fail(&mut tx, &task, &s.retry, s.at, why).await?;
@@ -238,13 +265,28 @@ async fn submit_in(mut tx: Tx<'_, Db>, s: &NewSubmission) -> Result<SubmitOutcom
     .bind(s.at)
     .fetch_one(&mut *tx)
     .await?;
-    tx.commit().await?;
-    Ok(SubmitOutcome::Done {
+    let outcome = SubmitOutcome::Done {
         submission: row.try_into()?,
         task: final_task,
         unblocked,
         cancelled,
-    })
+    };
+    if let Some(save) = save {
+        store_response(&mut tx, save, &outcome).await?;
+    }
+    tx.commit().await?;
+    Ok(outcome)
+}
+
+/// Refuses a submit that has written nothing with `refusal`, or with `KEY_USED` when its key
+/// already answered a request.
+async fn refuse(
+    mut tx: Tx<'_, Db>,
+    save: Option<&SaveResponse<SubmitOutcome>>,
+    refusal: SubmitOutcome,
+) -> Result<SubmitOutcome> {
+    let used = key_used(&mut tx, save).await?;
+    tx.refuse(if used { Err(KEY_USED) } else { Ok(refusal) })
 }
 
 #[tracing::instrument(skip_all, name = "store.submission", level = "debug", fields(id = %id))]

@@ -124,17 +124,13 @@ pub(super) async fn purge_challenges(store: &Backend, before: DateTime<Utc>) -> 
     .await
 }
 
-#[tracing::instrument(skip_all, name = "store.purge_stale_idempotency_keys", level = "debug")]
-pub(super) async fn purge_stale_idempotency_keys(
+#[tracing::instrument(skip_all, name = "store.purge_idempotent_responses", level = "debug")]
+pub(super) async fn purge_idempotent_responses(
     store: &Backend,
     before: DateTime<Utc>,
 ) -> Result<u64> {
-    delete_before(
-        store,
-        "DELETE FROM idempotency_keys WHERE status = 0 AND created_at < $1",
-        before,
-    )
-    .await
+    let sql = "DELETE FROM idempotency_keys WHERE created_at < $1";
+    delete_before(store, sql, before).await
 }
 
 #[tracing::instrument(skip_all, name = "store.ping", level = "debug")]

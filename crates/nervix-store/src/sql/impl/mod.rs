@@ -19,8 +19,8 @@
 //! Each area is a file: `auth` (challenges, enrollment, tokens), `agents`, `tasks` (posting,
 //! listing, notification rounds), `claims` (claim, submit, release), `lifecycle` (ending,
 //! retrying and expiring tasks), `workflows` (workflows and the cascade along dependencies),
-//! `ledger` (postings, balances, grants, idempotent responses) and `housekeeping` (audit,
-//! stats, purges). Every store operation runs in a `tracing` span named `store.<operation>`
+//! `ledger` (postings, balances, grants), `idempotency` (responses stored with the work they
+//! answer) and `housekeeping` (audit, stats, purges). Every store operation runs in a `tracing` span named `store.<operation>`
 //! (level debug); on SQLite the span follows the write onto the writer thread.
 //!
 //! The database keeps the ledger's invariants (migration 0003): inserting an entry applies it
@@ -32,6 +32,7 @@ mod agents;
 mod auth;
 mod claims;
 mod housekeeping;
+mod idempotency;
 mod ledger;
 mod lifecycle;
 mod tasks;
@@ -192,8 +193,12 @@ impl Store for Backend {
         housekeeping::stats(self, online_since).await
     }
 
-    async fn post_tasks(&self, post: &NewPost) -> Result<Vec<TaskRecord>> {
-        tasks::post_tasks(self, post).await
+    async fn post_tasks(
+        &self,
+        post: &NewPost,
+        save: Option<SaveResponse<Vec<TaskRecord>>>,
+    ) -> Result<Vec<TaskRecord>> {
+        tasks::post_tasks(self, post, save).await
     }
 
     async fn task(&self, id: Uuid) -> Result<Option<TaskRecord>> {
@@ -224,8 +229,12 @@ impl Store for Backend {
         claims::claim_task(self, claim).await
     }
 
-    async fn submit(&self, s: &NewSubmission) -> Result<SubmitOutcome> {
-        claims::submit(self, s).await
+    async fn submit(
+        &self,
+        s: &NewSubmission,
+        save: Option<SaveResponse<SubmitOutcome>>,
+    ) -> Result<SubmitOutcome> {
+        claims::submit(self, s, save).await
     }
 
     async fn submission(&self, id: Uuid) -> Result<Option<SubmissionRecord>> {
@@ -311,36 +320,12 @@ impl Store for Backend {
 
     async fn idempotent_response(
         &self,
-        agent: Uuid,
-        key: &str,
+        scope: &IdempotencyScope,
     ) -> Result<Option<IdempotentResponse>> {
-        ledger::idempotent_response(self, agent, key).await
+        idempotency::idempotent_response(self, scope).await
     }
 
-    async fn save_idempotent_response(
-        &self,
-        agent: Uuid,
-        key: &str,
-        r: &IdempotentResponse,
-    ) -> Result<bool> {
-        ledger::save_idempotent_response(self, agent, key, r).await
-    }
-
-    async fn finish_idempotent_response(
-        &self,
-        agent: Uuid,
-        key: &str,
-        status: u16,
-        body: &str,
-    ) -> Result<()> {
-        ledger::finish_idempotent_response(self, agent, key, status, body).await
-    }
-
-    async fn release_idempotency_key(&self, agent: Uuid, key: &str) -> Result<()> {
-        ledger::release_idempotency_key(self, agent, key).await
-    }
-
-    async fn purge_stale_idempotency_keys(&self, before: DateTime<Utc>) -> Result<u64> {
-        housekeeping::purge_stale_idempotency_keys(self, before).await
+    async fn purge_idempotent_responses(&self, before: DateTime<Utc>) -> Result<u64> {
+        housekeeping::purge_idempotent_responses(self, before).await
     }
 }

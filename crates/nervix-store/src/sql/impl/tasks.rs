@@ -9,6 +9,7 @@ use sqlx::QueryBuilder;
 use uuid::Uuid;
 
 use super::housekeeping::insert_audit;
+use super::idempotency::{claim_key, key_used, store_response, KEY_USED};
 use super::ledger::post_ledger;
 use super::{Backend, Conn, Db};
 use crate::model::*;
@@ -31,17 +32,38 @@ pub(super) async fn fetch_task(conn: &mut Conn, id: Uuid) -> Result<Option<TaskR
     level = "debug",
     fields(poster = %post.poster, tasks = post.tasks.len())
 )]
-pub(super) async fn post_tasks(store: &Backend, post: &NewPost) -> Result<Vec<TaskRecord>> {
+pub(super) async fn post_tasks(
+    store: &Backend,
+    post: &NewPost,
+    save: Option<SaveResponse<Vec<TaskRecord>>>,
+) -> Result<Vec<TaskRecord>> {
     store
-        .write(post.clone(), |tx, post| Box::pin(post_tasks_in(tx, post)))
+        .write((post.clone(), save), |tx, (post, save)| {
+            Box::pin(post_tasks_in(tx, post, save.as_ref()))
+        })
         .await
 }
 
 /// The body of [`post_tasks`].
-async fn post_tasks_in(mut tx: Tx<'_, Db>, post: &NewPost) -> Result<Vec<TaskRecord>> {
+async fn post_tasks_in(
+    mut tx: Tx<'_, Db>,
+    post: &NewPost,
+    save: Option<&SaveResponse<Vec<TaskRecord>>>,
+) -> Result<Vec<TaskRecord>> {
     if !can_afford(&mut tx, post).await? {
-        // Only read so far.
-        return tx.refuse(Err(StoreError::InsufficientFunds));
+        // Only read so far. A retry whose first run spent the money replays that run's
+        // response rather than this refusal.
+        let used = key_used(&mut tx, save).await?;
+        return tx.refuse(Err(if used {
+            KEY_USED
+        } else {
+            StoreError::InsufficientFunds
+        }));
+    }
+    if let Some(save) = save {
+        if !claim_key(&mut tx, save).await? {
+            return tx.refuse(Err(KEY_USED));
+        }
     }
     if let Some(wf) = &post.workflow {
         sqlx::query(
@@ -123,6 +145,9 @@ async fn post_tasks_in(mut tx: Tx<'_, Db>, post: &NewPost) -> Result<Vec<TaskRec
     }
     if let Some(audit) = &post.audit {
         insert_audit(&mut tx, audit).await?;
+    }
+    if let Some(save) = save {
+        store_response(&mut tx, save, &created).await?;
     }
     tx.commit().await?;
     Ok(created)
