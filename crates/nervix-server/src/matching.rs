@@ -31,23 +31,7 @@ pub struct Matcher {
 /// The agent as matching sees it. Its workload is the database's count of the tasks it holds
 /// (`agents.active_tasks`, kept by a trigger): the index copies it and never counts on its own.
 pub fn profile(a: &AgentRecord, now: DateTime<Utc>) -> AgentProfile {
-    let decided = a.tasks_completed + a.tasks_failed;
-    AgentProfile {
-        id: a.id,
-        capabilities: a.capabilities.clone(),
-        reputation: Reputation::from_hundredths(a.reputation),
-        completed_tasks: a.tasks_completed,
-        online: a.last_seen_at.is_some_and(|t| t >= now - ONLINE_WINDOW),
-        available: a.available,
-        suspended: a.suspended,
-        active_tasks: u32::try_from(a.active_tasks).unwrap_or(u32::MAX),
-        max_concurrent_tasks: u32::try_from(a.max_concurrent_tasks).unwrap_or(0),
-        recent_success_permille: if decided == 0 {
-            500
-        } else {
-            u32::try_from(a.tasks_completed * 1000 / decided).unwrap_or(500)
-        },
-    }
+    a.profile(a.last_seen_at.is_some_and(|t| t >= now - ONLINE_WINDOW))
 }
 
 pub fn task_profile(t: &TaskRecord) -> TaskProfile {

@@ -5,6 +5,8 @@ use std::fmt;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
+use nervix_core::matching::AgentProfile;
+use nervix_core::reputation::Reputation;
 use nervix_core::{Complexity, Role, TaskKind, TaskStatus};
 use serde_json::Value;
 use uuid::Uuid;
@@ -12,20 +14,13 @@ use uuid::Uuid;
 /// The platform's own ledger owner (treasury and the escrow of admin-posted tasks).
 pub const PLATFORM: Uuid = Uuid::nil();
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ChallengePurpose {
-    Enroll,
-    Auth,
-}
-
-impl ChallengePurpose {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ChallengePurpose::Enroll => "enroll",
-            ChallengePurpose::Auth => "auth",
-        }
+nervix_core::wire_enum!(
+    /// What a challenge proves when signed: a new enrollment, or a login.
+    ChallengePurpose {
+        Enroll = "enroll",
+        Auth = "auth",
     }
-}
+);
 
 #[derive(Debug, Clone)]
 pub struct NewChallenge {
@@ -94,6 +89,35 @@ pub struct AgentRecord {
     pub last_seen_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+impl AgentRecord {
+    /// The agent as matching and the claim's eligibility check see it: one conversion for
+    /// both, so they cannot disagree about who may take a task. `online` is the caller's
+    /// judgement (matching: seen within the online window; a claimant: it is asking now).
+    pub fn profile(&self, online: bool) -> AgentProfile {
+        // Eligibility binary-searches the capabilities: sorted, whatever order was stored.
+        let mut capabilities = self.capabilities.clone();
+        capabilities.sort_unstable();
+        capabilities.dedup();
+        let decided = self.tasks_completed + self.tasks_failed;
+        AgentProfile {
+            id: self.id,
+            capabilities,
+            reputation: Reputation::from_hundredths(self.reputation),
+            completed_tasks: self.tasks_completed,
+            online,
+            available: self.available,
+            suspended: self.suspended,
+            active_tasks: u32::try_from(self.active_tasks).unwrap_or(u32::MAX),
+            max_concurrent_tasks: u32::try_from(self.max_concurrent_tasks).unwrap_or(0),
+            recent_success_permille: if decided == 0 {
+                500
+            } else {
+                u32::try_from(self.tasks_completed * 1000 / decided).unwrap_or(500)
+            },
+        }
+    }
 }
 
 /// A validated change to an agent's own settings. `None` leaves a field as it is.
@@ -304,34 +328,12 @@ pub struct WorkflowRecord {
     pub updated_at: DateTime<Utc>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum WorkflowStatus {
-    Active,
-    Completed,
-    Failed,
-    Cancelled,
-}
-
-impl WorkflowStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            WorkflowStatus::Active => "active",
-            WorkflowStatus::Completed => "completed",
-            WorkflowStatus::Failed => "failed",
-            WorkflowStatus::Cancelled => "cancelled",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        Some(match s {
-            "active" => WorkflowStatus::Active,
-            "completed" => WorkflowStatus::Completed,
-            "failed" => WorkflowStatus::Failed,
-            "cancelled" => WorkflowStatus::Cancelled,
-            _ => return None,
-        })
-    }
-}
+nervix_core::wire_enum!(WorkflowStatus {
+    Active = "active",
+    Completed = "completed",
+    Failed = "failed",
+    Cancelled = "cancelled",
+});
 
 #[derive(Debug, Clone)]
 pub struct ClaimRequest {
@@ -420,31 +422,11 @@ pub struct SubmissionRecord {
     pub decided_at: Option<DateTime<Utc>>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SubmissionStatus {
-    Accepted,
-    Rejected,
-    PendingReview,
-}
-
-impl SubmissionStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SubmissionStatus::Accepted => "accepted",
-            SubmissionStatus::Rejected => "rejected",
-            SubmissionStatus::PendingReview => "pending_review",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        Some(match s {
-            "accepted" => SubmissionStatus::Accepted,
-            "rejected" => SubmissionStatus::Rejected,
-            "pending_review" => SubmissionStatus::PendingReview,
-            _ => return None,
-        })
-    }
-}
+nervix_core::wire_enum!(SubmissionStatus {
+    Accepted = "accepted",
+    Rejected = "rejected",
+    PendingReview = "pending_review",
+});
 
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
@@ -494,25 +476,15 @@ pub fn account_id(owner: Uuid, kind: AccountKind) -> Uuid {
     Uuid::new_v5(&owner, kind.as_str().as_bytes())
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AccountKind {
-    /// An agent's spendable money.
-    Available,
-    /// Money held for tasks the owner posted.
-    Escrow,
-    /// The platform's source of funds; the only account allowed below zero.
-    Treasury,
-}
-
-impl AccountKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AccountKind::Available => "available",
-            AccountKind::Escrow => "escrow",
-            AccountKind::Treasury => "treasury",
-        }
+nervix_core::wire_enum!(
+    /// The accounts every owner has. `Treasury` belongs to the platform and is the only
+    /// account allowed below zero: it is where money comes from.
+    AccountKind {
+        Available = "available",
+        Escrow = "escrow",
+        Treasury = "treasury",
     }
-}
+);
 
 // ---- idempotency -------------------------------------------------------------------------
 

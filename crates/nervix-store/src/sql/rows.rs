@@ -95,15 +95,7 @@ impl TryFrom<ChallengeRow> for ChallengeRecord {
     type Error = StoreError;
 
     fn try_from(r: ChallengeRow) -> Result<Self, StoreError> {
-        let purpose = match r.purpose.as_str() {
-            "enroll" => ChallengePurpose::Enroll,
-            "auth" => ChallengePurpose::Auth,
-            other => {
-                return Err(StoreError::Corrupt(format!(
-                    "unknown challenge purpose {other:?}"
-                )))
-            }
-        };
+        let purpose = parse::<ChallengePurpose>("purpose", &r.purpose)?;
         Ok(ChallengeRecord {
             id: r.id,
             purpose,
@@ -243,9 +235,7 @@ impl TryFrom<WorkflowRow> for WorkflowRecord {
         Ok(WorkflowRecord {
             id: r.id,
             name: r.name,
-            status: WorkflowStatus::parse(&r.status).ok_or_else(|| {
-                StoreError::Corrupt(format!("unknown workflow status {:?}", r.status))
-            })?,
+            status: parse::<WorkflowStatus>("status", &r.status)?,
             posted_by: r.posted_by,
             created_at: r.created_at,
             updated_at: r.updated_at,
@@ -285,9 +275,7 @@ impl TryFrom<SubmissionRow> for SubmissionRecord {
             notes: r.notes,
             quality_score: r.quality_score,
             checks: r.checks.0,
-            status: SubmissionStatus::parse(&r.status).ok_or_else(|| {
-                StoreError::Corrupt(format!("unknown submission status {:?}", r.status))
-            })?,
+            status: parse::<SubmissionStatus>("status", &r.status)?,
             feedback: r.feedback,
             payout_cents: r.payout_cents,
             created_at: r.created_at,

@@ -1,7 +1,7 @@
 //! The claim, submissions and giving a task back.
 
 use chrono::{DateTime, Utc};
-use nervix_core::matching::{check_eligibility, AgentProfile, Ineligible, TaskProfile};
+use nervix_core::matching::{check_eligibility, Ineligible, TaskProfile};
 use nervix_core::reputation::{settle, Reputation};
 use nervix_core::{Level, TaskStatus};
 use sqlx::types::Json;
@@ -18,27 +18,6 @@ use crate::model::*;
 use crate::sql::rows::*;
 use crate::sql::Tx;
 use crate::{Conflict, Result, StoreError};
-
-/// The claimant as `check_eligibility` sees it.
-fn claim_profile(agent: &AgentRecord) -> AgentProfile {
-    // `check_eligibility` binary-searches the capabilities: they must be sorted,
-    // whatever order the agent was stored with.
-    let mut capabilities = agent.capabilities.clone();
-    capabilities.sort_unstable();
-    capabilities.dedup();
-    AgentProfile {
-        id: agent.id,
-        capabilities,
-        reputation: Reputation::from_hundredths(agent.reputation),
-        completed_tasks: agent.tasks_completed,
-        online: true,
-        available: agent.available,
-        suspended: agent.suspended,
-        active_tasks: u32::try_from(agent.active_tasks).unwrap_or(u32::MAX),
-        max_concurrent_tasks: u32::try_from(agent.max_concurrent_tasks).unwrap_or(0),
-        recent_success_permille: 500,
-    }
-}
 
 #[tracing::instrument(
     skip_all,
@@ -71,7 +50,7 @@ pub(super) async fn claim_task(store: &Backend, c: &ClaimRequest) -> Result<Clai
             return Ok(ClaimOutcome::NotAvailable(TaskStatus::Available));
         }
         match check_eligibility(
-            &claim_profile(&agent),
+            &agent.profile(true),
             &TaskProfile {
                 capabilities: task.capabilities.clone(),
                 complexity: task.complexity,
