@@ -51,8 +51,12 @@ pub enum Event {
     ToAgent { agent_id: Uuid, frame: Frame },
     /// A frame for every connected agent.
     Broadcast { frame: Frame },
-    /// An agent's profile changed (enrolled, config, suspension): refresh caches.
+    /// An agent's profile or workload changed (enrolled, config, suspension, a claim taken or
+    /// given up): refresh caches.
     AgentChanged { agent_id: Uuid },
+    /// Workloads changed for agents nobody named (a reaper took tasks back): every node
+    /// re-reads its matching index from storage.
+    WorkloadsChanged,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -76,6 +76,11 @@ impl Matcher {
         self.index.write().update(agent, |p| p.online = online);
     }
 
+    /// How many tasks the index believes `agent` holds (`None`: not indexed).
+    pub fn active_tasks(&self, agent: Uuid) -> Option<u32> {
+        self.index.read().get(agent).map(|p| p.active_tasks)
+    }
+
     pub fn len(&self) -> usize {
         self.index.read().len()
     }
@@ -187,6 +192,9 @@ pub async fn follow_agent_changes(
                 Some(a) => matcher.upsert(&a),
                 None => matcher.remove(agent_id),
             },
+            Ok(Event::WorkloadsChanged) => {
+                matcher.warm(store.as_ref()).await?;
+            }
             Ok(_) => {}
             Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
                 tracing::warn!(

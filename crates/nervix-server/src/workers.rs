@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use nervix_store::Store;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -49,7 +48,7 @@ pub fn spawn_all(
                 for t in &expired {
                     tracing::info!(task = %t.id, status = %t.status, "lease expired");
                 }
-                settle_workloads(&a, &expired).await?;
+                settle_workloads(&a, &expired).await;
                 events::tasks_changed(&a, &expired).await;
                 Ok::<_, WorkerError>(())
             })
@@ -66,7 +65,7 @@ pub fn spawn_all(
                 for t in &expired {
                     tracing::info!(task = %t.id, status = %t.status, "deadline passed");
                 }
-                settle_workloads(&a, &expired).await?;
+                settle_workloads(&a, &expired).await;
                 events::tasks_changed(&a, &expired).await;
                 Ok::<_, WorkerError>(())
             })
@@ -155,15 +154,10 @@ pub fn spawn_all(
     handles
 }
 
-/// A reaped task no longer names the agent that held it, so the matching index cannot be told
-/// which workload shrank: it reads every workload back from the database instead.
-async fn settle_workloads(
-    app: &App,
-    reaped: &[nervix_store::TaskRecord],
-) -> Result<(), WorkerError> {
+/// A reaped task no longer names the agent that held it, so no node's matching index can be
+/// told which workload shrank: every node re-reads its index from the database instead.
+async fn settle_workloads(app: &App, reaped: &[nervix_store::TaskRecord]) {
     if !reaped.is_empty() {
-        let store: &dyn Store = app.store.as_ref();
-        app.matcher.warm(store).await?;
+        events::workloads_changed(app).await;
     }
-    Ok(())
 }

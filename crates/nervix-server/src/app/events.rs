@@ -25,6 +25,14 @@ pub async fn agent_changed(app: &App, agent_id: Uuid) {
     }
 }
 
+/// Workloads changed for agents the caller cannot name: every node's matching index
+/// re-reads them from storage.
+pub async fn workloads_changed(app: &App) {
+    if let Err(e) = app.bus.publish(Event::WorkloadsChanged).await {
+        tracing::warn!(error = %e, "publishing a workload change failed");
+    }
+}
+
 /// A task changed status: tell its poster and assignee, and offer it if it is claimable now.
 pub async fn task_changed(app: &App, t: &TaskRecord) {
     let frame = Frame::TaskUpdate {
