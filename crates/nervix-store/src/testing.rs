@@ -12,6 +12,86 @@ use sqlx::Connection;
 
 use crate::{ConnectOptions, PgStore, SqliteStore, Store};
 
+/// A backend that tests run on; [`backend_matrix!`](crate::backend_matrix) runs every case on
+/// each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    /// A fresh, empty store on this backend; `None` when PostgreSQL tests skip (see
+    /// [`postgres_url`]).
+    pub async fn test_store(self) -> Option<TestStore> {
+        match self {
+            Backend::Sqlite => Some(sqlite().await),
+            Backend::Postgres => postgres().await,
+        }
+    }
+}
+
+/// Runs each test case on both backends: one `#[tokio::test]` per case and backend, named
+/// `sqlite::<case>` and `postgres::<case>` inside the module that invokes the macro.
+///
+/// ```text
+/// nervix_store::backend_matrix! {
+///     run = crate::support::run;       // optional: `, workers = 2` after the runner
+///     case_a,
+///     case_b [multi],
+/// }
+/// ```
+///
+/// - **Cases** are async functions of the invoking module, listed by name. The macro does not
+///   fix their signature: it hands each one, uncalled, to the runner.
+/// - **The runner** is an async function `run(backend: Backend, case: F)` that each test crate
+///   supplies for its kind of case: the store's conformance suite opens a fresh store on the
+///   backend, calls `case(store)` and tears the store down; the server's tests call
+///   `case(backend)` and let the case start a server. A runner that finds the backend not
+///   configured (PostgreSQL without `NERVIX_TEST_POSTGRES_URL`, outside CI) returns without
+///   calling the case, and the test passes after printing SKIP. Its path is resolved inside the
+///   generated `sqlite` and `postgres` modules, so write it from `crate::`.
+/// - **The runtime**: a case runs on a current-thread runtime, or with `workers = N` after the
+///   runner, on a multi-thread runtime with `N` workers; a case marked `[multi]` runs on a
+///   multi-thread runtime with 4 workers either way (for races between tasks).
+///
+/// The invoking crate needs `tokio` (with `macros` and `rt-multi-thread`) as a dependency.
+#[macro_export]
+macro_rules! backend_matrix {
+    (run = $run:path, workers = $workers:tt; $($cases:tt)*) => {
+        $crate::backend_matrix!(@matrix $run, [$workers]; $($cases)*);
+    };
+    (run = $run:path; $($cases:tt)*) => {
+        $crate::backend_matrix!(@matrix $run, []; $($cases)*);
+    };
+    (@matrix $run:path, $workers:tt; $($case:ident $([$multi:ident])?),* $(,)?) => {
+        mod sqlite {
+            $($crate::backend_matrix!(@test $run, Sqlite, $case, $workers, [$($multi)?]);)*
+        }
+        mod postgres {
+            $($crate::backend_matrix!(@test $run, Postgres, $case, $workers, [$($multi)?]);)*
+        }
+    };
+    (@test $run:path, $backend:ident, $case:ident, [$($workers:tt)?], [multi]) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+        async fn $case() {
+            $run($crate::testing::Backend::$backend, super::$case).await;
+        }
+    };
+    (@test $run:path, $backend:ident, $case:ident, [], []) => {
+        #[tokio::test]
+        async fn $case() {
+            $run($crate::testing::Backend::$backend, super::$case).await;
+        }
+    };
+    (@test $run:path, $backend:ident, $case:ident, [$workers:tt], []) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = $workers)]
+        async fn $case() {
+            $run($crate::testing::Backend::$backend, super::$case).await;
+        }
+    };
+}
+
 /// Keeps the temporary folder of a SQLite test store alive.
 pub struct TestStore {
     pub store: Arc<dyn Store>,

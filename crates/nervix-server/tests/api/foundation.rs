@@ -15,7 +15,8 @@ use crate::common::{
     server_signing_keys, sign_eddsa, task_body, Backend, TestApp,
 };
 
-crate::backend_tests!(
+nervix_store::backend_matrix! {
+    run = crate::common::run, workers = 2;
     enroll_happy_path,
     bad_signature_keeps_challenge_until_locked,
     replayed_challenge_conflicts,
@@ -37,7 +38,7 @@ crate::backend_tests!(
     audit_log,
     platform_endpoints,
     request_ids_are_echoed,
-);
+}
 
 async fn enroll_happy_path(backend: Backend) {
     let Some(app) = TestApp::start(backend).await else {

@@ -14,7 +14,8 @@ use crate::common::{
     Backend, TestAgent, TestApp,
 };
 
-crate::backend_tests!(
+nervix_store::backend_matrix! {
+    run = crate::common::run, workers = 2;
     admin_posts_task,
     task_validation_names_fields,
     posting_needs_funds,
@@ -34,7 +35,7 @@ crate::backend_tests!(
     concurrent_identical_submits_get_one_result,
     stats_are_served_from_a_snapshot,
     cancelling_announces_every_changed_task,
-);
+}
 
 const PERSON_SCHEMA: &str = r#"{"type": "object", "required": ["name"],
     "properties": {"name": {"type": "string"}}, "additionalProperties": false}"#;

@@ -1,6 +1,7 @@
 //! Shared scaffolding of the server's integration tests: a whole server on a random port over a
 //! fresh database (SQLite file or private PostgreSQL schema), an admin token, agents enrolled
-//! through the real SDK, and a macro that runs every test case on both backends.
+//! through the real SDK, and the runner with which `nervix_store::backend_matrix!` runs every test
+//! case on both backends.
 
 #![allow(dead_code)]
 
@@ -17,44 +18,24 @@ use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use uuid::Uuid;
 
-/// Instantiates each listed case, an `async fn(Backend)`, as `sqlite::<case>` and
-/// `postgres::<case>` tests. The PostgreSQL ones print a SKIP line and pass when
-/// `NERVIX_TEST_POSTGRES_URL` is unset (outside CI; in CI they fail instead).
-#[macro_export]
-macro_rules! backend_tests {
-    ($($case:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $case() {
-                    super::$case($crate::common::Backend::Sqlite).await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $case() {
-                    super::$case($crate::common::Backend::Postgres).await;
-                }
-            )*
-        }
-    };
+pub use nervix_store::testing::Backend;
+
+/// The runner of [`nervix_store::backend_matrix!`] for the server's cases, `async fn(Backend)`:
+/// each case starts its own server ([`TestApp::start`]), which is `None` when the backend skips.
+/// The server's cases run with `workers = 2`.
+pub async fn run<F, Fut>(backend: Backend, case: F)
+where
+    F: FnOnce(Backend) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    case(backend).await;
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Backend {
-    Sqlite,
-    Postgres,
-}
-
-impl Backend {
-    /// A URL for a fresh, empty database; `None` when this backend's tests skip.
-    pub async fn fresh_database_url(self, dir: &Path) -> Option<String> {
-        match self {
-            Backend::Sqlite => Some(format!("sqlite://{}", dir.join("nervix.db").display())),
-            Backend::Postgres => nervix_store::testing::postgres_database_url().await,
-        }
+/// A URL for a fresh, empty database on `backend`; `None` when this backend's tests skip.
+pub async fn fresh_database_url(backend: Backend, dir: &Path) -> Option<String> {
+    match backend {
+        Backend::Sqlite => Some(format!("sqlite://{}", dir.join("nervix.db").display())),
+        Backend::Postgres => nervix_store::testing::postgres_database_url().await,
     }
 }
 
@@ -108,7 +89,7 @@ impl TestApp {
     /// A server with [`test_config`] adjusted by `adjust`; `None` when the backend skips.
     pub async fn start_with(backend: Backend, adjust: impl FnOnce(&mut Config)) -> Option<TestApp> {
         let dir = tempfile::tempdir().expect("temp dir");
-        let url = backend.fresh_database_url(dir.path()).await?;
+        let url = fresh_database_url(backend, dir.path()).await?;
         let mut config = test_config(dir.path(), url);
         adjust(&mut config);
         let own_schema = match backend {

@@ -10,6 +10,13 @@ use uuid::Uuid;
 
 use crate::support::*;
 
+nervix_store::backend_matrix! {
+    run = crate::support::run;
+    tokens_revoke_rotate_suspend,
+    update_agent_config_patches_only_given_fields,
+    list_agents_pagination_and_filters,
+}
+
 pub async fn tokens_revoke_rotate_suspend(store: Arc<dyn Store>) {
     let agent = new_agent("tok", &[]);
     let (rec, first) = try_enroll(&store, &agent).await.unwrap();

@@ -12,6 +12,15 @@ use uuid::Uuid;
 
 use crate::support::*;
 
+nervix_store::backend_matrix! {
+    run = crate::support::run;
+    claim_eligibility,
+    claim_capacity,
+    claim_status_outcomes,
+    claim_race [multi],
+    claim_capacity_race [multi],
+}
+
 pub async fn claim_eligibility(store: Arc<dyn Store>) {
     let admin = admin(&store).await;
     let novice = enroll(&store, &["python"]).await;

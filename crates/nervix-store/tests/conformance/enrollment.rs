@@ -11,6 +11,15 @@ use uuid::Uuid;
 
 use crate::support::*;
 
+nervix_store::backend_matrix! {
+    run = crate::support::run;
+    enrollment_creates_agent,
+    challenge_single_use,
+    login_challenge_single_use,
+    duplicate_handle_and_public_key,
+    concurrent_enrollment_same_handle [multi],
+}
+
 pub async fn enrollment_creates_agent(store: Arc<dyn Store>) {
     let mut agent = new_agent("alice", &["python", "rust"]);
     agent.encryption_public_key = Some("x25519-key".to_owned());

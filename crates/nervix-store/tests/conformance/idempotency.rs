@@ -8,6 +8,17 @@ use uuid::Uuid;
 
 use crate::support::*;
 
+nervix_store::backend_matrix! {
+    run = crate::support::run;
+    response_commits_with_the_work,
+    failed_work_leaves_no_key,
+    key_is_scoped_by_agent_method_and_path,
+    concurrent_duplicates_run_once [multi],
+    concurrent_duplicate_submits_pay_once [multi],
+    unrendered_outcome_saves_nothing,
+    old_responses_are_purged,
+}
+
 fn scope(agent_id: Uuid, method: &str, path: &str, key: &str) -> IdempotencyScope {
     IdempotencyScope {
         agent_id,

@@ -1,21 +1,28 @@
 //! Fixtures shared by the conformance cases: fresh stores, enrolled agents, posted tasks.
 
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, SubsecRound, Utc};
 use nervix_core::{Complexity, Role, TaskKind, TaskStatus};
-use nervix_store::testing::{self, TestStore};
+use nervix_store::testing::{self, Backend, TestStore};
 use nervix_store::*;
 use serde_json::json;
 use uuid::Uuid;
 
-pub async fn sqlite() -> Option<TestStore> {
-    Some(testing::sqlite().await)
-}
-
-pub async fn postgres() -> Option<TestStore> {
-    testing::postgres().await
+/// The runner of [`nervix_store::backend_matrix!`] for conformance cases: a fresh store on
+/// `backend` for `case`, torn down after it. Returns at once when PostgreSQL tests skip.
+pub async fn run<F, Fut>(backend: Backend, case: F)
+where
+    F: FnOnce(Arc<dyn Store>) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let Some(ts) = backend.test_store().await else {
+        return;
+    };
+    case(Arc::clone(&ts.store)).await;
+    teardown(ts).await;
 }
 
 /// Closes the store and, for PostgreSQL, drops its private schema (best effort).

@@ -10,6 +10,17 @@ use uuid::Uuid;
 
 use crate::support::*;
 
+nervix_store::backend_matrix! {
+    run = crate::support::run;
+    post_from_treasury_and_from_agent,
+    post_is_all_or_nothing,
+    concurrent_posts_all_or_nothing [multi],
+    depends_on_must_be_completable,
+    dependent_posted_during_upstream_completion [multi],
+    workflow_diamond,
+    notify_rounds,
+}
+
 pub async fn post_from_treasury_and_from_agent(store: Arc<dyn Store>) {
     let admin = admin(&store).await;
 
