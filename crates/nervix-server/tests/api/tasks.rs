@@ -749,6 +749,17 @@ async fn lost_lease_returns_task(backend: Backend) {
             .await,
     );
     claim_ok(&slow, id).await;
+    // The matching index copies workloads from the database: the claim shows there...
+    let matcher = app.running().state.app.matcher.clone();
+    let workload = |n: u32| {
+        let matcher = matcher.clone();
+        let agent = slow.id;
+        async move { (matcher.active_tasks(agent) == Some(n)).then_some(()) }
+    };
+    eventually(Duration::from_secs(10), "the claim in the index", || {
+        workload(1)
+    })
+    .await;
     app.backdate_lease(id).await;
     let admin = app.admin.clone();
     let t = eventually(Duration::from_secs(10), "the lease reaper", || {
@@ -762,6 +773,13 @@ async fn lost_lease_returns_task(backend: Backend) {
     assert_eq!(t["attempts"], 1, "{t}");
     assert!(t["assigned_agent_id"].is_null(), "{t}");
     assert!(t["lease_expires_at"].is_null(), "{t}");
+    // ...and so does the reaper taking it back, though the task no longer names its holder.
+    eventually(
+        Duration::from_secs(10),
+        "the freed slot in the index",
+        || workload(0),
+    )
+    .await;
     // The old holder cannot submit; someone else can take it.
     let (status, _) = submit(&slow, id, json!("finally")).await;
     assert!(status == 403 || status == 409, "{status}");
