@@ -1,6 +1,6 @@
 //! Nervix storage.
 //!
-//! One [`Store`] trait, implemented once in SQL ([`sql`]) and instantiated for two backends:
+//! One [`Store`] trait, implemented once in SQL (the private `sql` module) and instantiated for two backends:
 //! [`SqliteStore`] (the embedded default: one file, WAL, a single writer connection) and
 //! [`PgStore`] (several `nervix` nodes sharing one database). The SQL is the same text on both
 //! (`$N` placeholders, portable column types); where the databases really differ, the backend
