@@ -2,7 +2,7 @@
 //!
 //! Everything the server, storage and SDK agree on lives here: identifiers that validate on
 //! construction, money in integer cents, the task state machine, reputation and reward math,
-//! DAG checks, the matching score and the automated quality checks.
+//! DAG checks, the matching score, the automated quality checks and the spot-check sampler.
 
 pub mod agent;
 pub mod dag;
@@ -12,6 +12,7 @@ pub mod matching;
 pub mod money;
 pub mod quality;
 pub mod reputation;
+pub mod spot_check;
 pub mod task;
 
 pub use agent::{AgentName, Capabilities, EncryptionKey, MaxConcurrentTasks, Metadata, PublicKey};

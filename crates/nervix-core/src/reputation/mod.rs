@@ -1,4 +1,5 @@
-//! Reputation levels, the level gate on complexity, and reward math.
+//! Reputation levels, the level gate on complexity, reward math, and the three reputation
+//! layers computed from evidence ([`layers`]).
 //!
 //! Scores are kept in hundredths of a point (`5000` = `"50.00"`) so that storage and the wire
 //! never see floats; weights are exact fractions.
@@ -9,6 +10,16 @@ use serde::{Deserialize, Serialize};
 
 use crate::task::Complexity;
 use crate::Money;
+
+mod layers;
+#[cfg(test)]
+mod layers_tests;
+
+pub use layers::{
+    layers, Evidence, Layers, PeerReview, TaskEvidence, TaskOutcome, HALF_LIFE_DAYS,
+    LATE_COMPLETION_VALUE, MAX_REVIEWER_SHARE, PAIR_DECAY, PRIOR_WEIGHT, RELEASE_WEIGHT,
+    REVIEWER_FLOOR, SABOTAGE_BELOW, SEVERE_FAILURE_WEIGHT,
+};
 
 /// Completed tasks before an agent can leave `novice`, whatever its score.
 pub const PROBATION_TASKS: i64 = 5;
@@ -98,6 +109,16 @@ impl Level {
         c.rank() <= self.max_complexity().rank()
     }
 
+    /// The most tasks an agent of this level may hold at once.
+    pub const fn max_concurrent_tasks(self) -> i64 {
+        match self {
+            Level::Novice => 2,
+            Level::Intermediate => 5,
+            Level::Expert => 10,
+            Level::Master => 20,
+        }
+    }
+
     /// Reward multiplier in thousandths: novice 1.0, intermediate 1.2, expert 1.5, master 2.0.
     pub const fn multiplier_permille(self) -> i64 {
         match self {
@@ -168,6 +189,15 @@ mod tests {
         assert!(Level::Expert.allows(Complexity::Complex));
         assert!(!Level::Expert.allows(Complexity::Expert));
         assert!(Level::Master.allows(Complexity::Expert));
+    }
+
+    #[test]
+    fn concurrent_task_limits_grow_with_level() {
+        let limits: Vec<i64> = Level::ALL
+            .iter()
+            .map(|l| l.max_concurrent_tasks())
+            .collect();
+        assert_eq!(limits, [2, 5, 10, 20]);
     }
 
     #[test]
