@@ -1,5 +1,5 @@
 //! Reputation levels, the level gate on complexity, reward math, and the three reputation
-//! layers computed from evidence ([`layers`]).
+//! layers computed from evidence ([`layers()`]).
 //!
 //! Scores are kept in hundredths of a point (`5000` = `"50.00"`) so that storage and the wire
 //! never see floats; weights are exact fractions.
@@ -81,7 +81,7 @@ crate::wire_enum!(
 );
 
 impl Level {
-    /// novice [0,50), intermediate [50,75), expert [75,90), master [90,100]; novice until
+    /// novice `[0,50)`, intermediate `[50,75)`, expert `[75,90)`, master `[90,100]`; novice until
     /// [`PROBATION_TASKS`] tasks are completed.
     pub fn of(score: Reputation, completed_tasks: i64) -> Level {
         if completed_tasks < PROBATION_TASKS {
