@@ -12,6 +12,7 @@ pub mod matching;
 pub mod money;
 pub mod quality;
 pub mod reputation;
+pub mod review;
 pub mod spot_check;
 pub mod task;
 

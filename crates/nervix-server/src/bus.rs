@@ -9,7 +9,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
-use nervix_core::{Complexity, Money, TaskStatus};
+use nervix_core::{Complexity, Level, Money, Reputation, TaskStatus};
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
@@ -42,6 +42,16 @@ pub enum Frame {
     },
     /// The agent was paid for a task.
     Earning { task_id: Uuid, amount: Money },
+    /// The agent's reputation was recomputed from new evidence.
+    ReputationUpdate {
+        score: Reputation,
+        level: Level,
+        /// Differs from `level` when this update changed it.
+        previous_level: Level,
+        automated: Reputation,
+        success: Reputation,
+        peer: Reputation,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

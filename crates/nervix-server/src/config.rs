@@ -31,6 +31,13 @@ pub struct ServeArgs {
     /// Share of accepted submissions held for a human spot check (0.0–1.0).
     #[arg(long, env = "NERVIX_SPOT_CHECK_RATE", default_value_t = 0.05)]
     pub spot_check_rate: f64,
+    /// Seed of the spot-check sample, for a reproducible run; unset: random.
+    #[arg(long, env = "NERVIX_SPOT_CHECK_SEED")]
+    pub spot_check_seed: Option<u64>,
+    /// Hours a held submission waits for a reviewer before it is accepted on its automated
+    /// score.
+    #[arg(long, env = "NERVIX_REVIEW_TIMEOUT_HOURS", default_value_t = 72)]
+    pub review_timeout_hours: u32,
     /// Minimum quality score (0–100) to accept a submission.
     #[arg(long, env = "NERVIX_ACCEPT_THRESHOLD", default_value_t = 60)]
     pub accept_threshold: u8,
@@ -88,6 +95,10 @@ pub struct Config {
     pub rate_limit_enroll_per_minute: u32,
     pub rate_limit_agent_per_second: u32,
     pub spot_check_rate: f64,
+    /// Seed of the spot-check sample; `None`: from the OS's randomness.
+    pub spot_check_seed: Option<u64>,
+    /// How long a held submission waits for a reviewer.
+    pub review_timeout: chrono::Duration,
     pub accept_threshold: u8,
     pub body_limit: usize,
     pub request_timeout: Duration,
@@ -116,6 +127,8 @@ impl Config {
             rate_limit_enroll_per_minute: 30,
             rate_limit_agent_per_second: 100,
             spot_check_rate: 0.05,
+            spot_check_seed: None,
+            review_timeout: chrono::Duration::hours(72),
             accept_threshold: 60,
             body_limit: 1024 * 1024,
             request_timeout: Duration::from_secs(30),
@@ -149,6 +162,8 @@ impl From<&ServeArgs> for Config {
         c.rate_limit_enroll_per_minute = a.rate_limit_enroll;
         c.rate_limit_agent_per_second = a.rate_limit_agent;
         c.spot_check_rate = a.spot_check_rate.clamp(0.0, 1.0);
+        c.spot_check_seed = a.spot_check_seed;
+        c.review_timeout = chrono::Duration::hours(i64::from(a.review_timeout_hours.max(1)));
         c.accept_threshold = a.accept_threshold.min(100);
         c.body_limit = a.body_limit;
         c.request_timeout = Duration::from_secs(a.request_timeout.max(1));

@@ -20,6 +20,7 @@ pub mod operator;
 pub mod presence;
 pub mod private_fs;
 pub mod server;
+pub mod spot_checks;
 pub mod state;
 pub mod stats;
 pub mod supervisor;

@@ -34,6 +34,7 @@ use crate::matching::Matcher;
 use crate::metrics::Metrics;
 use crate::presence::Presence;
 use crate::private_fs::create_private_dir;
+use crate::spot_checks::SpotChecks;
 use crate::state::AppState;
 use crate::stats::PlatformStats;
 use crate::{api, http, workers};
@@ -138,6 +139,11 @@ pub async fn start(listener: TcpListener, config: Config) -> Result<Running, Ser
     let app = App {
         stats,
         checks: Arc::new(CheckPipeline::standard(config.max_submission_bytes)),
+        spot_checks: Arc::new(SpotChecks::new(
+            config.spot_check_rate,
+            config.spot_check_seed,
+            config.review_timeout,
+        )),
         config: config.clone(),
         presence: Arc::new(Presence::new(store.clone(), matcher.clone())),
         store,

@@ -1,7 +1,7 @@
-//! The background services: lease and deadline reapers, matching rounds, housekeeping,
-//! signing-key reload and the matching index. Each runs under the supervisor and calls the
-//! application layer; every one is safe on several nodes at once, because the writes they
-//! make are conditional.
+//! The background services: lease, deadline and review-deadline reapers, reputation
+//! recomputation, matching rounds, housekeeping, signing-key reload and the matching index.
+//! Each runs under the supervisor and calls the application layer; every one is safe on
+//! several nodes at once, because the writes they make are conditional.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,7 +10,7 @@ use chrono::Utc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::app::{events, App};
+use crate::app::{events, quality, reputation, App};
 use crate::auth::keys::{KeyError, KeyRing};
 use crate::limits::Limits;
 use crate::matching;
@@ -22,6 +22,8 @@ pub enum WorkerError {
     Store(#[from] nervix_store::StoreError),
     #[error(transparent)]
     Keys(#[from] KeyError),
+    #[error(transparent)]
+    App(#[from] crate::app::Error),
 }
 
 const BATCH: i64 = 200;
@@ -67,6 +69,31 @@ pub fn spawn_all(
                 }
                 settle_workloads(&a, &expired).await;
                 events::tasks_changed(&a, &expired).await;
+                Ok::<_, WorkerError>(())
+            })
+            .await
+        }
+    }));
+
+    let a = app.clone();
+    handles.push(supervise("review_deadlines", shutdown.clone(), move |sd| {
+        let a = a.clone();
+        async move {
+            every(interval, sd, || async {
+                quality::expire_reviews(&a, BATCH).await?;
+                Ok::<_, WorkerError>(())
+            })
+            .await
+        }
+    }));
+
+    let a = app.clone();
+    handles.push(supervise("reputation", shutdown.clone(), move |sd| {
+        let a = a.clone();
+        async move {
+            every(interval, sd, || async {
+                // Drain the backlog: a burst of evidence is scored within one tick.
+                while reputation::recompute_stale(&a, BATCH).await? == BATCH as usize {}
                 Ok::<_, WorkerError>(())
             })
             .await

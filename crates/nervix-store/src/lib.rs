@@ -21,6 +21,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use nervix_core::{Level, Role};
 use uuid::Uuid;
 
 pub use cpu::WriterCpu;
@@ -139,6 +140,13 @@ pub trait Store: Send + Sync + 'static {
         audit: &AuditEntry,
     ) -> Result<AgentRecord>;
     /// Creates the agent if its handle is free (used for the operator's admin identity).
+    /// Sets the role of an agent that is not an admin; `None` when there is no such agent.
+    async fn set_role(
+        &self,
+        id: Uuid,
+        role: Role,
+        audit: &AuditEntry,
+    ) -> Result<Option<AgentRecord>>;
     async fn ensure_agent(&self, agent: &NewAgent, audit: &AuditEntry) -> Result<AgentRecord>;
     async fn touch_agent(&self, id: Uuid, at: DateTime<Utc>) -> Result<()>;
 
@@ -229,6 +237,34 @@ pub trait Store: Send + Sync + 'static {
     async fn grant(&self, to: Uuid, amount: i64, memo: &str, audit: &AuditEntry) -> Result<()>;
 
     /// The response stored for a key by an operation given a [`SaveResponse`], to replay.
+    /// Records a peer review; a reviewer's review of a held submission also decides it.
+    async fn review(&self, r: &NewReview) -> Result<ReviewOutcome>;
+    /// Submissions held for a spot check, oldest first, after `q.cursor`.
+    async fn review_queue(&self, q: &PageQuery) -> Result<Vec<SubmissionRecord>>;
+    async fn reviews_of(&self, submission: Uuid) -> Result<Vec<ReviewRecord>>;
+    /// Accepts on their automated score the held submissions whose review deadline passed.
+    async fn expire_reviews(
+        &self,
+        now: DateTime<Utc>,
+        retry: &RetryPolicy,
+        limit: i64,
+    ) -> Result<Vec<Settled>>;
+
+    /// Agents whose reputation evidence changed since their score was computed.
+    async fn stale_reputations(&self, limit: i64) -> Result<Vec<StaleReputation>>;
+    async fn reputation_evidence(&self, agent: Uuid) -> Result<EvidenceRecords>;
+    /// Records a recomputed score if its evidence is still current: `Some(the level it had)`,
+    /// or `None` when newer evidence arrived meanwhile.
+    async fn record_reputation(&self, u: &ReputationUpdate) -> Result<Option<Level>>;
+    /// Score snapshots, newest first, before `q.cursor`.
+    async fn reputation_history(
+        &self,
+        agent: Uuid,
+        q: &PageQuery,
+    ) -> Result<Vec<ReputationSnapshot>>;
+    /// The agent's submissions with their tasks, newest first, before `q.cursor`.
+    async fn work_history(&self, agent: Uuid, q: &PageQuery) -> Result<Vec<HistoryEntry>>;
+
     async fn idempotent_response(
         &self,
         scope: &IdempotencyScope,

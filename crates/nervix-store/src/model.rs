@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use nervix_core::matching::AgentProfile;
-use nervix_core::reputation::Reputation;
+use nervix_core::reputation::{Level, Reputation};
 use nervix_core::{Complexity, Role, TaskKind, TaskStatus};
 use serde_json::Value;
 use uuid::Uuid;
@@ -86,12 +86,20 @@ pub struct AgentRecord {
     pub tasks_failed: i64,
     /// Tasks the agent holds (`claimed`), counted by the database as claims come and go.
     pub active_tasks: i64,
+    /// The most tasks the agent's level lets it hold at once, written with its reputation.
+    pub level_max_tasks: i64,
     pub last_seen_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
 
 impl AgentRecord {
+    /// How many tasks the agent may hold at once: its own setting, capped by its level (the
+    /// database's claim check takes the same minimum).
+    pub fn capacity(&self) -> i64 {
+        self.max_concurrent_tasks.min(self.level_max_tasks)
+    }
+
     /// The agent as matching and the claim's eligibility check see it: one conversion for
     /// both, so they cannot disagree about who may take a task. `online` is the caller's
     /// judgement (matching: seen within the online window; a claimant: it is asking now).
@@ -110,7 +118,7 @@ impl AgentRecord {
             available: self.available,
             suspended: self.suspended,
             active_tasks: u32::try_from(self.active_tasks).unwrap_or(u32::MAX),
-            max_concurrent_tasks: u32::try_from(self.max_concurrent_tasks).unwrap_or(0),
+            max_concurrent_tasks: u32::try_from(self.capacity()).unwrap_or(0),
             recent_success_permille: if decided == 0 {
                 500
             } else {
@@ -389,6 +397,11 @@ impl Default for RetryPolicy {
 pub enum Decision {
     Accept,
     Reject,
+    /// Held for a spot check: unpaid until a reviewer decides or `review_deadline` passes,
+    /// when it is accepted on its automated score.
+    Hold {
+        review_deadline: DateTime<Utc>,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -420,6 +433,10 @@ pub struct SubmissionRecord {
     pub payout_cents: Option<i64>,
     pub created_at: DateTime<Utc>,
     pub decided_at: Option<DateTime<Utc>>,
+    /// While held for a spot check: when it is accepted on its automated score.
+    pub review_deadline: Option<DateTime<Utc>>,
+    /// The score it was paid on or rejected with: a deciding reviewer's, else the automated one.
+    pub final_score: Option<i64>,
 }
 
 nervix_core::wire_enum!(SubmissionStatus {
@@ -442,6 +459,160 @@ pub enum SubmitOutcome {
     TaskNotFound,
     /// The caller is not the task's current assignee, or the task is not `claimed`.
     NotAssignee,
+}
+
+/// A submission decided (accepted or rejected) after it was held, and what its decision moved.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settled {
+    pub submission: SubmissionRecord,
+    pub task: TaskRecord,
+    pub unblocked: Vec<TaskRecord>,
+    pub cancelled: Vec<TaskRecord>,
+}
+
+// ---- reviews and reputation -------------------------------------------------------------
+
+#[derive(Debug, Clone)]
+pub struct NewReview {
+    pub id: Uuid,
+    pub submission_id: Uuid,
+    pub reviewer_id: Uuid,
+    pub score: u8,
+    pub feedback: String,
+    /// Whether the reviewer may decide a held submission (reviewers and admins).
+    pub may_decide: bool,
+    /// A deciding review at or above this score accepts, below it rejects.
+    pub accept_threshold: u8,
+    pub retry: RetryPolicy,
+    pub at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReviewRecord {
+    pub id: Uuid,
+    pub submission_id: Uuid,
+    pub reviewer_id: Uuid,
+    /// The agent whose work was reviewed.
+    pub subject_id: Uuid,
+    pub score: i64,
+    pub feedback: String,
+    /// The decision this review made on a held submission, if it made one.
+    pub decision: Option<SubmissionStatus>,
+    pub created_at: DateTime<Utc>,
+}
+
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, PartialEq)]
+pub enum ReviewOutcome {
+    Done {
+        review: ReviewRecord,
+        settled: Option<Settled>,
+    },
+    SubmissionNotFound,
+    /// The reviewer did the work under review.
+    OwnSubmission,
+    /// This reviewer already reviewed this submission.
+    AlreadyReviewed,
+}
+
+/// Agents whose reputation evidence changed since their score was last computed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StaleReputation {
+    pub agent_id: Uuid,
+    /// The evidence version to compute; the result is recorded only if it is still current.
+    pub version: i64,
+    /// Read with the version: the level depends on it.
+    pub tasks_completed: i64,
+}
+
+/// What an agent's reputation is computed from, as stored (newest first, bounded).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EvidenceRecords {
+    /// Work the agent did, one entry per decided submission, release or lost lease.
+    pub work: Vec<WorkRecord>,
+    /// Tasks the agent posted and others did: who and when (for reciprocity).
+    pub posted_work: Vec<(Uuid, DateTime<Utc>)>,
+    /// Reviews of the agent's work, with each reviewer's current score.
+    pub reviews: Vec<ReviewEvidence>,
+    /// Reviews the agent gave: whose work and when (for reciprocity).
+    pub reviews_given: Vec<(Uuid, DateTime<Utc>)>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct WorkRecord {
+    pub task_id: Uuid,
+    /// `None` for tasks the operator posted (from the treasury): no counterpart.
+    pub poster: Option<Uuid>,
+    pub at: DateTime<Utc>,
+    pub outcome: WorkOutcome,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkOutcome {
+    Accepted { score: u8, on_time: bool },
+    Rejected { score: u8 },
+    Released,
+    LeaseLost,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReviewEvidence {
+    pub reviewer: Uuid,
+    /// The reviewer's current score; the operator's admin identity counts as 100.00.
+    pub reviewer_score: i64,
+    pub score: u8,
+    pub at: DateTime<Utc>,
+}
+
+/// A recomputed reputation, recorded only while `version` is the agent's current evidence.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReputationUpdate {
+    /// The snapshot's id.
+    pub id: Uuid,
+    pub agent_id: Uuid,
+    pub version: i64,
+    pub score: i64,
+    pub automated: i64,
+    pub success: i64,
+    pub peer: i64,
+    pub level: Level,
+    pub level_max_tasks: i64,
+    pub at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReputationSnapshot {
+    pub id: Uuid,
+    pub agent_id: Uuid,
+    pub at: DateTime<Utc>,
+    pub score: i64,
+    pub automated: i64,
+    pub success: i64,
+    pub peer: i64,
+    pub level: Level,
+}
+
+/// One entry of an agent's public work history.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HistoryEntry {
+    pub submission_id: Uuid,
+    pub task_id: Uuid,
+    pub task_title: String,
+    pub quality_score: i64,
+    pub final_score: Option<i64>,
+    pub reward_cents: i64,
+    pub payout_cents: Option<i64>,
+    pub status: SubmissionStatus,
+    pub created_at: DateTime<Utc>,
+    pub decided_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PageQuery {
+    /// Exclusive cursor: the id of the last item of the previous page (ids are UUIDv7, so
+    /// in time order).
+    pub cursor: Option<Uuid>,
+    pub limit: i64,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

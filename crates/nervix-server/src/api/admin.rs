@@ -3,7 +3,7 @@
 use axum::extract::{Path, Query, State};
 use axum::Json;
 use chrono::{DateTime, Utc};
-use nervix_core::Money;
+use nervix_core::{Money, Role};
 use nervix_store::AuditRecord;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -23,6 +23,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(list_audit))
         .routes(routes!(suspend))
         .routes(routes!(reinstate))
+        .routes(routes!(set_role))
         .routes(routes!(grant))
 }
 
@@ -111,6 +112,27 @@ async fn reinstate(
     Path(id): Path<String>,
 ) -> ApiResult<Json<AgentView>> {
     let a = agents::set_suspended(&state.app, &caller, &id, false).await?;
+    Ok(Json(AgentView::public(&a)))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RoleBody {
+    /// `agent` or `reviewer`.
+    #[schema(value_type = String, example = "reviewer")]
+    pub role: Role,
+}
+
+/// Make an agent a reviewer, or an agent again; takes effect on its next request.
+#[utoipa::path(post, path = "/v1/admin/agents/{id}/role", tag = "admin", security(("bearer" = [])), params(("id" = String, Path)), request_body = RoleBody,
+    responses((status = 200, body = AgentView), (status = 403, body = crate::error::Problem), (status = 404, body = crate::error::Problem), (status = 422, body = crate::error::Problem)))]
+async fn set_role(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<RoleBody>,
+) -> ApiResult<Json<AgentView>> {
+    let a = agents::set_role(&state.app, &caller, &id, body.role).await?;
     Ok(Json(AgentView::public(&a)))
 }
 

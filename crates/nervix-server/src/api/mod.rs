@@ -8,6 +8,8 @@ pub mod agents;
 pub mod economy;
 pub mod enroll;
 pub mod platform;
+pub mod quality;
+pub mod reputation;
 pub mod tasks;
 pub mod web;
 pub mod workflows;
@@ -31,6 +33,8 @@ pub use enroll::IP_LIMITED;
         (name = "tasks", description = "Tasks, claims and submissions"),
         (name = "workflows", description = "DAG workflows"),
         (name = "economy", description = "Balances and the ledger"),
+        (name = "quality", description = "Peer review and spot checks"),
+        (name = "reputation", description = "Reputation scores, their history and work history"),
         (name = "admin", description = "Operator actions"),
         (name = "platform", description = "Health, metrics, stats"),
     )
@@ -64,6 +68,8 @@ pub fn router() -> OpenApiRouter<AppState> {
         .merge(economy::routes())
         .merge(tasks::routes())
         .merge(workflows::routes())
+        .merge(quality::routes())
+        .merge(reputation::routes())
         .merge(admin::routes())
         .merge(platform::routes())
         .route("/", axum::routing::get(web::index))

@@ -10,7 +10,7 @@ use axum::response::Response;
 use axum::Json;
 use chrono::{DateTime, Utc};
 use nervix_core::{Capabilities, Complexity, FieldErrors, Lease, Money, Notes, TaskStatus};
-use nervix_store::{SubmissionRecord, TaskRecord};
+use nervix_store::TaskRecord;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
@@ -24,6 +24,7 @@ use crate::app::{self, Caller};
 use crate::error::{ApiError, ApiResult};
 use crate::http::{idempotency_key, respond, ApiJson, Page, PageParams};
 use crate::state::AppState;
+use crate::wire::submissions::SubmissionView;
 use crate::wire::tasks::{TaskFields, TaskView};
 
 pub fn routes() -> OpenApiRouter<AppState> {
@@ -193,40 +194,6 @@ pub struct SubmissionData {
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct SubmitBody {
     pub submission_data: SubmissionData,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct SubmissionView {
-    pub id: Uuid,
-    pub task_id: Uuid,
-    pub agent_id: Uuid,
-    pub quality_score: i64,
-    #[schema(value_type = Vec<Object>)]
-    pub checks: Value,
-    /// accepted | rejected | pending_review
-    pub status: String,
-    pub feedback: Option<String>,
-    #[schema(value_type = Option<String>)]
-    pub payout: Option<Money>,
-    pub created_at: DateTime<Utc>,
-    pub decided_at: Option<DateTime<Utc>>,
-}
-
-impl From<SubmissionRecord> for SubmissionView {
-    fn from(s: SubmissionRecord) -> Self {
-        SubmissionView {
-            id: s.id,
-            task_id: s.task_id,
-            agent_id: s.agent_id,
-            quality_score: s.quality_score,
-            checks: s.checks,
-            status: s.status.as_str().to_owned(),
-            feedback: s.feedback,
-            payout: s.payout_cents.map(Money::from_cents),
-            created_at: s.created_at,
-            decided_at: s.decided_at,
-        }
-    }
 }
 
 #[derive(Debug, Serialize, ToSchema)]

@@ -3,7 +3,9 @@
 
 use chrono::Utc;
 use nervix_core::agent::ONLINE_WINDOW;
-use nervix_core::{AgentName, Capabilities, EncryptionKey, Level, MaxConcurrentTasks, Metadata};
+use nervix_core::{
+    AgentName, Capabilities, EncryptionKey, Level, MaxConcurrentTasks, Metadata, Role,
+};
 use nervix_store::{AgentConfigPatch, AgentQuery, AgentRecord, Balances};
 use serde_json::json;
 use uuid::Uuid;
@@ -125,6 +127,31 @@ pub async fn leaderboard(app: &App, limit: i64) -> Result<Vec<AgentRecord>> {
 
 /// Suspends an agent (all its tokens stop working at once) or lifts a suspension. Admins only,
 /// never on themselves; audited.
+/// Makes an agent a reviewer or an agent again (admins only; audited). Takes effect on the
+/// agent's next request: roles are read with every token check.
+pub async fn set_role(
+    app: &App,
+    caller: &Caller,
+    id_or_handle: &str,
+    role: Role,
+) -> Result<AgentRecord> {
+    caller.require_admin()?;
+    if !matches!(role, Role::Agent | Role::Reviewer) {
+        return Err(Error::field("role", "must be agent or reviewer"));
+    }
+    let agent = app.find_agent(id_or_handle).await?;
+    let entry = audit::by(
+        caller,
+        "admin.role",
+        Some(agent.id.to_string()),
+        json!({"agent_id": agent.handle, "role": role, "previous": agent.role}),
+    );
+    app.store
+        .set_role(agent.id, role, &entry)
+        .await?
+        .ok_or_else(|| Error::forbidden("invalid_target", "an admin's role cannot be changed"))
+}
+
 pub async fn set_suspended(
     app: &App,
     caller: &Caller,

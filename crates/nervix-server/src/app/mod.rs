@@ -13,6 +13,8 @@ pub mod economy;
 mod error;
 pub mod events;
 pub mod idempotency;
+pub mod quality;
+pub mod reputation;
 pub mod tasks;
 pub mod workflows;
 
@@ -34,6 +36,7 @@ use crate::config::Config;
 use crate::matching::Matcher;
 use crate::metrics::Metrics;
 use crate::presence::Presence;
+use crate::spot_checks::SpotChecks;
 use crate::stats::PlatformStats;
 
 /// Everything the operations work with. Cheap to clone: every part is shared.
@@ -46,6 +49,8 @@ pub struct App {
     pub metrics: Arc<Metrics>,
     pub presence: Arc<Presence>,
     pub checks: Arc<CheckPipeline>,
+    /// The sample of would-be accepted submissions held for a person's review.
+    pub spot_checks: Arc<SpotChecks>,
     /// The public counters, recounted in the background.
     pub stats: Arc<PlatformStats>,
     /// Reloaded from disk by a background loop after a rotation.

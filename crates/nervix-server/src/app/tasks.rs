@@ -253,10 +253,16 @@ pub async fn submit(
         });
         let score = quality_score(&checks);
         let threshold = app.config.accept_threshold;
-        let decision = if score >= threshold {
-            Decision::Accept
-        } else {
-            Decision::Reject
+        let now = Utc::now();
+        let decision = app.spot_checks.decide(score, threshold, now);
+        let feedback = match decision {
+            Decision::Hold { review_deadline } => format!(
+                "{}; held for a spot check: payment waits for a reviewer, or is made on this \
+                 score after {}",
+                feedback(&checks, score, threshold),
+                review_deadline.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            ),
+            _ => feedback(&checks, score, threshold),
         };
         let save = saver.map(|s| {
             s.save(move |outcome: &SubmitOutcome| match outcome {
@@ -279,9 +285,9 @@ pub async fn submit(
             quality_score: score,
             checks: serde_json::to_value(&checks).map_err(Error::internal)?,
             decision,
-            feedback: Some(feedback(&checks, score, threshold)),
+            feedback: Some(feedback),
             retry: app.config.retry,
-            at: Utc::now(),
+            at: now,
         };
         let outcome = app.store.submit(&submission, save).await?;
         let SubmitOutcome::Done {

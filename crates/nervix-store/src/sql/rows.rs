@@ -17,7 +17,7 @@ fn parse<T: std::str::FromStr>(what: &str, s: &str) -> Result<T, StoreError> {
 pub(crate) const AGENT_COLUMNS: &str = "id, handle, name, public_key, encryption_public_key, \
     capabilities, metadata, max_concurrent_tasks, available, role, suspended, reputation, \
     rep_automated, rep_success, rep_peer, tasks_completed, tasks_failed, active_tasks, \
-    last_seen_at, created_at, updated_at";
+    level_max_tasks, last_seen_at, created_at, updated_at";
 
 #[derive(sqlx::FromRow)]
 pub(crate) struct AgentRow {
@@ -39,6 +39,7 @@ pub(crate) struct AgentRow {
     tasks_completed: i64,
     tasks_failed: i64,
     active_tasks: i64,
+    level_max_tasks: i64,
     last_seen_at: Option<DateTime<Utc>>,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
@@ -67,6 +68,7 @@ impl TryFrom<AgentRow> for AgentRecord {
             tasks_completed: r.tasks_completed,
             tasks_failed: r.tasks_failed,
             active_tasks: r.active_tasks,
+            level_max_tasks: r.level_max_tasks,
             last_seen_at: r.last_seen_at,
             created_at: r.created_at,
             updated_at: r.updated_at,
@@ -245,7 +247,7 @@ impl TryFrom<WorkflowRow> for WorkflowRecord {
 
 pub(crate) const SUBMISSION_COLUMNS: &str =
     "id, task_id, agent_id, content, notes, quality_score, \
-    checks, status, feedback, payout_cents, created_at, decided_at";
+    checks, status, feedback, payout_cents, created_at, decided_at, review_deadline, final_score";
 
 #[derive(sqlx::FromRow)]
 pub(crate) struct SubmissionRow {
@@ -261,6 +263,8 @@ pub(crate) struct SubmissionRow {
     payout_cents: Option<i64>,
     created_at: DateTime<Utc>,
     decided_at: Option<DateTime<Utc>>,
+    review_deadline: Option<DateTime<Utc>>,
+    final_score: Option<i64>,
 }
 
 impl TryFrom<SubmissionRow> for SubmissionRecord {
@@ -280,6 +284,8 @@ impl TryFrom<SubmissionRow> for SubmissionRecord {
             payout_cents: r.payout_cents,
             created_at: r.created_at,
             decided_at: r.decided_at,
+            review_deadline: r.review_deadline,
+            final_score: r.final_score,
         })
     }
 }

@@ -24,6 +24,7 @@ nervix_store::backend_matrix! {
 pub async fn claim_eligibility(store: Arc<dyn Store>) {
     let admin = admin(&store).await;
     let novice = enroll(&store, &["python"]).await;
+    lift_level_cap(&store, novice.id).await;
     let poster = enroll(&store, &["python"]).await;
     grant(&store, poster.id, 1000).await;
 
@@ -309,7 +310,9 @@ pub async fn claim_race(store: Arc<dyn Store>) {
     for _ in 0..CLAIMERS {
         let mut a = new_agent(&unique("racer"), &[]);
         a.max_concurrent_tasks = i64::try_from(ROUNDS).unwrap();
-        agents.push(enroll_with(&store, a).await.id);
+        let a = enroll_with(&store, a).await.id;
+        lift_level_cap(&store, a).await;
+        agents.push(a);
     }
     let mut wins = vec![0usize; CLAIMERS];
     for round in 0..ROUNDS {
@@ -371,6 +374,7 @@ pub async fn claim_capacity_race(store: Arc<dyn Store>) {
     let mut a = new_agent(&unique("greedy"), &[]);
     a.max_concurrent_tasks = i64::try_from(LIMIT).unwrap();
     let agent = enroll_with(&store, a).await;
+    lift_level_cap(&store, agent.id).await;
     for round in 0..5 {
         let mut tasks = Vec::with_capacity(TASKS);
         for _ in 0..TASKS {

@@ -20,6 +20,7 @@ pub async fn expire_leases_retry_or_fail(store: Arc<dyn Store>) {
     let poster = enroll(&store, &[]).await;
     grant(&store, poster.id, 10_000).await;
     let worker = enroll(&store, &[]).await;
+    lift_level_cap(&store, worker.id).await;
     let retry = RetryPolicy {
         base_seconds: 10,
         max_seconds: 60,

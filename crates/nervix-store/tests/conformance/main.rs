@@ -17,6 +17,7 @@ mod expiry;
 mod idempotency;
 mod invariants;
 mod ledger_prop;
+mod reviews;
 mod submissions;
 mod support;
 mod tasks;

@@ -67,6 +67,8 @@ pub async fn submit_accept_pays_per_settle(store: Arc<dyn Store>) {
             payout_cents: Some(800),
             created_at: at,
             decided_at: Some(at),
+            review_deadline: None,
+            final_score: Some(80),
         }
     );
     assert_eq!(store.submission(s.id).await.unwrap().as_ref(), Some(&sub));
@@ -361,6 +363,7 @@ pub async fn concurrent_cross_settlements(store: Arc<dyn Store>) {
         let mut a = new_agent(&unique("cross"), &[]);
         a.max_concurrent_tasks = i64::try_from(EACH).unwrap();
         let a = enroll_with(&store, a).await;
+        lift_level_cap(&store, a.id).await;
         grant(&store, a.id, 100_000).await;
         pair.push(a);
     }
@@ -403,6 +406,7 @@ pub async fn concurrent_cross_settlements(store: Arc<dyn Store>) {
         let want = match decision {
             Decision::Accept => TaskStatus::Completed,
             Decision::Reject => TaskStatus::Failed,
+            Decision::Hold { .. } => TaskStatus::Submitted,
         };
         match h.await.unwrap() {
             Ok(SubmitOutcome::Done { task, .. }) => assert_eq!(task.status, want),

@@ -416,3 +416,33 @@ pub async fn assert_active_counts_consistent(store: &Arc<dyn Store>) {
         );
     }
 }
+
+/// Lifts the level's cap on how many tasks `agent` may hold, leaving its own
+/// `max_concurrent_tasks` as the limit: for cases about claims rather than levels. Records
+/// the agent's current evidence version with an unchanged score.
+pub async fn lift_level_cap(store: &Arc<dyn Store>, agent: Uuid) {
+    let stale = store
+        .stale_reputations(100_000)
+        .await
+        .expect("stale reputations")
+        .into_iter()
+        .find(|s| s.agent_id == agent)
+        .expect("a new agent has no score recorded yet");
+    let a = store.agent(agent).await.expect("read").expect("agent");
+    let recorded = store
+        .record_reputation(&ReputationUpdate {
+            id: Uuid::now_v7(),
+            agent_id: agent,
+            version: stale.version,
+            score: a.reputation,
+            automated: a.rep_automated,
+            success: a.rep_success,
+            peer: a.rep_peer,
+            level: nervix_core::Level::Novice,
+            level_max_tasks: 1_000_000,
+            at: now(),
+        })
+        .await
+        .expect("record");
+    assert!(recorded.is_some(), "recorded");
+}

@@ -1,7 +1,7 @@
 //! Agents: creation, lookups, the directory, settings, suspension.
 
 use chrono::{DateTime, Utc};
-use nervix_core::Level;
+use nervix_core::{Level, Role};
 use sqlx::types::Json;
 use sqlx::QueryBuilder;
 use uuid::Uuid;
@@ -253,6 +253,37 @@ pub(super) async fn set_suspended(
                 })
             },
         )
+        .await
+}
+
+/// Sets an agent's role, unless it is an admin (the operator's identity keeps its role).
+#[tracing::instrument(skip_all, name = "store.set_role", level = "debug", fields(id = %id, role = %role))]
+pub(super) async fn set_role(
+    store: &Backend,
+    id: Uuid,
+    role: Role,
+    audit: &AuditEntry,
+) -> Result<Option<AgentRecord>> {
+    store
+        .write((id, role, audit.clone()), |mut tx, (id, role, audit)| {
+            Box::pin(async move {
+                let row: Option<AgentRow> = sqlx::query_as(&format!(
+                    "UPDATE agents SET role = $1, updated_at = $2 WHERE id = $3 AND role <> \
+                     'admin' RETURNING {AGENT_COLUMNS}"
+                ))
+                .bind(role.as_str())
+                .bind(audit.at)
+                .bind(*id)
+                .fetch_optional(&mut *tx)
+                .await?;
+                let Some(row) = row else {
+                    return tx.refuse(Ok(None));
+                };
+                insert_audit(&mut tx, audit).await?;
+                tx.commit().await?;
+                Ok(Some(row.try_into()?))
+            })
+        })
         .await
 }
 

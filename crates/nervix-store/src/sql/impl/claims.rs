@@ -13,7 +13,7 @@ use super::ledger::{funding_account, post_ledger};
 use super::lifecycle::{finish_task, retry_or_fail};
 use super::tasks::{fetch_task, task};
 use super::workflows::on_completed;
-use super::{Backend, Db};
+use super::{Backend, Conn, Db};
 use crate::model::*;
 use crate::sql::rows::*;
 use crate::sql::Tx;
@@ -127,17 +127,16 @@ async fn submit_in(
 ) -> Result<SubmitOutcome> {
     let (status, payout, final_task, unblocked, cancelled) = match s.decision {
         Decision::Accept => {
-            let claimed = "('claimed')";
-            let done = finish_task(
+            let accepted = accept(
                 &mut tx,
                 s.task_id,
-                TaskStatus::Completed,
-                claimed,
-                Some(s.agent_id),
+                s.agent_id,
+                CLAIMED,
+                s.quality_score,
                 s.at,
             )
             .await?;
-            let Some(done) = done else {
+            let Some(accepted) = accepted else {
                 // The UPDATE matched nothing, and these only read.
                 let refusal = match fetch_task(&mut tx, s.task_id).await? {
                     None => SubmitOutcome::TaskNotFound,
@@ -151,44 +150,11 @@ async fn submit_in(
                     return Err(KEY_USED);
                 }
             }
-            // The level comes from the locked row, not from a read a concurrent submit of the
-            // same agent could race.
-            let (reputation, completed): (i64, i64) = sqlx::query_as(
-                "UPDATE agents SET tasks_completed = tasks_completed + 1, updated_at = $1 WHERE id \
-                 = $2 RETURNING reputation, tasks_completed",
-            )
-            .bind(s.at)
-            .bind(s.agent_id)
-            .fetch_one(&mut *tx)
-            .await?;
-            // The level the work was done at: before this completion.
-            let level = Level::of(Reputation::from_hundredths(reputation), completed - 1);
-            let reward = nervix_core::Money::from_cents(done.reward_cents);
-            let money = settle(reward, s.quality_score, level);
-            let worker = account_id(s.agent_id, AccountKind::Available);
-            let escrow = account_id(done.funder(), AccountKind::Escrow);
-            let treasury = account_id(PLATFORM, AccountKind::Treasury);
-            post_ledger(
-                &mut tx,
-                s.at,
-                Some(done.id),
-                "task completed: payout",
-                &[
-                    (escrow, -done.reward_cents, "escrow_release"),
-                    (treasury, -money.bonus.cents(), "bonus"),
-                    (worker, money.from_escrow.cents(), "payout"),
-                    (worker, money.bonus.cents(), "bonus"),
-                    (funding_account(&done), money.refund.cents(), "refund"),
-                ],
-            )
-            .await?;
-            let unblocked = on_completed(&mut tx, &done, s.at).await?;
-            let payout = Some(money.payout().cents());
             (
                 SubmissionStatus::Accepted,
-                payout,
-                done,
-                unblocked,
+                Some(accepted.payout_cents),
+                accepted.task,
+                accepted.unblocked,
                 Vec::new(),
             )
         }
@@ -205,18 +171,9 @@ async fn submit_in(
                     return tx.refuse(Err(KEY_USED));
                 }
             }
-            let why = "attempts exhausted";
-            let (after, cancelled) = retry_or_fail(&mut tx, &task, &s.retry, s.at, why).await?;
-            let Some(after) = after else {
+            let Some((after, cancelled)) = reject(&mut tx, &task, &s.retry, s.at).await? else {
                 return Ok(SubmitOutcome::NotAssignee);
             };
-            sqlx::query(
-                "UPDATE agents SET tasks_failed = tasks_failed + 1, updated_at = $1 WHERE id = $2",
-            )
-            .bind(s.at)
-            .bind(s.agent_id)
-            .execute(&mut *tx)
-            .await?;
             (
                 SubmissionStatus::Rejected,
                 None,
@@ -225,11 +182,48 @@ async fn submit_in(
                 cancelled,
             )
         }
+        Decision::Hold { .. } => {
+            let row: Option<TaskRow> = sqlx::query_as(&format!(
+                "UPDATE tasks SET status = 'submitted', lease_expires_at = NULL, updated_at = $1 \
+                 WHERE id = $2 AND status = 'claimed' AND assigned_agent_id = $3 RETURNING \
+                 {TASK_COLUMNS}"
+            ))
+            .bind(s.at)
+            .bind(s.task_id)
+            .bind(s.agent_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some(row) = row else {
+                let refusal = match fetch_task(&mut tx, s.task_id).await? {
+                    None => SubmitOutcome::TaskNotFound,
+                    Some(_) => SubmitOutcome::NotAssignee,
+                };
+                return refuse(tx, save, refusal).await;
+            };
+            if let Some(save) = save {
+                if !claim_key(&mut tx, save).await? {
+                    return Err(KEY_USED);
+                }
+            }
+            let held = row.try_into()?;
+            (
+                SubmissionStatus::PendingReview,
+                None,
+                held,
+                Vec::new(),
+                Vec::new(),
+            )
+        }
+    };
+    let (decided_at, review_deadline, final_score) = match s.decision {
+        Decision::Hold { review_deadline } => (None, Some(review_deadline), None),
+        _ => (Some(s.at), None, Some(i64::from(s.quality_score))),
     };
     let row: SubmissionRow = sqlx::query_as(&format!(
         "INSERT INTO submissions (id, task_id, agent_id, content, notes, quality_score, checks, \
-         status, feedback, payout_cents, created_at, decided_at) VALUES ($1, $2, $3, $4, $5, $6, \
-         $7, $8, $9, $10, $11, $11) RETURNING {SUBMISSION_COLUMNS}"
+         status, feedback, payout_cents, created_at, decided_at, review_deadline, final_score) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) RETURNING \
+         {SUBMISSION_COLUMNS}"
     ))
     .bind(s.id)
     .bind(s.task_id)
@@ -242,6 +236,9 @@ async fn submit_in(
     .bind(&s.feedback)
     .bind(payout)
     .bind(s.at)
+    .bind(decided_at)
+    .bind(review_deadline)
+    .bind(final_score)
     .fetch_one(&mut *tx)
     .await?;
     let outcome = SubmitOutcome::Done {
@@ -255,6 +252,98 @@ async fn submit_in(
     }
     tx.commit().await?;
     Ok(outcome)
+}
+
+/// The status a task is submitted from.
+pub(super) const CLAIMED: &str = "('claimed')";
+/// The status of a task whose submission is held for a spot check.
+pub(super) const HELD: &str = "('submitted')";
+
+/// A task completed and paid.
+pub(super) struct Accepted {
+    pub task: TaskRecord,
+    pub payout_cents: i64,
+    pub unblocked: Vec<TaskRecord>,
+}
+
+/// Completes a task `agent` holds in one of `from` and pays it at `score`: the escrow pays
+/// `reward × score`, the rest returns to the funder, and the level bonus comes on top.
+/// `None` (nothing written) when the task is not held by the agent in one of `from`.
+pub(super) async fn accept(
+    tx: &mut Conn,
+    task_id: Uuid,
+    agent_id: Uuid,
+    from: &str,
+    score: u8,
+    at: DateTime<Utc>,
+) -> Result<Option<Accepted>> {
+    let Some(done) =
+        finish_task(tx, task_id, TaskStatus::Completed, from, Some(agent_id), at).await?
+    else {
+        return Ok(None);
+    };
+    // The level comes from the locked row, not from a read a concurrent submit of the same
+    // agent could race.
+    let (reputation, completed): (i64, i64) = sqlx::query_as(
+        "UPDATE agents SET tasks_completed = tasks_completed + 1, updated_at = $1 WHERE id = $2 \
+         RETURNING reputation, tasks_completed",
+    )
+    .bind(at)
+    .bind(agent_id)
+    .fetch_one(&mut *tx)
+    .await?;
+    // The level the work was done at: before this completion.
+    let level = Level::of(Reputation::from_hundredths(reputation), completed - 1);
+    let reward = nervix_core::Money::from_cents(done.reward_cents);
+    let money = settle(reward, score, level);
+    let worker = account_id(agent_id, AccountKind::Available);
+    let escrow = account_id(done.funder(), AccountKind::Escrow);
+    let treasury = account_id(PLATFORM, AccountKind::Treasury);
+    post_ledger(
+        tx,
+        at,
+        Some(done.id),
+        "task completed: payout",
+        &[
+            (escrow, -done.reward_cents, "escrow_release"),
+            (treasury, -money.bonus.cents(), "bonus"),
+            (worker, money.from_escrow.cents(), "payout"),
+            (worker, money.bonus.cents(), "bonus"),
+            (funding_account(&done), money.refund.cents(), "refund"),
+        ],
+    )
+    .await?;
+    let unblocked = on_completed(tx, &done, at).await?;
+    Ok(Some(Accepted {
+        task: done,
+        payout_cents: money.payout().cents(),
+        unblocked,
+    }))
+}
+
+/// Takes a task back from the agent whose submission was rejected: to the pool while
+/// attempts remain, else failed (and its dependents cancelled). `None` when the task was no
+/// longer the agent's to lose.
+pub(super) async fn reject(
+    tx: &mut Conn,
+    task: &TaskRecord,
+    retry: &RetryPolicy,
+    at: DateTime<Utc>,
+) -> Result<Option<(TaskRecord, Vec<TaskRecord>)>> {
+    let Some(agent) = task.assigned_agent_id else {
+        return Ok(None);
+    };
+    let why = "attempts exhausted";
+    let (after, cancelled) = retry_or_fail(tx, task, retry, at, why).await?;
+    let Some(after) = after else {
+        return Ok(None);
+    };
+    sqlx::query("UPDATE agents SET tasks_failed = tasks_failed + 1, updated_at = $1 WHERE id = $2")
+        .bind(at)
+        .bind(agent)
+        .execute(&mut *tx)
+        .await?;
+    Ok(Some((after, cancelled)))
 }
 
 /// Refuses a submit that has written nothing with `refusal`, or with `KEY_USED` when its key

@@ -42,8 +42,9 @@ pub(super) async fn finish_task(
     row.map(TryInto::try_into).transpose()
 }
 
-/// Takes a claimed task back from its assignee: to the pool after a back-off while
-/// attempts remain (the failed attempt counted), else `failed` for good.
+/// Takes a task back from its assignee (claimed, or submitted and held for review) while it
+/// is still in the status `task` was read in: to the pool after a back-off while attempts
+/// remain (the failed attempt counted), else `failed` for good.
 pub(super) async fn retry_or_fail(
     conn: &mut Conn,
     task: &TaskRecord,
@@ -52,17 +53,19 @@ pub(super) async fn retry_or_fail(
     why: &str,
 ) -> Result<(Option<TaskRecord>, Vec<TaskRecord>)> {
     let attempts = task.attempts + 1;
+    let from = &format!("('{}')", task.status.as_str());
     if attempts >= task.max_attempts {
-        sqlx::query("UPDATE tasks SET attempts = $1 WHERE id = $2 AND status = 'claimed'")
+        sqlx::query("UPDATE tasks SET attempts = $1 WHERE id = $2 AND status = $3")
             .bind(attempts)
             .bind(task.id)
+            .bind(task.status.as_str())
             .execute(&mut *conn)
             .await?;
         let Some(failed) = finish_task(
             conn,
             task.id,
             TaskStatus::Failed,
-            "('claimed')",
+            from,
             task.assigned_agent_id,
             at,
         )
@@ -77,13 +80,14 @@ pub(super) async fn retry_or_fail(
     let row: Option<TaskRow> = sqlx::query_as(&format!(
         "UPDATE tasks SET status = 'available', assigned_agent_id = NULL, lease_expires_at = NULL, \
          attempts = $1, retry_at = $2, notify_round = 0, notified_at = NULL, updated_at = $3 WHERE \
-         id = $4 AND status = 'claimed' AND assigned_agent_id = $5 RETURNING {TASK_COLUMNS}"
+         id = $4 AND status = $6 AND assigned_agent_id = $5 RETURNING {TASK_COLUMNS}"
     ))
     .bind(attempts)
     .bind(retry_at)
     .bind(at)
     .bind(task.id)
     .bind(task.assigned_agent_id)
+    .bind(task.status.as_str())
     .fetch_optional(conn)
     .await?;
     Ok((row.map(TryInto::try_into).transpose()?, Vec::new()))

@@ -20,7 +20,8 @@
 //! listing, notification rounds), `claims` (claim, submit, release), `lifecycle` (ending,
 //! retrying and expiring tasks), `workflows` (workflows and the cascade along dependencies),
 //! `ledger` (postings, balances, grants), `idempotency` (responses stored with the work they
-//! answer) and `housekeeping` (audit, stats, purges). Every store operation runs in a `tracing` span named `store.<operation>`
+//! answer), `reviews` (peer reviews and the spot checks they decide), `reputation` (evidence,
+//! recorded scores, histories) and `housekeeping` (audit, stats, purges). Every store operation runs in a `tracing` span named `store.<operation>`
 //! (level debug); on SQLite the span follows the write onto the writer thread.
 //!
 //! The database keeps the ledger's invariants (migration 0003): inserting an entry applies it
@@ -35,11 +36,14 @@ mod housekeeping;
 mod idempotency;
 mod ledger;
 mod lifecycle;
+mod reputation;
+mod reviews;
 mod tasks;
 mod workflows;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use nervix_core::{Level, Role};
 use uuid::Uuid;
 
 use super::{Backend, Db};
@@ -171,6 +175,15 @@ impl Store for Backend {
         audit: &AuditEntry,
     ) -> Result<AgentRecord> {
         agents::set_suspended(self, id, suspended, audit).await
+    }
+
+    async fn set_role(
+        &self,
+        id: Uuid,
+        role: Role,
+        audit: &AuditEntry,
+    ) -> Result<Option<AgentRecord>> {
+        agents::set_role(self, id, role, audit).await
     }
 
     async fn ensure_agent(&self, agent: &NewAgent, audit: &AuditEntry) -> Result<AgentRecord> {
@@ -316,6 +329,51 @@ impl Store for Backend {
 
     async fn grant(&self, to: Uuid, amount: i64, memo: &str, audit: &AuditEntry) -> Result<()> {
         ledger::grant(self, to, amount, memo, audit).await
+    }
+
+    async fn review(&self, r: &NewReview) -> Result<ReviewOutcome> {
+        reviews::review(self, r).await
+    }
+
+    async fn review_queue(&self, q: &PageQuery) -> Result<Vec<SubmissionRecord>> {
+        reviews::review_queue(self, q).await
+    }
+
+    async fn reviews_of(&self, submission: Uuid) -> Result<Vec<ReviewRecord>> {
+        reviews::reviews_of(self, submission).await
+    }
+
+    async fn expire_reviews(
+        &self,
+        now: DateTime<Utc>,
+        retry: &RetryPolicy,
+        limit: i64,
+    ) -> Result<Vec<Settled>> {
+        reviews::expire_reviews(self, now, retry, limit).await
+    }
+
+    async fn stale_reputations(&self, limit: i64) -> Result<Vec<StaleReputation>> {
+        reputation::stale_reputations(self, limit).await
+    }
+
+    async fn reputation_evidence(&self, agent: Uuid) -> Result<EvidenceRecords> {
+        reputation::reputation_evidence(self, agent).await
+    }
+
+    async fn record_reputation(&self, u: &ReputationUpdate) -> Result<Option<Level>> {
+        reputation::record_reputation(self, u).await
+    }
+
+    async fn reputation_history(
+        &self,
+        agent: Uuid,
+        q: &PageQuery,
+    ) -> Result<Vec<ReputationSnapshot>> {
+        reputation::reputation_history(self, agent, q).await
+    }
+
+    async fn work_history(&self, agent: Uuid, q: &PageQuery) -> Result<Vec<HistoryEntry>> {
+        reputation::work_history(self, agent, q).await
     }
 
     async fn idempotent_response(

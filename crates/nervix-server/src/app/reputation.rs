@@ -1,0 +1,214 @@
+//! Reputation: recomputing agents' scores when their evidence changes, and reading scores
+//! and histories.
+//!
+//! Evidence is written by other operations (a submission decided, a review, a task released
+//! or lost), each of which bumps the agent's evidence version in its own transaction. The
+//! recompute loop (a background worker on every node) reads the evidence outside any
+//! transaction, computes the layers with `nervix_core::reputation`, and records the result
+//! only if no newer evidence arrived meanwhile: an update can be late, never lost.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use nervix_core::reputation::{layers, Evidence, PeerReview, TaskEvidence, TaskOutcome};
+use nervix_core::{Level, Reputation};
+use nervix_store::{
+    AgentRecord, EvidenceRecords, HistoryEntry, PageQuery, ReputationSnapshot, ReputationUpdate,
+    StaleReputation, WorkOutcome,
+};
+use uuid::Uuid;
+
+use super::{events, App, Result};
+use crate::bus::Frame;
+
+/// Recomputes up to `limit` agents whose evidence changed; returns how many were recorded.
+pub async fn recompute_stale(app: &App, limit: i64) -> Result<usize> {
+    let stale = app.store.stale_reputations(limit).await?;
+    let mut recorded = 0;
+    for s in stale {
+        if recompute(app, s).await? {
+            recorded += 1;
+        }
+    }
+    Ok(recorded)
+}
+
+async fn recompute(app: &App, s: StaleReputation) -> Result<bool> {
+    let records = app.store.reputation_evidence(s.agent_id).await?;
+    let now = Utc::now();
+    let l = layers(&evidence(&records), now);
+    let score = l.score();
+    let level = Level::of(score, s.tasks_completed);
+    let update = ReputationUpdate {
+        id: Uuid::now_v7(),
+        agent_id: s.agent_id,
+        version: s.version,
+        score: score.hundredths(),
+        automated: l.automated.hundredths(),
+        success: l.success.hundredths(),
+        peer: l.peer.hundredths(),
+        level,
+        level_max_tasks: level.max_concurrent_tasks(),
+        at: now,
+    };
+    let Some(previous) = app.store.record_reputation(&update).await? else {
+        // Newer evidence arrived; the next pass computes it.
+        return Ok(false);
+    };
+    // The score, the level and the capacity feed matching.
+    events::agent_changed(app, s.agent_id).await;
+    if previous != level {
+        tracing::info!(agent = %s.agent_id, from = %previous, to = %level, "level changed");
+    }
+    let frame = Frame::ReputationUpdate {
+        score,
+        level,
+        previous_level: previous,
+        automated: l.automated,
+        success: l.success,
+        peer: l.peer,
+    };
+    events::to_agent(app, s.agent_id, frame).await;
+    Ok(true)
+}
+
+/// Turns stored evidence into the reputation maths' input, counting for each item how often
+/// the same two agents dealt with each other before it, in either direction: repeated
+/// reciprocal tasks and mutual reviews then count less and less.
+pub fn evidence(r: &EvidenceRecords) -> Evidence {
+    let mut tasks_with: HashMap<Uuid, Vec<DateTime<Utc>>> = HashMap::new();
+    for w in &r.work {
+        if let Some(p) = w.poster {
+            tasks_with.entry(p).or_default().push(w.at);
+        }
+    }
+    for (worker, at) in &r.posted_work {
+        tasks_with.entry(*worker).or_default().push(*at);
+    }
+    let mut reviews_with: HashMap<Uuid, Vec<DateTime<Utc>>> = HashMap::new();
+    for rv in &r.reviews {
+        reviews_with.entry(rv.reviewer).or_default().push(rv.at);
+    }
+    for (subject, at) in &r.reviews_given {
+        reviews_with.entry(*subject).or_default().push(*at);
+    }
+    for times in tasks_with.values_mut().chain(reviews_with.values_mut()) {
+        times.sort_unstable();
+    }
+    let before = |map: &HashMap<Uuid, Vec<DateTime<Utc>>>, who: Uuid, at: DateTime<Utc>| {
+        map.get(&who).map_or(0, |times| {
+            u32::try_from(times.partition_point(|t| *t < at)).unwrap_or(u32::MAX)
+        })
+    };
+    Evidence {
+        tasks: r
+            .work
+            .iter()
+            .map(|w| TaskEvidence {
+                at: w.at,
+                outcome: match w.outcome {
+                    WorkOutcome::Accepted { score, on_time } => TaskOutcome::Completed {
+                        quality: score,
+                        on_time,
+                    },
+                    WorkOutcome::Rejected { score } => TaskOutcome::Rejected { quality: score },
+                    WorkOutcome::Released => TaskOutcome::Released,
+                    WorkOutcome::LeaseLost => TaskOutcome::LeaseLost,
+                },
+                pair_repeats: w.poster.map_or(0, |p| before(&tasks_with, p, w.at)),
+            })
+            .collect(),
+        reviews: r
+            .reviews
+            .iter()
+            .map(|rv| PeerReview {
+                at: rv.at,
+                reviewer: rv.reviewer,
+                reviewer_score: Reputation::from_hundredths(rv.reviewer_score),
+                score: rv.score,
+                pair_repeats: before(&reviews_with, rv.reviewer, rv.at),
+            })
+            .collect(),
+    }
+}
+
+/// An agent's current reputation (public): the agent record carries the layers.
+pub async fn of(app: &App, id_or_handle: &str) -> Result<AgentRecord> {
+    app.find_agent(id_or_handle).await
+}
+
+/// An agent's score snapshots, newest first (public).
+pub async fn history(
+    app: &App,
+    id_or_handle: &str,
+    page: PageQuery,
+) -> Result<Vec<ReputationSnapshot>> {
+    let agent = app.find_agent(id_or_handle).await?;
+    Ok(app.store.reputation_history(agent.id, &page).await?)
+}
+
+/// An agent's submissions with their tasks, newest first (public: scores and rewards, not
+/// the work itself).
+pub async fn work_history(
+    app: &App,
+    id_or_handle: &str,
+    page: PageQuery,
+) -> Result<Vec<HistoryEntry>> {
+    let agent = app.find_agent(id_or_handle).await?;
+    Ok(app.store.work_history(agent.id, &page).await?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nervix_store::{ReviewEvidence, WorkRecord};
+
+    fn t(s: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_700_000_000 + s, 0).unwrap()
+    }
+
+    #[test]
+    fn counts_earlier_dealings_in_both_directions() {
+        let (other, third) = (Uuid::now_v7(), Uuid::now_v7());
+        let work = |at, poster| WorkRecord {
+            task_id: Uuid::now_v7(),
+            poster,
+            at,
+            outcome: WorkOutcome::Accepted {
+                score: 90,
+                on_time: true,
+            },
+        };
+        let r = EvidenceRecords {
+            // other posted to me at 10 and 30, I posted to other at 20; third at 40; the
+            // operator at 50.
+            work: vec![
+                work(t(30), Some(other)),
+                work(t(10), Some(other)),
+                work(t(40), Some(third)),
+                work(t(50), None),
+            ],
+            posted_work: vec![(other, t(20))],
+            reviews: vec![
+                ReviewEvidence {
+                    reviewer: other,
+                    reviewer_score: 6000,
+                    score: 100,
+                    at: t(100),
+                },
+                ReviewEvidence {
+                    reviewer: third,
+                    reviewer_score: 6000,
+                    score: 100,
+                    at: t(100),
+                },
+            ],
+            reviews_given: vec![(other, t(90)), (other, t(95))],
+        };
+        let e = evidence(&r);
+        let repeats: Vec<u32> = e.tasks.iter().map(|x| x.pair_repeats).collect();
+        assert_eq!(repeats, [2, 0, 0, 0]);
+        let repeats: Vec<u32> = e.reviews.iter().map(|x| x.pair_repeats).collect();
+        assert_eq!(repeats, [2, 0]);
+    }
+}
