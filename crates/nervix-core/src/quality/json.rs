@@ -137,6 +137,7 @@ mod tests {
     use crate::quality::testing::{run_one, sub};
     use serde_json::json;
 
+    #[test]
     fn json_schema_applies_to_json_only() {
         let content = json!("text");
         for kind in [TaskKind::Text, TaskKind::Markdown, TaskKind::Code] {
