@@ -284,6 +284,9 @@ pub struct NewTask {
     pub output_schema: Option<Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub language: Option<String>,
+    /// Text and markdown tasks: the fewest words an answer may have (server default 20).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub min_words: Option<u32>,
     /// Task ids (UUIDs) for a standalone task; sibling task keys inside a workflow.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub depends_on: Vec<String>,
@@ -331,6 +334,9 @@ pub struct Task {
     pub output_schema: Option<Value>,
     #[serde(default)]
     pub language: Option<String>,
+    /// Set for text and markdown tasks.
+    #[serde(default)]
+    pub min_words: Option<u32>,
     #[serde(default)]
     pub depends_on: Vec<Uuid>,
     #[serde(default)]

@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use crate::agent::Capabilities;
-use crate::quality::validate_output_schema;
+use crate::quality::{validate_output_schema, DEFAULT_MIN_WORDS};
 use crate::reputation::Reputation;
 use crate::{FieldError, FieldErrors, Money};
 
@@ -162,6 +162,8 @@ pub struct TaskInput<'a> {
     pub kind: Option<&'a str>,
     pub output_schema: Option<&'a Value>,
     pub language: Option<&'a str>,
+    /// Text and markdown tasks only; default [`DEFAULT_MIN_WORDS`].
+    pub min_words: Option<i64>,
     pub max_attempts: Option<i64>,
 }
 
@@ -177,6 +179,8 @@ pub struct TaskSpec {
     kind: TaskKind,
     output_schema: Option<Value>,
     language: Option<String>,
+    /// `Some` exactly for text and markdown tasks.
+    min_words: Option<u32>,
     deadline: DateTime<Utc>,
     max_attempts: i64,
 }
@@ -187,6 +191,8 @@ impl TaskSpec {
     pub const MAX_LANGUAGE_LEN: usize = 32;
     pub const DEFAULT_MAX_ATTEMPTS: i64 = 3;
     pub const MAX_ATTEMPTS: i64 = 10;
+    /// About 200 pages: more than any task's answer fits in a submission.
+    pub const MAX_MIN_WORDS: i64 = 100_000;
 
     /// Checks every field and reports all problems at once, each named `{prefix}{field}`
     /// (`tasks[2].reward` inside a workflow).
@@ -236,6 +242,28 @@ impl TaskSpec {
                 errs.push(name("language"), "must be 1 to 32 characters");
             }
         }
+        let given_min_words = input.min_words.and_then(|n| {
+            let n = u32::try_from(n)
+                .ok()
+                .filter(|n| i64::from(*n) <= Self::MAX_MIN_WORDS);
+            if n.is_none() {
+                errs.push(name("min_words"), "must be between 0 and 100000");
+            }
+            n
+        });
+        let min_words = match kind {
+            Some(TaskKind::Text | TaskKind::Markdown) => {
+                Some(given_min_words.unwrap_or(DEFAULT_MIN_WORDS))
+            }
+            Some(other) if input.min_words.is_some() => {
+                errs.push(
+                    name("min_words"),
+                    format!("applies to tasks of kind text or markdown, not {other}"),
+                );
+                None
+            }
+            _ => None,
+        };
         let max_attempts = input.max_attempts.unwrap_or(Self::DEFAULT_MAX_ATTEMPTS);
         if !(1..=Self::MAX_ATTEMPTS).contains(&max_attempts) {
             errs.push(name("max_attempts"), "must be between 1 and 10");
@@ -252,6 +280,7 @@ impl TaskSpec {
                 kind,
                 output_schema: input.output_schema.cloned(),
                 language: input.language.map(str::to_owned),
+                min_words,
                 deadline: input.deadline,
                 max_attempts,
             }),
@@ -286,6 +315,10 @@ impl TaskSpec {
     }
     pub fn language(&self) -> Option<&str> {
         self.language.as_deref()
+    }
+    /// The fewest words a text or markdown answer may have; `None` for other kinds.
+    pub fn min_words(&self) -> Option<u32> {
+        self.min_words
     }
     pub fn deadline(&self) -> DateTime<Utc> {
         self.deadline
@@ -372,6 +405,7 @@ mod tests {
             kind: None,
             output_schema: None,
             language: None,
+            min_words: None,
             max_attempts: None,
         }
     }
@@ -383,6 +417,7 @@ mod tests {
         assert_eq!(spec.title(), "Summarise");
         assert_eq!(spec.kind(), TaskKind::Text);
         assert_eq!(spec.max_attempts(), 3);
+        assert_eq!(spec.min_words(), Some(20));
         assert_eq!(spec.reward().money(), Money::from_cents(5000));
     }
 
@@ -400,6 +435,7 @@ mod tests {
             kind: Some("video"),
             output_schema: Some(&schema),
             language: Some(""),
+            min_words: Some(-1),
             max_attempts: Some(11),
             ..input(now)
         };
@@ -416,6 +452,7 @@ mod tests {
                 "tasks[1].requirements.capabilities",
                 "tasks[1].output_schema",
                 "tasks[1].language",
+                "tasks[1].min_words",
                 "tasks[1].max_attempts",
             ]
         );
@@ -429,6 +466,43 @@ mod tests {
                 .0[0]
                 .message,
             "must be greater than 0"
+        );
+    }
+
+    #[test]
+    fn min_words_is_for_prose() {
+        let now = Utc::now();
+        let max = Money::from_cents(10_000);
+        let with = |kind: Option<&'static str>, min_words: Option<i64>| {
+            TaskSpec::parse(
+                &TaskInput {
+                    kind,
+                    min_words,
+                    ..input(now)
+                },
+                max,
+                now,
+                "",
+            )
+        };
+        assert_eq!(with(Some("markdown"), None).unwrap().min_words(), Some(20));
+        assert_eq!(with(None, Some(0)).unwrap().min_words(), Some(0));
+        assert_eq!(
+            with(Some("text"), Some(100_000)).unwrap().min_words(),
+            Some(100_000)
+        );
+        assert_eq!(with(Some("code"), None).unwrap().min_words(), None);
+        assert_eq!(with(Some("json"), None).unwrap().min_words(), None);
+        for bad in [-1, 100_001, i64::MAX] {
+            let errs = with(Some("text"), Some(bad)).unwrap_err();
+            assert_eq!(errs.0[0].field, "min_words");
+            assert_eq!(errs.0[0].message, "must be between 0 and 100000");
+        }
+        let errs = with(Some("code"), Some(50)).unwrap_err();
+        assert_eq!(errs.0[0].field, "min_words");
+        assert_eq!(
+            errs.0[0].message,
+            "applies to tasks of kind text or markdown, not code"
         );
     }
 

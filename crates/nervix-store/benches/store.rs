@@ -120,6 +120,7 @@ fn bench(c: &mut Criterion) {
                     kind: TaskKind::Text,
                     output_schema: None,
                     language: None,
+                    min_words: Some(20),
                     deadline: now + Duration::hours(1),
                     depends_on: vec![],
                     workflow_key: None,

@@ -230,6 +230,8 @@ pub struct NewTask {
     pub kind: TaskKind,
     pub output_schema: Option<Value>,
     pub language: Option<String>,
+    /// Text and markdown tasks: the fewest words an answer may have; `None` for other kinds.
+    pub min_words: Option<i64>,
     pub deadline: DateTime<Utc>,
     /// Upstream tasks: existing ids, or ids of tasks earlier in the same post.
     pub depends_on: Vec<Uuid>,
@@ -271,6 +273,8 @@ pub struct TaskRecord {
     pub kind: TaskKind,
     pub output_schema: Option<Value>,
     pub language: Option<String>,
+    /// Text and markdown tasks: the fewest words an answer may have; `None` for other kinds.
+    pub min_words: Option<i64>,
     pub deadline: DateTime<Utc>,
     pub status: TaskStatus,
     pub workflow_id: Option<Uuid>,

@@ -3,7 +3,9 @@
 
 use chrono::Utc;
 use nervix_core::dag::MAX_WORKFLOW_TASKS;
-use nervix_core::quality::{normalize_content, quality_score, CheckResult, Submission};
+use nervix_core::quality::{
+    feedback, normalize_content, quality_score, Submission, DEFAULT_MIN_WORDS,
+};
 use nervix_core::reputation::Reputation;
 use nervix_core::{Complexity, Lease, Level, Money, Notes, Role, TaskSpec, TaskStatus};
 use nervix_store::{
@@ -31,6 +33,7 @@ pub fn new_task(spec: &TaskSpec) -> NewTask {
         kind: spec.kind(),
         output_schema: spec.output_schema().cloned(),
         language: spec.language().map(str::to_owned),
+        min_words: spec.min_words().map(i64::from),
         deadline: spec.deadline(),
         depends_on: Vec::new(),
         workflow_key: None,
@@ -208,24 +211,6 @@ pub struct Submitted {
     pub task: TaskRecord,
 }
 
-fn feedback(checks: &[CheckResult], score: u8, threshold: u8) -> String {
-    let failed: Vec<String> = checks
-        .iter()
-        .filter(|c| !c.passed)
-        .map(|c| format!("{}: {}", c.name, c.details))
-        .collect();
-    if score >= threshold {
-        format!("accepted with quality score {score}")
-    } else if failed.is_empty() {
-        format!("quality score {score} is under the acceptance threshold {threshold}")
-    } else {
-        format!(
-            "quality score {score} is under the acceptance threshold {threshold}; failed checks: {}",
-            failed.join("; ")
-        )
-    }
-}
-
 /// Submits work (assignee only). The checks run before the decision, which is stored with
 /// its payout (or retry) in one transaction.
 pub async fn submit(
@@ -249,6 +234,12 @@ pub async fn submit(
         let checks = app.checks.run(&Submission {
             kind: task.kind,
             output_schema: task.output_schema.as_ref(),
+            language: task.language.as_deref(),
+            // Set for every text and markdown task (migration 0006 filled older rows).
+            min_words: task
+                .min_words
+                .and_then(|n| u32::try_from(n).ok())
+                .unwrap_or(DEFAULT_MIN_WORDS),
             content: &content,
         });
         let score = quality_score(&checks);

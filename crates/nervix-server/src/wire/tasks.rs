@@ -42,6 +42,8 @@ pub struct TaskFields {
     #[schema(value_type = Option<Object>)]
     pub output_schema: Option<Value>,
     pub language: Option<String>,
+    /// Text and markdown tasks: the fewest words an answer may have, 0–100000 (default 20).
+    pub min_words: Option<i64>,
     /// 1–10, default 3.
     pub max_attempts: Option<i64>,
     /// Upstream tasks: their UUIDs for `POST /v1/tasks`, keys of this workflow's tasks inside
@@ -75,6 +77,8 @@ pub struct TaskView {
     #[schema(value_type = Option<Object>)]
     pub output_schema: Option<Value>,
     pub language: Option<String>,
+    /// The fewest words an answer may have: set for text and markdown tasks, null otherwise.
+    pub min_words: Option<i64>,
     pub depends_on: Vec<Uuid>,
     pub workflow_id: Option<Uuid>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -107,6 +111,7 @@ impl From<TaskRecord> for TaskView {
             kind: t.kind,
             output_schema: t.output_schema,
             language: t.language,
+            min_words: t.min_words,
             depends_on: t.depends_on,
             workflow_id: t.workflow_id,
             key: t.workflow_key,
@@ -142,6 +147,7 @@ impl TaskFields {
                 kind: self.kind.as_deref(),
                 output_schema: self.output_schema.as_ref(),
                 language: self.language.as_deref(),
+                min_words: self.min_words,
                 max_attempts: self.max_attempts,
             },
             max_reward,

@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use crate::common::{
     assert_api_err, assert_field_error, eventually, id_of, in_secs, post_task_json, task_body,
-    Backend, TestAgent, TestApp,
+    Backend, TestAgent, TestApp, ANSWER,
 };
 
 nervix_store::backend_matrix! {
@@ -35,6 +35,7 @@ nervix_store::backend_matrix! {
     concurrent_identical_submits_get_one_result,
     stats_are_served_from_a_snapshot,
     cancelling_announces_every_changed_task,
+    quality_checks_decide_text_submissions,
 }
 
 const PERSON_SCHEMA: &str = r#"{"type": "object", "required": ["name"],
@@ -86,7 +87,7 @@ async fn submit(agent: &TestAgent, id: Uuid, content: Value) -> (u16, Value) {
 /// Claims and completes a text task.
 async fn complete(agent: &TestAgent, id: Uuid) -> Value {
     claim_ok(agent, id).await;
-    let (status, v) = submit(agent, id, json!("A complete and careful answer.")).await;
+    let (status, v) = submit(agent, id, json!(ANSWER)).await;
     assert_eq!(status, 202, "{v}");
     assert_eq!(v["submission"]["status"], "accepted", "{v}");
     v
@@ -132,6 +133,10 @@ async fn admin_posts_task(backend: Backend) {
     assert_eq!(t["complexity"], "medium");
     assert_eq!(t["kind"], "json");
     assert_eq!(t["language"], "en");
+    assert!(
+        t["min_words"].is_null(),
+        "json tasks have no min_words: {t}"
+    );
     assert_eq!(t["output_schema"], person_schema());
     assert_eq!(
         t["requirements"]["capabilities"],
@@ -198,6 +203,16 @@ async fn task_validation_names_fields(backend: Backend) {
             "output_schema",
         ),
         (with("max_attempts", json!(0)), "max_attempts"),
+        (with("min_words", json!(-1)), "min_words"),
+        (with("min_words", json!(100_001)), "min_words"),
+        (
+            {
+                let mut b = with("kind", json!("code"));
+                b["min_words"] = json!(10);
+                b
+            },
+            "min_words",
+        ),
         (with("depends_on", json!([Uuid::new_v4()])), "depends_on"),
         (
             with(
@@ -479,9 +494,11 @@ async fn accepted_submission_pays(backend: Backend) {
     };
     let worker = app.enroll("worker", &["writing"]).await;
     let bystander = app.enroll("bystander", &["writing"]).await;
-    let t = app
-        .admin_post(task_body("Write a haiku", "12.50", &["writing"]))
-        .await;
+    // A haiku is short: the task asks for 5 words instead of the default 20.
+    let mut haiku = task_body("Write a haiku", "12.50", &["writing"]);
+    haiku["min_words"] = json!(5);
+    let t = app.admin_post(haiku).await;
+    assert_eq!(t["min_words"], 5, "{t}");
     let id = id_of(&t);
     let claimed = worker
         .client
@@ -524,9 +541,15 @@ async fn accepted_submission_pays(backend: Backend) {
     assert!((60..=100).contains(&score), "{score}");
     let checks = s["checks"].as_array().expect("checks");
     let names: HashSet<&str> = checks.iter().filter_map(|c| c["name"].as_str()).collect();
-    assert!(
-        names.contains("non_empty") && names.contains("size_limit"),
-        "{names:?}"
+    assert_eq!(
+        names,
+        HashSet::from([
+            "non_empty",
+            "size_limit",
+            "length",
+            "repetition",
+            "secret_scan"
+        ])
     );
     for c in checks {
         assert!(
@@ -893,7 +916,7 @@ async fn workflow_diamond(backend: Backend) {
         wf["progress"],
         json!({"total": 4, "completed": 1, "failed": 0, "running": 1, "percent": 25})
     );
-    let (status, v) = submit(&workers[0], tid("b"), json!("b is done")).await;
+    let (status, v) = submit(&workers[0], tid("b"), json!(ANSWER)).await;
     assert_eq!(status, 202, "{v}");
     // d waits for c as well.
     assert_eq!(get_task(&app.admin, tid("d")).await["status"], "blocked");
@@ -1180,7 +1203,7 @@ async fn leaderboard_ranks_agents(backend: Backend) {
         .claim(id, &ClaimRequest::default())
         .await
         .unwrap();
-    let (status, body) = submit(&busy, id, json!("done well")).await;
+    let (status, body) = submit(&busy, id, json!(ANSWER)).await;
     assert_eq!(status, 202, "{body}");
 
     let (status, board) = app
@@ -1218,12 +1241,14 @@ async fn concurrent_identical_submits_get_one_result(backend: Backend) {
         return;
     };
     let worker = app.enroll("worker", &["writing"]).await;
-    let t = app
-        .admin_post(task_body("Write a haiku", "12.50", &["writing"]))
-        .await;
+    // A haiku is short: the task asks for 5 words instead of the default 20.
+    let mut haiku = task_body("Write a haiku", "12.50", &["writing"]);
+    haiku["min_words"] = json!(5);
+    let t = app.admin_post(haiku).await;
+    assert_eq!(t["min_words"], 5, "{t}");
     let id = id_of(&t);
     claim_ok(&worker, id).await;
-    let body = json!({"submission_data": {"content": "A complete and careful answer."}});
+    let body = json!({"submission_data": {"content": ANSWER}});
     let send = |path: String| {
         let (client, body) = (worker.client.clone(), body.clone());
         async move {
@@ -1388,5 +1413,80 @@ async fn cancelling_announces_every_changed_task(backend: Backend) {
         }
     }
     assert_eq!(cancelled, HashSet::from([upstream, down, further]));
+    app.stop().await;
+}
+
+/// `"x"` for a text task is rejected by `length`, with feedback saying how to fix it; a real
+/// answer from another agent is accepted. A text task shows its default `min_words`.
+async fn quality_checks_decide_text_submissions(backend: Backend) {
+    let Some(app) = TestApp::start(backend).await else {
+        return;
+    };
+    let lazy = app.enroll("lazy", &["writing"]).await;
+    let careful = app.enroll("careful", &["writing"]).await;
+    let t = app
+        .admin_post(task_body("Review the guide", "10.00", &["writing"]))
+        .await;
+    assert_eq!(t["kind"], "text");
+    assert_eq!(t["min_words"], 20, "{t}");
+    let id = id_of(&t);
+
+    claim_ok(&lazy, id).await;
+    let (status, v) = submit(&lazy, id, json!("x")).await;
+    assert_eq!(status, 202, "{v}");
+    let s = &v["submission"];
+    assert_eq!(s["status"], "rejected", "{v}");
+    assert!(s["quality_score"].as_i64().unwrap() < 60, "{v}");
+    let length = s["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "length")
+        .expect("length check");
+    assert_eq!(length["passed"], false);
+    assert_eq!(length["score"], 5);
+    assert_eq!(
+        length["details"],
+        "1 word; the task asks for at least 20 words"
+    );
+    let feedback = s["feedback"].as_str().unwrap();
+    assert!(
+        feedback.starts_with("rejected: quality score "),
+        "{feedback}"
+    );
+    assert!(
+        feedback.contains("\nlength failed: 1 word; the task asks for at least 20 words; to fix: "),
+        "{feedback}"
+    );
+    assert_eq!(v["task"]["status"], "available", "{v}");
+
+    // Filler is rejected too: it is long enough but says the same thing over and over.
+    let filler_task = app
+        .admin_post(task_body("Describe the product", "10.00", &["writing"]))
+        .await;
+    let filler_id = id_of(&filler_task);
+    claim_ok(&lazy, filler_id).await;
+    let (status, v) = submit(&lazy, filler_id, json!("great product ".repeat(20))).await;
+    assert_eq!(status, 202, "{v}");
+    assert_eq!(v["submission"]["status"], "rejected", "{v}");
+    assert!(
+        v["submission"]["feedback"]
+            .as_str()
+            .unwrap()
+            .contains("repetition failed"),
+        "{v}"
+    );
+
+    // The task is open again (tests retry at once) for someone else, who hands in work.
+    claim_ok(&careful, id).await;
+    let (status, v) = submit(&careful, id, json!(ANSWER)).await;
+    assert_eq!(status, 202, "{v}");
+    assert_eq!(v["submission"]["status"], "accepted", "{v}");
+    assert_eq!(v["submission"]["quality_score"], 100, "{v}");
+    assert_eq!(
+        v["submission"]["feedback"],
+        "accepted with quality score 100 (threshold 60)"
+    );
+    assert_eq!(v["task"]["status"], "completed");
     app.stop().await;
 }

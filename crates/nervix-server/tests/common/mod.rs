@@ -344,6 +344,12 @@ pub async fn post_task_json(client: &Client, task: Value) -> Value {
 }
 
 /// A task body: simple text task needing `caps`, due in an hour.
+/// A text answer the quality checks accept with full marks: longer than the default
+/// `min_words` (20) and not repetitive.
+pub const ANSWER: &str = "The survey found that most readers prefer short chapters with clear \
+    headings. We recommend splitting the guide into five parts, adding a glossary, and moving \
+    the installation notes to an appendix so beginners reach the first example sooner.";
+
 pub fn task_body(title: &str, reward: &str, caps: &[&str]) -> Value {
     json!({
         "title": title,

@@ -144,8 +144,8 @@ impl From<AuditRow> for AuditRecord {
 }
 
 pub(crate) const TASK_COLUMNS: &str = "id, title, description, capabilities, min_reputation, \
-    reward_cents, complexity, kind, output_schema, language, deadline, status, workflow_id, \
-    workflow_key, posted_by, funded_by_treasury, assigned_agent_id, attempts, max_attempts, \
+    reward_cents, complexity, kind, output_schema, language, min_words, deadline, status, \
+    workflow_id, workflow_key, posted_by, funded_by_treasury, assigned_agent_id, attempts, max_attempts, \
     lease_expires_at, retry_at, notify_round, notified_at, settled, depends_on, dependents, \
     created_at, updated_at";
 
@@ -161,6 +161,7 @@ pub(crate) struct TaskRow {
     kind: String,
     output_schema: Option<Json<Value>>,
     language: Option<String>,
+    min_words: Option<i64>,
     deadline: DateTime<Utc>,
     status: String,
     workflow_id: Option<Uuid>,
@@ -196,6 +197,7 @@ impl TryFrom<TaskRow> for TaskRecord {
             kind: parse::<TaskKind>("kind", &r.kind)?,
             output_schema: r.output_schema.map(|j| j.0),
             language: r.language,
+            min_words: r.min_words,
             deadline: r.deadline,
             status: parse::<TaskStatus>("status", &r.status)?,
             workflow_id: r.workflow_id,

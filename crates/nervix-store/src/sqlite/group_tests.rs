@@ -70,6 +70,7 @@ fn task(reward_cents: i64) -> NewTask {
         kind: TaskKind::Text,
         output_schema: None,
         language: None,
+        min_words: Some(20),
         deadline: Utc::now() + chrono::Duration::hours(1),
         depends_on: Vec::new(),
         workflow_key: None,

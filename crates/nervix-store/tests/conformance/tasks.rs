@@ -32,6 +32,7 @@ pub async fn post_from_treasury_and_from_agent(store: Arc<dyn Store>) {
     t.kind = TaskKind::Json;
     t.output_schema = Some(json!({"type": "object"}));
     t.language = Some("rust".to_owned());
+    t.min_words = None;
     t.max_attempts = 2;
     let spec = t.clone();
     let p = post(&admin, vec![t]);
@@ -48,6 +49,7 @@ pub async fn post_from_treasury_and_from_agent(store: Arc<dyn Store>) {
     assert_eq!(rec.kind, TaskKind::Json);
     assert_eq!(rec.output_schema, spec.output_schema);
     assert_eq!(rec.language.as_deref(), Some("rust"));
+    assert_eq!(rec.min_words, None);
     assert_eq!(rec.deadline, spec.deadline);
     assert_eq!(rec.status, TaskStatus::Available);
     assert_eq!(rec.workflow_id, None);
@@ -137,6 +139,19 @@ pub async fn post_from_treasury_and_from_agent(store: Arc<dyn Store>) {
         (3, 3, 0)
     );
     assert_ledger_consistent(&store).await;
+
+    // A text task keeps its min_words.
+    let mut prose = task(100);
+    prose.min_words = Some(350);
+    let rec = &store
+        .post_tasks(&post(&admin, vec![prose]), None)
+        .await
+        .unwrap()[0];
+    assert_eq!(rec.min_words, Some(350));
+    assert_eq!(
+        store.task(rec.id).await.unwrap().unwrap().min_words,
+        Some(350)
+    );
 }
 
 pub async fn post_is_all_or_nothing(store: Arc<dyn Store>) {

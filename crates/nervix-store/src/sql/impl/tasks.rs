@@ -211,9 +211,9 @@ async fn insert_task(
         "INSERT INTO tasks (id, title, description, capabilities, min_reputation, reward_cents, \
          complexity, kind, output_schema, language, deadline, status, workflow_id, workflow_key, \
          posted_by, funded_by_treasury, attempts, max_attempts, notify_round, notified_at, \
-         settled, depends_on, dependents, created_at, updated_at) \
+         settled, depends_on, dependents, created_at, updated_at, min_words) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, 0, $17, \
-         $19, $20, FALSE, $21, $22, $18, $18) \
+         $19, $20, FALSE, $21, $22, $18, $18, $23) \
          RETURNING {TASK_COLUMNS}"
     ))
     .bind(t.id)
@@ -238,6 +238,7 @@ async fn insert_task(
     .bind(first_round.then_some(post.at))
     .bind(Json(depends_on))
     .bind(dependents)
+    .bind(t.min_words)
     .fetch_one(&mut *conn)
     .await?;
     if !depends_on.is_empty() {
