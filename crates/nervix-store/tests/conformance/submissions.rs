@@ -345,16 +345,25 @@ pub async fn submit_reject_retries_then_fails(store: Arc<dyn Store>) {
     );
     assert_eq!(balances(&store, worker.id).await.available, 0);
 
+    // The rejected worker may not claim it again; the last attempt is another's.
+    assert_eq!(
+        store
+            .claim_task(&claim_req(a_id, worker.id, retry_at))
+            .await
+            .unwrap(),
+        ClaimOutcome::Excluded(ExclusionReason::Rejected)
+    );
+    let second = enroll(&store, &[]).await;
     // Last attempt rejected: failed for good, escrow back, everything downstream cancelled.
     assert!(matches!(
         store
-            .claim_task(&claim_req(a_id, worker.id, retry_at))
+            .claim_task(&claim_req(a_id, second.id, retry_at))
             .await
             .unwrap(),
         ClaimOutcome::Claimed(_)
     ));
     let (sub, failed, unblocked, cancelled) =
-        submit_done(&store, a_id, worker.id, Decision::Reject, 10).await;
+        submit_done(&store, a_id, second.id, Decision::Reject, 10).await;
     assert_eq!(sub.status, SubmissionStatus::Rejected);
     assert_eq!(failed.status, TaskStatus::Failed);
     assert_eq!(failed.attempts, 2);
@@ -383,10 +392,9 @@ pub async fn submit_reject_retries_then_fails(store: Arc<dyn Store>) {
     assert_escrow_held(&store, &task_of(&store, d_id).await).await;
     let p = balances(&store, poster.id).await;
     assert_eq!((p.available, p.escrow), (10_000 - 300, 300));
-    assert_eq!(
-        store.agent(worker.id).await.unwrap().unwrap().tasks_failed,
-        2
-    );
+    for w in [worker.id, second.id] {
+        assert_eq!(store.agent(w).await.unwrap().unwrap().tasks_failed, 1);
+    }
     assert_ledger_consistent(&store).await;
 }
 
