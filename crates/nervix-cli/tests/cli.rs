@@ -262,7 +262,10 @@ async fn verify_ledger_finds_a_tampered_balance() {
     let (ok, stdout, stderr) = run(data_s.clone()).await.unwrap();
     assert!(ok, "{stdout}{stderr}");
     assert!(stdout.contains("ledger OK"), "{stdout}");
-    assert!(stdout.contains("bonus_pool") && stdout.contains("5.00"), "{stdout}");
+    assert!(
+        stdout.contains("bonus_pool") && stdout.contains("5.00"),
+        "{stdout}"
+    );
     assert!(stdout.contains("transactions: 2"), "{stdout}");
 
     let mut conn = sqlx::SqliteConnection::connect(&config.database_url)
@@ -277,7 +280,9 @@ async fn verify_ledger_finds_a_tampered_balance() {
     assert!(!ok, "{stdout}{stderr}");
     assert!(stderr.contains("MISMATCH"), "{stderr}");
     assert!(
-        stderr.contains(&nervix_store::account_id(admin.id, nervix_store::AccountKind::Available).to_string()),
+        stderr.contains(
+            &nervix_store::account_id(admin.id, nervix_store::AccountKind::Available).to_string()
+        ),
         "{stderr}"
     );
 }

@@ -605,7 +605,11 @@ async fn schema_rejections_retry_then_fail_and_refund(backend: Backend) {
     // The rejected worker may not claim it again (403 saying why); another agent makes the
     // second and last attempt: a string holding non-conforming JSON.
     let (status, p) = claim(&worker, id).await;
-    assert_eq!((status, p["code"].as_str()), (403, Some("not_eligible")), "{p}");
+    assert_eq!(
+        (status, p["code"].as_str()),
+        (403, Some("not_eligible")),
+        "{p}"
+    );
     assert!(p["detail"].as_str().unwrap().contains("rejected"), "{p}");
     let second = app.enroll("second", &["data"]).await;
     claim_ok(&second, id).await;
