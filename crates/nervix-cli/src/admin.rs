@@ -29,6 +29,9 @@ pub enum AdminCommand {
     CreateToken(StoreArgs),
     /// Make a new token-signing key active; tokens signed by older keys stay valid until they expire.
     RotateSigningKey(StoreArgs),
+    /// Recompute every ledger balance from its entries, check that every transaction balances
+    /// and that money is conserved; print a summary and exit non-zero on any mismatch.
+    VerifyLedger(StoreArgs),
 }
 
 pub async fn run(cmd: AdminCommand) -> anyhow::Result<()> {
@@ -47,6 +50,40 @@ pub async fn run(cmd: AdminCommand) -> anyhow::Result<()> {
                 println!("Deleted signing key {old} (retired longer than the token lifetime).");
             }
         }
+        AdminCommand::VerifyLedger(s) => {
+            let report = nervix_server::operator::verify_ledger(&s.config()).await?;
+            print_report(&report);
+            let problems = report.problems();
+            if !problems.is_empty() {
+                for p in &problems {
+                    eprintln!("MISMATCH: {p}");
+                }
+                anyhow::bail!("the ledger has {} problem(s)", problems.len());
+            }
+            println!("ledger OK");
+        }
     }
     Ok(())
+}
+
+fn print_report(r: &nervix_store::LedgerReport) {
+    use nervix_core::Money;
+    println!(
+        "accounts: {}  entries: {}  transactions: {}",
+        r.accounts, r.entries, r.transactions
+    );
+    println!("{:<20} {:>9} {:>16}", "account kind", "accounts", "balance");
+    for k in &r.per_kind {
+        println!(
+            "{:<20} {:>9} {:>16}",
+            k.kind,
+            k.accounts,
+            Money::from_cents(k.balance).to_string()
+        );
+    }
+    println!(
+        "agents hold {}; the operator put in {}",
+        Money::from_cents(r.agents_total),
+        Money::from_cents(r.operator_put_in)
+    );
 }

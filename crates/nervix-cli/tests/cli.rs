@@ -219,3 +219,70 @@ fn empty_variables_mean_unset() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// `nervix admin verify-ledger` on a SQLite data folder: clean after some money moved, and a
+/// failure naming the account once a cached balance is changed behind the store's back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_ledger_finds_a_tampered_balance() {
+    use sqlx::Connection;
+
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config = Config::for_data_dir(data.clone());
+    nervix_server::operator::create_admin_token(&config)
+        .await
+        .unwrap();
+    let store = nervix_store::connect(&config.database_url, &Default::default())
+        .await
+        .unwrap();
+    let admin = store
+        .agent_by_handle(nervix_server::app::auth::ADMIN_HANDLE)
+        .await
+        .unwrap()
+        .unwrap();
+    let audit = nervix_store::AuditEntry {
+        at: chrono::Utc::now(),
+        actor_id: None,
+        actor_handle: None,
+        action: "test.grant".into(),
+        target: None,
+        client_ip: None,
+        details: serde_json::json!({}),
+    };
+    store.grant(admin.id, 1234, "test", &audit).await.unwrap();
+    store.fund_bonus_pool(500, "test", &audit).await.unwrap();
+    store.close().await;
+
+    let data_s = data.to_str().unwrap().to_owned();
+    let run = |data_s: String| {
+        tokio::task::spawn_blocking(move || {
+            nervix(&["admin", "verify-ledger", "--data-dir", &data_s])
+        })
+    };
+    let (ok, stdout, stderr) = run(data_s.clone()).await.unwrap();
+    assert!(ok, "{stdout}{stderr}");
+    assert!(stdout.contains("ledger OK"), "{stdout}");
+    assert!(
+        stdout.contains("bonus_pool") && stdout.contains("5.00"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("transactions: 2"), "{stdout}");
+
+    let mut conn = sqlx::SqliteConnection::connect(&config.database_url)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE ledger_accounts SET balance = balance + 99 WHERE kind = 'available'")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    conn.close().await.unwrap();
+    let (ok, stdout, stderr) = run(data_s).await.unwrap();
+    assert!(!ok, "{stdout}{stderr}");
+    assert!(stderr.contains("MISMATCH"), "{stderr}");
+    assert!(
+        stderr.contains(
+            &nervix_store::account_id(admin.id, nervix_store::AccountKind::Available).to_string()
+        ),
+        "{stderr}"
+    );
+}

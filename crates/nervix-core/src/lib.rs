@@ -6,6 +6,7 @@
 
 pub mod agent;
 pub mod dag;
+pub mod economy;
 pub mod error;
 pub mod ids;
 pub mod matching;

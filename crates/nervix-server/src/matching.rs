@@ -89,11 +89,17 @@ impl Matcher {
         self.len() == 0
     }
 
-    /// Agents of notification round `round` (0-based) for `task`, best first.
-    pub fn round(&self, task: &TaskRecord, round: usize) -> Vec<(Uuid, f64)> {
+    /// Agents of notification round `round` (0-based) for `task`, best first, leaving out
+    /// `excluded` (agents that may not claim it again).
+    pub fn round(
+        &self,
+        task: &TaskRecord,
+        round: usize,
+        excluded: &HashSet<Uuid>,
+    ) -> Vec<(Uuid, f64)> {
         let wanted = task_profile(task);
         let upto = self.top_n.saturating_mul(round + 1);
-        let ranked = self.index.read().rank(&wanted, &HashSet::new(), upto);
+        let ranked = self.index.read().rank(&wanted, excluded, upto);
         ranked
             .into_iter()
             .skip(self.top_n.saturating_mul(round))
@@ -113,6 +119,9 @@ impl Matcher {
         if !store.mark_notified(task.id, round, Utc::now()).await? {
             return Ok(0);
         }
+        // A task back in the pool may have agents that lost it before: they may not claim it
+        // again, so they are not offered it (one indexed read per round).
+        let excluded: HashSet<Uuid> = store.excluded_agents(task.id).await?.into_iter().collect();
         Ok(self
             .publish_round(
                 bus,
@@ -120,6 +129,7 @@ impl Matcher {
                 task,
                 usize::try_from(round).unwrap_or(0),
                 became_available,
+                &excluded,
             )
             .await)
     }
@@ -132,8 +142,9 @@ impl Matcher {
         task: &TaskRecord,
         round: usize,
         became_available: DateTime<Utc>,
+        excluded: &HashSet<Uuid>,
     ) -> usize {
-        let picks = self.round(task, round);
+        let picks = self.round(task, round, excluded);
         for (agent_id, score) in &picks {
             let frame = Frame::TaskAvailable {
                 task_id: task.id,

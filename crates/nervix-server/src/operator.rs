@@ -90,3 +90,11 @@ pub fn rotate_signing_key(config: &Config) -> Result<(String, Vec<String>), Serv
     let pruned = KeyRing::prune(&config.data_dir, config.token_ttl)?;
     Ok((kid, pruned))
 }
+
+/// Recomputes the ledger from its entries and reports what does not add up.
+pub async fn verify_ledger(config: &Config) -> Result<nervix_store::LedgerReport, ServerError> {
+    let store = open_store(config, 2).await?;
+    let report = store.verify_ledger().await;
+    store.close().await;
+    Ok(report?)
+}

@@ -236,6 +236,36 @@ pub trait Store: Send + Sync + 'static {
     /// Moves money from the treasury to an agent's available balance (operator grant).
     async fn grant(&self, to: Uuid, amount: i64, memo: &str, audit: &AuditEntry) -> Result<()>;
 
+    // ---- economy ----------------------------------------------------------------------------
+    /// The bonus pool's balance: what level bonuses can still be paid from.
+    async fn bonus_pool(&self) -> Result<i64>;
+    /// Moves money from the treasury to the bonus pool (the operator funds it); returns the
+    /// pool's new balance.
+    async fn fund_bonus_pool(&self, amount: i64, memo: &str, audit: &AuditEntry) -> Result<i64>;
+    /// Moves the amount from the agent's available balance to its pending withdrawals and
+    /// records the request, in one transaction; `StoreError::InsufficientFunds` when the
+    /// balance does not cover it. `save` as for [`Store::post_tasks`].
+    async fn request_withdrawal(
+        &self,
+        w: &NewWithdrawal,
+        save: Option<SaveResponse<WithdrawalRecord>>,
+    ) -> Result<WithdrawalRecord>;
+    /// Decides a pending withdrawal exactly once: approved, the money leaves the platform
+    /// (the platform's `withdrawn` account); rejected, it returns to the agent's available
+    /// balance. `NotFound`, or `Conflict::InvalidState` when it was decided already.
+    async fn decide_withdrawal(
+        &self,
+        d: &WithdrawalDecision,
+        audit: &AuditEntry,
+    ) -> Result<WithdrawalRecord>;
+    async fn withdrawal(&self, id: Uuid) -> Result<Option<WithdrawalRecord>>;
+    async fn withdrawals(&self, q: &WithdrawalQuery) -> Result<Vec<WithdrawalRecord>>;
+    /// Agents that may not claim `task` again (released it, lost its lease, were rejected).
+    async fn excluded_agents(&self, task: Uuid) -> Result<Vec<Uuid>>;
+    /// Recomputes every balance from its entries and checks every transaction, the overdraft
+    /// rule, the treasury's uses and the conservation of money, in one read snapshot.
+    async fn verify_ledger(&self) -> Result<LedgerReport>;
+
     /// The response stored for a key by an operation given a [`SaveResponse`], to replay.
     /// Records a peer review; a reviewer's review of a held submission also decides it.
     async fn review(&self, r: &NewReview) -> Result<ReviewOutcome>;

@@ -366,6 +366,8 @@ pub enum ClaimOutcome {
     /// Blocked, in retry back-off, or over.
     NotAvailable(TaskStatus),
     NotEligible(nervix_core::matching::Ineligible),
+    /// The agent lost this task before (see [`ExclusionReason`]) and may not claim it again.
+    Excluded(ExclusionReason),
     AtCapacity,
     TaskNotFound,
     AgentNotFound,
@@ -621,9 +623,15 @@ pub struct PageQuery {
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Balances {
+    /// Spendable now: excludes escrow and pending withdrawals. For the platform: the treasury.
     pub available: i64,
     pub escrow: i64,
+    /// Requested withdrawals not yet decided.
+    pub pending_withdrawal: i64,
+    /// Payouts and level bonuses received.
     pub total_earned: i64,
+    /// Withdrawals paid out.
+    pub total_withdrawn: i64,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -653,13 +661,164 @@ pub fn account_id(owner: Uuid, kind: AccountKind) -> Uuid {
 
 nervix_core::wire_enum!(
     /// The accounts every owner has. `Treasury` belongs to the platform and is the only
-    /// account allowed below zero: it is where money comes from.
+    /// account allowed below zero: it is where money comes from. The platform's `BonusPool`
+    /// pays level bonuses (only the operator funds it, from the treasury); an agent's
+    /// `PendingWithdrawal` holds requested withdrawals until an admin decides them; the
+    /// platform's `Withdrawn` records money paid out of the platform.
     AccountKind {
         Available = "available",
         Escrow = "escrow",
         Treasury = "treasury",
+        BonusPool = "bonus_pool",
+        PendingWithdrawal = "pending_withdrawal",
+        Withdrawn = "withdrawn",
     }
 );
+
+nervix_core::wire_enum!(
+    /// Why an agent may not claim a task again (`task_exclusions.reason`).
+    ExclusionReason {
+        Released = "released",
+        LeaseLost = "lease_lost",
+        Rejected = "rejected",
+    }
+);
+
+impl ExclusionReason {
+    /// The claim's refusal, in words.
+    pub fn detail(self) -> &'static str {
+        match self {
+            ExclusionReason::Released => "you released this task and may not claim it again",
+            ExclusionReason::LeaseLost => {
+                "your lease on this task ran out and you may not claim it again"
+            }
+            ExclusionReason::Rejected => {
+                "a submission of yours for this task was rejected and you may not claim it again"
+            }
+        }
+    }
+}
+
+// ---- withdrawals, verification -------------------------------------------------------------
+
+nervix_core::wire_enum!(WithdrawalStatus {
+    Pending = "pending",
+    Paid = "paid",
+    Rejected = "rejected",
+});
+
+#[derive(Debug, Clone)]
+pub struct NewWithdrawal {
+    pub id: Uuid,
+    pub agent_id: Uuid,
+    pub amount_cents: i64,
+    pub destination: String,
+    pub at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WithdrawalRecord {
+    pub id: Uuid,
+    pub agent_id: Uuid,
+    pub amount_cents: i64,
+    pub destination: String,
+    pub status: WithdrawalStatus,
+    pub created_at: DateTime<Utc>,
+    pub decided_at: Option<DateTime<Utc>>,
+    pub decided_by: Option<Uuid>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct WithdrawalQuery {
+    pub agent_id: Option<Uuid>,
+    pub status: Option<WithdrawalStatus>,
+    pub before: Option<Uuid>,
+    pub limit: i64,
+}
+
+/// An admin's decision on a pending withdrawal.
+#[derive(Debug, Clone)]
+pub struct WithdrawalDecision {
+    pub id: Uuid,
+    /// true: paid out; false: released back to the agent's available balance.
+    pub approve: bool,
+    pub by: Uuid,
+    pub at: DateTime<Utc>,
+}
+
+/// Totals of one account kind, over every owner.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KindTotal {
+    pub kind: String,
+    pub accounts: i64,
+    pub balance: i64,
+}
+
+/// An account whose cached balance is not the sum of its entries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BalanceMismatch {
+    pub account_id: Uuid,
+    pub owner_id: Uuid,
+    pub kind: String,
+    pub cached: i64,
+    pub computed: i64,
+}
+
+/// What [`crate::Store::verify_ledger`] found. Clean when every list is empty and the
+/// conservation sums agree.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LedgerReport {
+    pub accounts: i64,
+    pub entries: i64,
+    pub transactions: i64,
+    pub per_kind: Vec<KindTotal>,
+    pub mismatched_balances: Vec<BalanceMismatch>,
+    /// Transactions whose entries do not sum to zero: (txn id, sum).
+    pub unbalanced_transactions: Vec<(Uuid, i64)>,
+    /// Accounts below zero other than the treasury: (account id, kind, balance).
+    pub overdrawn_accounts: Vec<(Uuid, String, i64)>,
+    /// Entries that took money out of the treasury other than by a grant, an admin's posting
+    /// or a bonus pool funding (or put it back by a refund): (entry id, kind).
+    pub treasury_misuse: Vec<(Uuid, String)>,
+    /// Sum of every balance owned by an agent (available, escrow, pending withdrawal).
+    pub agents_total: i64,
+    /// What the operator put in and has not taken back: −treasury, less what the platform still
+    /// holds (its escrow, the bonus pool) and what has left it (withdrawn).
+    pub operator_put_in: i64,
+}
+
+impl LedgerReport {
+    /// Every problem found, in words; empty when the ledger is sound.
+    pub fn problems(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for m in &self.mismatched_balances {
+            out.push(format!(
+                "account {} ({} of {}): cached balance {} but its entries sum to {}",
+                m.account_id, m.kind, m.owner_id, m.cached, m.computed
+            ));
+        }
+        for (txn, sum) in &self.unbalanced_transactions {
+            out.push(format!("transaction {txn}: entries sum to {sum}, not 0"));
+        }
+        for (id, kind, balance) in &self.overdrawn_accounts {
+            out.push(format!("account {id} ({kind}) is below zero: {balance}"));
+        }
+        for (id, kind) in &self.treasury_misuse {
+            out.push(format!("entry {id}: the treasury paid a {kind:?} entry"));
+        }
+        if self.agents_total > self.operator_put_in {
+            out.push(format!(
+                "conservation: agents hold {} cents but the operator put in only {}",
+                self.agents_total, self.operator_put_in
+            ));
+        }
+        out
+    }
+
+    pub fn is_clean(&self) -> bool {
+        self.problems().is_empty()
+    }
+}
 
 // ---- idempotency -------------------------------------------------------------------------
 

@@ -135,7 +135,8 @@ impl Level {
 pub struct Settlement {
     /// Paid to the assignee out of the escrow.
     pub from_escrow: Money,
-    /// Paid to the assignee by the treasury on top (level multiplier above 1).
+    /// Paid to the assignee on top (level multiplier above 1), out of the platform's bonus
+    /// pool: the level bonus wanted, until [`Settlement::cap_bonus`] cuts it to what the pool holds.
     pub bonus: Money,
     /// Returned to the poster.
     pub refund: Money,
@@ -145,10 +146,49 @@ impl Settlement {
     pub fn payout(&self) -> Money {
         Money::from_cents(self.from_escrow.cents() + self.bonus.cents())
     }
+
+    /// The settlement when the bonus pool holds `pool`: the bonus cut to it (never below
+    /// zero), and the cut, when there was one, for the earning entry to tell.
+    pub fn cap_bonus(self, pool: Money) -> (Settlement, Option<BonusCut>) {
+        let pool = pool.cents().max(0);
+        if self.bonus.cents() <= pool {
+            return (self, None);
+        }
+        let cut = BonusCut {
+            wanted: self.bonus,
+            paid: Money::from_cents(pool),
+        };
+        (
+            Settlement {
+                bonus: cut.paid,
+                ..self
+            },
+            Some(cut),
+        )
+    }
+}
+
+/// A level bonus the bonus pool could not cover in full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BonusCut {
+    pub wanted: Money,
+    pub paid: Money,
+}
+
+impl fmt::Display for BonusCut {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "level bonus cut from {} to {}: bonus pool exhausted",
+            self.wanted, self.paid
+        )
+    }
 }
 
 /// `reward × quality/100 × multiplier`, in cents rounded down. The escrow covers up to the
-/// reward; a multiplier above 1 can pay more, and the platform treasury funds that bonus.
+/// reward; a multiplier above 1 can pay more, and that bonus is what is wanted of the bonus
+/// pool (which only the operator funds): the store cuts it to the pool's balance with
+/// [`Settlement::cap_bonus`].
 pub fn settle(reward: Money, quality: u8, level: Level) -> Settlement {
     let quality = i128::from(quality.min(100));
     let payout = i128::from(reward.cents()) * quality * i128::from(level.multiplier_permille())
@@ -228,7 +268,36 @@ mod tests {
         assert_eq!(s.refund.cents(), 26);
     }
 
+    #[test]
+    fn bonus_cut_to_the_pool() {
+        let s = settle(Money::from_cents(1000), 100, Level::Master);
+        assert_eq!(s.cap_bonus(Money::from_cents(5000)), (s, None));
+        assert_eq!(s.cap_bonus(Money::from_cents(1000)), (s, None));
+        let (cut, why) = s.cap_bonus(Money::from_cents(350));
+        assert_eq!(
+            (cut.from_escrow, cut.bonus, cut.refund),
+            (s.from_escrow, Money::from_cents(350), s.refund)
+        );
+        assert_eq!(
+            why.unwrap().to_string(),
+            "level bonus cut from 10.00 to 3.50: bonus pool exhausted"
+        );
+        let (cut, _) = s.cap_bonus(Money::from_cents(-5));
+        assert_eq!(cut.bonus, Money::ZERO);
+    }
+
     proptest! {
+        #[test]
+        fn capped_bonus_never_exceeds_the_pool(reward in 1i64..1_000_000_000, q in 0u8..=100, l in 0usize..4, pool in -10i64..2_000_000_000) {
+            let level = [Level::Novice, Level::Intermediate, Level::Expert, Level::Master][l];
+            let s = settle(Money::from_cents(reward), q, level);
+            let (c, cut) = s.cap_bonus(Money::from_cents(pool));
+            prop_assert!(c.bonus.cents() >= 0 && c.bonus.cents() <= pool.max(0));
+            prop_assert_eq!(c.bonus.cents(), s.bonus.cents().min(pool.max(0)));
+            prop_assert_eq!((c.from_escrow, c.refund), (s.from_escrow, s.refund));
+            prop_assert_eq!(cut.is_some(), s.bonus.cents() > pool.max(0));
+        }
+
         #[test]
         fn settlement_conserves_escrow(reward in 1i64..1_000_000_000_000, q in 0u8..=100, l in 0usize..4) {
             let level = [Level::Novice, Level::Intermediate, Level::Expert, Level::Master][l];

@@ -4,7 +4,7 @@ use axum::extract::{Path, Query, State};
 use axum::Json;
 use chrono::{DateTime, Utc};
 use nervix_core::{Money, Role};
-use nervix_store::AuditRecord;
+use nervix_store::{AuditRecord, WithdrawalStatus};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
@@ -17,6 +17,7 @@ use crate::error::ApiResult;
 use crate::http::{ApiJson, Page, PageParams};
 use crate::state::AppState;
 use crate::wire::agents::AgentView;
+use crate::wire::economy::WithdrawalView;
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -25,6 +26,11 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(reinstate))
         .routes(routes!(set_role))
         .routes(routes!(grant))
+        .routes(routes!(bonus_pool))
+        .routes(routes!(fund_bonus_pool))
+        .routes(routes!(list_withdrawals))
+        .routes(routes!(approve_withdrawal))
+        .routes(routes!(reject_withdrawal))
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -164,4 +170,104 @@ async fn grant(
         agent_id: agent.id,
         amount: body.amount,
     }))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BonusPoolView {
+    /// What level bonuses can still be paid from.
+    #[schema(value_type = String, example = "250.00")]
+    pub balance: Money,
+}
+
+/// The bonus pool, which pays the level bonus on top of a task's escrow.
+#[utoipa::path(get, path = "/v1/admin/bonus-pool", tag = "admin", security(("bearer" = [])),
+    responses((status = 200, body = BonusPoolView), (status = 401, body = crate::error::Problem), (status = 403, body = crate::error::Problem)))]
+async fn bonus_pool(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> ApiResult<Json<BonusPoolView>> {
+    let balance = economy::bonus_pool(&state.app, &caller).await?;
+    Ok(Json(BonusPoolView { balance }))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct FundBody {
+    #[schema(value_type = String, example = "100.00")]
+    pub amount: Money,
+    pub memo: Option<String>,
+}
+
+/// Fund the bonus pool from the platform treasury (audited).
+#[utoipa::path(post, path = "/v1/admin/bonus-pool/fund", tag = "admin", security(("bearer" = [])), request_body = FundBody,
+    responses((status = 200, body = BonusPoolView), (status = 400, body = crate::error::Problem), (status = 401, body = crate::error::Problem),
+        (status = 403, body = crate::error::Problem), (status = 422, body = crate::error::Problem)))]
+async fn fund_bonus_pool(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(body): ApiJson<FundBody>,
+) -> ApiResult<Json<BonusPoolView>> {
+    let balance = economy::fund_bonus_pool(&state.app, &caller, body.amount, body.memo).await?;
+    Ok(Json(BonusPoolView { balance }))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct WithdrawalFilter {
+    /// pending | paid | rejected
+    pub status: Option<String>,
+}
+
+/// Every agent's withdrawals, newest first.
+#[utoipa::path(get, path = "/v1/admin/withdrawals", tag = "admin", security(("bearer" = [])), params(WithdrawalFilter, PageParams),
+    responses((status = 200, body = Page<WithdrawalView>), (status = 401, body = crate::error::Problem),
+        (status = 403, body = crate::error::Problem), (status = 422, body = crate::error::Problem)))]
+async fn list_withdrawals(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(f): Query<WithdrawalFilter>,
+    Query(page): Query<PageParams>,
+) -> ApiResult<Json<Page<WithdrawalView>>> {
+    let limit = page.limit()?;
+    let status = f
+        .status
+        .as_deref()
+        .map(|s| {
+            s.parse::<WithdrawalStatus>()
+                .map_err(|e| crate::error::ApiError::field("status", e.to_string()))
+        })
+        .transpose()?;
+    let rows =
+        economy::withdrawals(&state.app, &caller, true, status, page.cursor()?, limit + 1).await?;
+    Ok(Json(Page::from_rows(
+        rows,
+        limit,
+        |w| w.id,
+        WithdrawalView::from,
+    )))
+}
+
+/// Approve a pending withdrawal: it is paid out (exactly once; audited).
+#[utoipa::path(post, path = "/v1/admin/withdrawals/{id}/approve", tag = "admin", security(("bearer" = [])), params(("id" = Uuid, Path)),
+    responses((status = 200, body = WithdrawalView), (status = 401, body = crate::error::Problem), (status = 403, body = crate::error::Problem),
+        (status = 404, body = crate::error::Problem), (status = 409, description = "already decided", body = crate::error::Problem)))]
+async fn approve_withdrawal(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<Uuid>,
+) -> ApiResult<Json<WithdrawalView>> {
+    let w = economy::decide_withdrawal(&state.app, &caller, id, true).await?;
+    Ok(Json(w.into()))
+}
+
+/// Reject a pending withdrawal: the money returns to the agent's available balance (exactly
+/// once; audited).
+#[utoipa::path(post, path = "/v1/admin/withdrawals/{id}/reject", tag = "admin", security(("bearer" = [])), params(("id" = Uuid, Path)),
+    responses((status = 200, body = WithdrawalView), (status = 401, body = crate::error::Problem), (status = 403, body = crate::error::Problem),
+        (status = 404, body = crate::error::Problem), (status = 409, description = "already decided", body = crate::error::Problem)))]
+async fn reject_withdrawal(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<Uuid>,
+) -> ApiResult<Json<WithdrawalView>> {
+    let w = economy::decide_withdrawal(&state.app, &caller, id, false).await?;
+    Ok(Json(w.into()))
 }

@@ -63,7 +63,15 @@ pub fn announce(app: &App, t: TaskRecord) {
     let app = app.clone();
     tokio::spawn(async move {
         app.matcher
-            .publish_round(app.bus.as_ref(), &app.metrics, &t, 0, t.created_at)
+            // Freshly posted: nobody has lost it yet.
+            .publish_round(
+                app.bus.as_ref(),
+                &app.metrics,
+                &t,
+                0,
+                t.created_at,
+                &Default::default(),
+            )
             .await;
     });
 }

@@ -186,6 +186,7 @@ pub async fn claim(app: &App, caller: &Caller, id: Uuid, lease: Lease) -> Result
             Err(Error::conflict("not_available", format!("task is {s}")))
         }
         ClaimOutcome::NotEligible(why) => Err(Error::forbidden("not_eligible", why.to_string())),
+        ClaimOutcome::Excluded(why) => Err(Error::forbidden("not_eligible", why.detail())),
         ClaimOutcome::AtCapacity => Err(Error::new(
             ErrorKind::AtCapacity,
             "at_capacity",

@@ -2,5 +2,6 @@
 //! the shapes that are its own.
 
 pub mod agents;
+pub mod economy;
 pub mod submissions;
 pub mod tasks;

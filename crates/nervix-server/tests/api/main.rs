@@ -6,6 +6,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod economy;
 mod foundation;
 mod quality;
 mod tasks;

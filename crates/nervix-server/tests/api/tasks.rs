@@ -625,9 +625,18 @@ async fn schema_rejections_retry_then_fail_and_refund(backend: Backend) {
         0
     );
 
-    // Second and last attempt: a string holding non-conforming JSON.
-    claim_ok(&worker, id).await;
-    let (status, v) = submit(&worker, id, json!(r#"{"nom": "x"}"#)).await;
+    // The rejected worker may not claim it again (403 saying why); another agent makes the
+    // second and last attempt: a string holding non-conforming JSON.
+    let (status, p) = claim(&worker, id).await;
+    assert_eq!(
+        (status, p["code"].as_str()),
+        (403, Some("not_eligible")),
+        "{p}"
+    );
+    assert!(p["detail"].as_str().unwrap().contains("rejected"), "{p}");
+    let second = app.enroll("second", &["data"]).await;
+    claim_ok(&second, id).await;
+    let (status, v) = submit(&second, id, json!(r#"{"nom": "x"}"#)).await;
     assert_eq!(status, 202, "{v}");
     assert_eq!(v["submission"]["status"], "rejected", "{v}");
     assert_eq!(v["task"]["status"], "failed", "{v}");

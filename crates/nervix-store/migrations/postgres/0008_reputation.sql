@@ -55,6 +55,8 @@ CREATE FUNCTION reputation_evidence() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     IF TG_TABLE_NAME = 'reviews' THEN
         UPDATE agents SET reputation_version = reputation_version + 1 WHERE id = NEW.subject_id;
+    ELSIF TG_TABLE_NAME = 'task_exclusions' THEN
+        UPDATE agents SET reputation_version = reputation_version + 1 WHERE id = NEW.agent_id;
     ELSIF TG_OP = 'INSERT' OR OLD.status IS DISTINCT FROM NEW.status THEN
         UPDATE agents SET reputation_version = reputation_version + 1 WHERE id = NEW.agent_id;
     END IF;
@@ -65,6 +67,8 @@ $$;
 CREATE TRIGGER submissions_reputation AFTER INSERT OR UPDATE OF status ON submissions
     FOR EACH ROW EXECUTE FUNCTION reputation_evidence();
 CREATE TRIGGER reviews_reputation AFTER INSERT ON reviews
+    FOR EACH ROW EXECUTE FUNCTION reputation_evidence();
+CREATE TRIGGER task_exclusions_reputation AFTER INSERT ON task_exclusions
     FOR EACH ROW EXECUTE FUNCTION reputation_evidence();
 
 CREATE OR REPLACE FUNCTION tasks_active_count() RETURNS trigger LANGUAGE plpgsql AS $$

@@ -69,6 +69,11 @@ BEGIN
     UPDATE agents SET reputation_version = reputation_version + 1 WHERE id = NEW.subject_id;
 END;
 
+CREATE TRIGGER task_exclusions_reputation AFTER INSERT ON task_exclusions
+BEGIN
+    UPDATE agents SET reputation_version = reputation_version + 1 WHERE id = NEW.agent_id;
+END;
+
 DROP TRIGGER tasks_claim_capacity;
 CREATE TRIGGER tasks_claim_capacity BEFORE UPDATE OF status, assigned_agent_id ON tasks
 WHEN NEW.status = 'claimed'

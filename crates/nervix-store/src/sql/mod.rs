@@ -130,11 +130,14 @@ impl<DB: sqlx::Database> DerefMut for Tx<'_, DB> {
 /// row and update nothing. The agent's capacity is enforced by the trigger that counts its
 /// claimed tasks (migration 0003), inside this same statement. Not `SKIP LOCKED`: that also
 /// skips a row held by any other short write (a matching round's `mark_notified`, say), and
-/// every claimer of an available task would then lose.
+/// every claimer of an available task would then lose. An agent that released the task, lost
+/// its lease on it or had a submission for it rejected (`task_exclusions`, written in the
+/// transaction that took the task from it) never matches.
 pub(crate) const CLAIM: &str = "UPDATE tasks SET status = 'claimed', assigned_agent_id = $1, \
     lease_expires_at = $2, updated_at = $3 \
     WHERE id = $4 AND status = 'available' AND (retry_at IS NULL OR retry_at <= $3) \
-    AND EXISTS (SELECT 1 FROM agents WHERE id = $1 AND suspended = FALSE AND available = TRUE)";
+    AND EXISTS (SELECT 1 FROM agents WHERE id = $1 AND suspended = FALSE AND available = TRUE) \
+    AND NOT EXISTS (SELECT 1 FROM task_exclusions WHERE task_id = $4 AND agent_id = $1)";
 
 /// Runs a write transaction again when the database aborted it to break a deadlock or a
 /// serialization conflict (PostgreSQL under contention; SQLite busy), up to four more times

@@ -328,3 +328,35 @@ where
 {
     rows.into_iter().map(T::try_from).collect()
 }
+
+pub(crate) const WITHDRAWAL_COLUMNS: &str =
+    "id, agent_id, amount_cents, destination, status, created_at, decided_at, decided_by";
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct WithdrawalRow {
+    id: Uuid,
+    agent_id: Uuid,
+    amount_cents: i64,
+    destination: String,
+    status: String,
+    created_at: DateTime<Utc>,
+    decided_at: Option<DateTime<Utc>>,
+    decided_by: Option<Uuid>,
+}
+
+impl TryFrom<WithdrawalRow> for WithdrawalRecord {
+    type Error = StoreError;
+
+    fn try_from(r: WithdrawalRow) -> Result<Self, StoreError> {
+        Ok(WithdrawalRecord {
+            id: r.id,
+            agent_id: r.agent_id,
+            amount_cents: r.amount_cents,
+            destination: r.destination,
+            status: parse("withdrawal status", &r.status)?,
+            created_at: r.created_at,
+            decided_at: r.decided_at,
+            decided_by: r.decided_by,
+        })
+    }
+}

@@ -117,10 +117,19 @@ pub async fn expire_leases_retry_or_fail(store: Arc<dyn Store>) {
     let b = balances(&store, poster.id).await;
     assert_eq!((b.available, b.escrow), (10_000 - 500, 500));
 
-    // The second lease of `twice` runs out too: now it fails.
-    assert!(matches!(
+    // The worker that lost the lease may not claim it again; another one's lease of `twice`
+    // runs out too: now it fails.
+    assert_eq!(
         store
             .claim_task(&claim_req(twice.id, worker.id, back.retry_at.unwrap()))
+            .await
+            .unwrap(),
+        ClaimOutcome::Excluded(ExclusionReason::LeaseLost)
+    );
+    let second = enroll(&store, &[]).await;
+    assert!(matches!(
+        store
+            .claim_task(&claim_req(twice.id, second.id, back.retry_at.unwrap()))
             .await
             .unwrap(),
         ClaimOutcome::Claimed(_)

@@ -124,3 +124,89 @@ async fn postgres_database_keeps_invariants() {
     database_keeps_invariants(&ts).await;
     teardown(ts).await;
 }
+
+/// `verify_ledger` finds what only a hand edit of the database can do: a cached balance that
+/// is not the sum of its entries, and an entry that unbalances its transaction (and, paying
+/// an agent from nowhere, breaks conservation).
+async fn verification_finds_tampering(ts: &TestStore) {
+    let store = &ts.store;
+    let admin = admin(store).await;
+    let worker = enroll(store, &[]).await;
+    let t = post_one(store, &admin, task(500)).await;
+    claim_ok(store, t.id, worker.id).await;
+    submit_done(store, t.id, worker.id, Decision::Accept, 100).await;
+    let clean = store.verify_ledger().await.unwrap();
+    assert!(clean.is_clean(), "{:?}", clean.problems());
+    assert!(clean.accounts >= 4 && clean.entries >= 4 && clean.transactions >= 2);
+    assert_eq!(clean.agents_total, clean.operator_put_in);
+
+    let account = account_id(worker.id, AccountKind::Available);
+    let (uuid, txn) = if store.backend() == "postgres" {
+        (
+            format!("'{account}'"),
+            format!("'{}'", uuid::Uuid::now_v7()),
+        )
+    } else {
+        (
+            format!("X'{}'", account.simple()),
+            format!("X'{}'", uuid::Uuid::now_v7().simple()),
+        )
+    };
+    let outcomes = raw(
+        ts,
+        &[&format!(
+            "UPDATE ledger_accounts SET balance = balance + 7 WHERE id = {uuid}"
+        )],
+    )
+    .await;
+    assert_eq!(outcomes[0], Ok(1));
+    let report = store.verify_ledger().await.unwrap();
+    assert_eq!(report.mismatched_balances.len(), 1, "{report:?}");
+    let m = &report.mismatched_balances[0];
+    assert_eq!((m.account_id, m.cached - m.computed), (account, 7));
+    assert!(report.problems()[0].contains(&account.to_string()));
+
+    // An entry of its own transaction, crediting the worker from nowhere.
+    let (id, at) = if store.backend() == "postgres" {
+        (format!("'{}'", uuid::Uuid::now_v7()), "now()".to_owned())
+    } else {
+        (
+            format!("X'{}'", uuid::Uuid::now_v7().simple()),
+            "'2030-01-01T00:00:00Z'".to_owned(),
+        )
+    };
+    let outcomes = raw(
+        ts,
+        &[&format!(
+            "INSERT INTO ledger_entries (id, txn_id, account_id, amount, kind, task_id, memo, \
+             created_at) VALUES ({id}, {txn}, {uuid}, 1000, 'grant', NULL, 'forged', {at})"
+        )],
+    )
+    .await;
+    assert_eq!(outcomes[0], Ok(1));
+    let report = store.verify_ledger().await.unwrap();
+    assert_eq!(report.unbalanced_transactions.len(), 1, "{report:?}");
+    assert_eq!(report.unbalanced_transactions[0].1, 1000);
+    assert!(report.agents_total > report.operator_put_in, "{report:?}");
+    assert!(
+        report.problems().iter().any(|p| p.contains("conservation")),
+        "{:?}",
+        report.problems()
+    );
+}
+
+#[tokio::test]
+async fn sqlite_verification_finds_tampering() {
+    let ts = testing::sqlite().await;
+    verification_finds_tampering(&ts).await;
+    teardown(ts).await;
+}
+
+#[tokio::test]
+async fn postgres_verification_finds_tampering() {
+    let Some(ts) = testing::postgres().await else {
+        return;
+    };
+    verification_finds_tampering(&ts).await;
+    teardown(ts).await;
+}

@@ -2,10 +2,13 @@
 //! settled exactly once.
 //!
 //! Random sequences of post / post workflow / claim / submit (accept or reject, random quality) /
-//! cancel / cancel workflow / expire (deadlines or leases) / release run over three agents and
-//! the treasury. Alongside, a model of every owner's `available` and `escrow` balance is kept
-//! from the task statuses alone (settlement per `nervix_core::reputation::settle`), and compared
-//! with the store after every operation.
+//! cancel / cancel workflow / expire (deadlines or leases) / release / bonus pool funding /
+//! withdrawal requests and decisions run over three agents (the first past probation, so that
+//! it earns level bonuses) and the treasury. Alongside, a model of every owner's `available`,
+//! `escrow` and pending withdrawals and of the bonus pool is kept from the task statuses alone
+//! (settlement per `nervix_core::reputation::settle`, the bonus cut to the pool), and compared
+//! with the store after every operation; `verify_ledger` must find nothing, and agents together
+//! never hold more than the operator put in.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -76,6 +79,17 @@ enum Op {
         task: usize,
         by_assignee: bool,
     },
+    FundPool {
+        cents: i64,
+    },
+    Withdraw {
+        agent: usize,
+        cents: i64,
+    },
+    Decide {
+        withdrawal: usize,
+        approve: bool,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -91,6 +105,9 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0i64..=300).prop_map(|minutes| Op::ExpireDeadlines { minutes }),
         1 => (0i64..=90).prop_map(|minutes| Op::ExpireLeases { minutes }),
         1 => (0usize..1000, prop::bool::weighted(0.7)).prop_map(|(task, by_assignee)| Op::Release { task, by_assignee }),
+        1 => (1i64..=300).prop_map(|cents| Op::FundPool { cents }),
+        2 => (0..AGENTS, 1i64..=1500).prop_map(|(agent, cents)| Op::Withdraw { agent, cents }),
+        2 => (0usize..1000, any::<bool>()).prop_map(|(withdrawal, approve)| Op::Decide { withdrawal, approve }),
     ]
 }
 
@@ -138,6 +155,8 @@ fn db<T>(r: Result<T>) -> Result<T, TestCaseError> {
 struct Model {
     available: HashMap<Uuid, i64>,
     escrow: HashMap<Uuid, i64>,
+    pending: HashMap<Uuid, i64>,
+    bonus_pool: i64,
 }
 
 impl Model {
@@ -156,6 +175,10 @@ struct Run<'a> {
     agents: Vec<AgentRecord>,
     tasks: Vec<Uuid>,
     workflows: Vec<Uuid>,
+    /// Withdrawals requested, with whether they were decided yet.
+    withdrawals: Vec<(WithdrawalRecord, bool)>,
+    /// (task, agent) pairs where the agent released the task or had a submission rejected.
+    lost: std::collections::HashSet<(Uuid, Uuid)>,
     /// Last seen state of every task.
     seen: HashMap<Uuid, TaskRecord>,
     model: Model,
@@ -174,6 +197,8 @@ async fn run_sequence(
         agents: Vec::new(),
         tasks: Vec::new(),
         workflows: Vec::new(),
+        withdrawals: Vec::new(),
+        lost: Default::default(),
         seen: HashMap::new(),
         model: Model::default(),
         clock: now(),
@@ -182,12 +207,14 @@ async fn run_sequence(
     let platform = db(store.balances(PLATFORM).await)?;
     run.model.available.insert(PLATFORM, platform.available);
     run.model.escrow.insert(PLATFORM, platform.escrow);
+    run.model.bonus_pool = db(store.bonus_pool().await)?;
     for g in grants {
         let mut a = new_agent(&unique("prop"), &[]);
         a.max_concurrent_tasks = 2;
         let a = db(try_enroll(store, &a).await)?.0;
         run.model.available.insert(a.id, 0);
         run.model.escrow.insert(a.id, 0);
+        run.model.pending.insert(a.id, 0);
         if g > 0 {
             db(store
                 .grant(a.id, g, "prop grant", &audit("ledger.grant"))
@@ -196,6 +223,23 @@ async fn run_sequence(
             run.model.move_available(PLATFORM, -g);
         }
         run.agents.push(a);
+    }
+    // The first agent finishes probation (five treasury tasks at quality 100, novice pay), so
+    // that its work wants a level bonus.
+    let veteran = run.agents[0].id;
+    for _ in 0..nervix_core::reputation::PROBATION_TASKS {
+        let mut p = post(admin, vec![task(100)]);
+        p.at = run.clock;
+        let t = db(store.post_tasks(&p, None).await)?.remove(0);
+        db(store.claim_task(&claim_req(t.id, veteran, run.clock)).await)?;
+        db(store
+            .submit(
+                &submission(t.id, veteran, Decision::Accept, 100, run.clock),
+                None,
+            )
+            .await)?;
+        run.model.move_available(PLATFORM, -100);
+        run.model.move_available(veteran, 100);
     }
     let result = run.run(ops).await;
     // Sequences share the store (and its treasury): close every task this one left open, so

@@ -12,6 +12,7 @@
 mod agents;
 mod cancellation;
 mod claims;
+mod economy;
 mod enrollment;
 mod expiry;
 mod idempotency;

@@ -377,6 +377,13 @@ pub async fn evidence_and_histories(store: Arc<dyn Store>) {
         .await
         .unwrap();
 
+    // Giving a task back is evidence too.
+    let t4 = post_one(&store, &poster, task(100)).await;
+    claim_ok(&store, t4.id, worker.id).await;
+    let before = stale_of(&store, worker.id).await.map_or(0, |s| s.version);
+    store.release_task(t4.id, worker.id, now()).await.unwrap();
+    assert!(stale_of(&store, worker.id).await.unwrap().version > before);
+
     let e = store.reputation_evidence(worker.id).await.unwrap();
     let outcomes: Vec<(Option<Uuid>, WorkOutcome)> =
         e.work.iter().map(|w| (w.poster, w.outcome)).collect();
@@ -398,6 +405,7 @@ pub async fn evidence_and_histories(store: Arc<dyn Store>) {
                     on_time: true
                 }
             ),
+            (Some(poster.id), WorkOutcome::Released),
         ]
     );
     assert_eq!(

@@ -14,7 +14,7 @@ use crate::support::*;
 nervix_store::backend_matrix! {
     run = crate::support::run;
     submit_accept_pays_per_settle,
-    submit_accept_bonus_from_treasury,
+    submit_accept_bonus_from_pool,
     submit_treasury_funded,
     submit_not_assignee,
     submit_reject_retries_then_fails,
@@ -126,7 +126,7 @@ pub async fn submit_accept_pays_per_settle(store: Arc<dyn Store>) {
     assert_ledger_consistent(&store).await;
 }
 
-pub async fn submit_accept_bonus_from_treasury(store: Arc<dyn Store>) {
+pub async fn submit_accept_bonus_from_pool(store: Arc<dyn Store>) {
     let admin = admin(&store).await;
     let poster = enroll(&store, &[]).await;
     grant(&store, poster.id, 10_000).await;
@@ -134,8 +134,15 @@ pub async fn submit_accept_bonus_from_treasury(store: Arc<dyn Store>) {
     finish_probation(&store, &admin, worker.id).await;
     let before = balances(&store, worker.id).await;
     let treasury = balances(&store, PLATFORM).await.available;
+    let pool = store
+        .fund_bonus_pool(250, "test funding", &audit("admin.bonus_pool.fund"))
+        .await
+        .unwrap();
+    assert_eq!(pool, 250);
+    assert_eq!(balances(&store, PLATFORM).await.available, treasury - 250);
+    let treasury = treasury - 250;
 
-    // Intermediate: ×1.2. Quality 100 on 1000: 1000 from escrow, 200 bonus from the treasury.
+    // Intermediate: ×1.2. Quality 100 on 1000: 1000 from escrow, 200 bonus from the pool.
     let t = post_one(&store, &poster, task(1000)).await;
     let (sub, done, _) = complete(&store, t.id, worker.id, 100).await;
     assert_eq!(sub.payout_cents, Some(1200));
@@ -143,29 +150,61 @@ pub async fn submit_accept_bonus_from_treasury(store: Arc<dyn Store>) {
         balances(&store, worker.id).await.available,
         before.available + 1200
     );
-    assert_eq!(balances(&store, PLATFORM).await.available, treasury - 200);
+    assert_eq!(store.bonus_pool().await.unwrap(), 50);
+    assert_eq!(
+        balances(&store, PLATFORM).await.available,
+        treasury,
+        "never the treasury"
+    );
     let p = balances(&store, poster.id).await;
     assert_eq!((p.available, p.escrow), (9000, 0));
     assert_settled_once(&store, &done).await;
 
-    // Quality 90: 1080 = all of the escrow plus 80 bonus, nothing back to the poster.
+    // Quality 90: all of the escrow plus an 80 bonus wanted, cut to the 50 the pool holds.
     let t = post_one(&store, &poster, task(1000)).await;
     let (sub, _, _) = complete(&store, t.id, worker.id, 90).await;
-    assert_eq!(sub.payout_cents, Some(1080));
-    assert_eq!(balances(&store, PLATFORM).await.available, treasury - 280);
-    // Quality 50: 600 from escrow, 400 back.
+    assert_eq!(sub.payout_cents, Some(1050));
+    assert_eq!(store.bonus_pool().await.unwrap(), 0);
+    assert_eq!(balances(&store, PLATFORM).await.available, treasury);
+    let memo = |entries: Vec<LedgerEntry>| {
+        entries
+            .into_iter()
+            .find(|e| e.kind == "payout")
+            .map(|e| e.memo)
+            .unwrap()
+    };
+    let entries = store
+        .ledger_entries(&LedgerQuery {
+            task_id: Some(t.id),
+            limit: 100,
+            ..LedgerQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        memo(entries),
+        "task completed: payout; level bonus cut from 0.80 to 0.50: bonus pool exhausted"
+    );
+    // An empty pool pays no bonus at all: quality 100 gets the reward only.
+    let t = post_one(&store, &poster, task(1000)).await;
+    let (sub, _, _) = complete(&store, t.id, worker.id, 100).await;
+    assert_eq!(sub.payout_cents, Some(1000));
+    // Quality 50: 600 from escrow (no bonus wanted: the escrow covers it), 400 back.
     let t = post_one(&store, &poster, task(1000)).await;
     let (sub, _, _) = complete(&store, t.id, worker.id, 50).await;
     assert_eq!(sub.payout_cents, Some(600));
     assert_eq!(
         balances(&store, poster.id).await.available,
-        8000 - 1000 + 400
+        7000 - 1000 + 400
     );
     assert_eq!(
         balances(&store, worker.id).await.total_earned,
-        before.total_earned + 1200 + 1080 + 600
+        before.total_earned + 1200 + 1050 + 1000 + 600
     );
+    assert_eq!(store.bonus_pool().await.unwrap(), 0);
     assert_ledger_consistent(&store).await;
+    let report = store.verify_ledger().await.unwrap();
+    assert!(report.is_clean(), "{:?}", report.problems());
 }
 
 pub async fn submit_treasury_funded(store: Arc<dyn Store>) {
@@ -308,16 +347,25 @@ pub async fn submit_reject_retries_then_fails(store: Arc<dyn Store>) {
     );
     assert_eq!(balances(&store, worker.id).await.available, 0);
 
+    // The rejected worker may not claim it again; the last attempt is another's.
+    assert_eq!(
+        store
+            .claim_task(&claim_req(a_id, worker.id, retry_at))
+            .await
+            .unwrap(),
+        ClaimOutcome::Excluded(ExclusionReason::Rejected)
+    );
+    let second = enroll(&store, &[]).await;
     // Last attempt rejected: failed for good, escrow back, everything downstream cancelled.
     assert!(matches!(
         store
-            .claim_task(&claim_req(a_id, worker.id, retry_at))
+            .claim_task(&claim_req(a_id, second.id, retry_at))
             .await
             .unwrap(),
         ClaimOutcome::Claimed(_)
     ));
     let (sub, failed, unblocked, cancelled) =
-        submit_done(&store, a_id, worker.id, Decision::Reject, 10).await;
+        submit_done(&store, a_id, second.id, Decision::Reject, 10).await;
     assert_eq!(sub.status, SubmissionStatus::Rejected);
     assert_eq!(failed.status, TaskStatus::Failed);
     assert_eq!(failed.attempts, 2);
@@ -346,10 +394,9 @@ pub async fn submit_reject_retries_then_fails(store: Arc<dyn Store>) {
     assert_escrow_held(&store, &task_of(&store, d_id).await).await;
     let p = balances(&store, poster.id).await;
     assert_eq!((p.available, p.escrow), (10_000 - 300, 300));
-    assert_eq!(
-        store.agent(worker.id).await.unwrap().unwrap().tasks_failed,
-        2
-    );
+    for w in [worker.id, second.id] {
+        assert_eq!(store.agent(w).await.unwrap().unwrap().tasks_failed, 1);
+    }
     assert_ledger_consistent(&store).await;
 }
 

@@ -8,6 +8,7 @@ use sqlx::types::Json;
 use uuid::Uuid;
 
 use super::agents::agent;
+use super::economy::{exclude, exclusion, lock_bonus_pool};
 use super::idempotency::{claim_key, key_used, store_response, KEY_USED};
 use super::ledger::{funding_account, post_ledger};
 use super::lifecycle::{finish_task, retry_or_fail};
@@ -48,6 +49,9 @@ pub(super) async fn claim_task(store: &Backend, c: &ClaimRequest) -> Result<Clai
         }
         if task.retry_at.is_some_and(|r| r > c.at) {
             return Ok(ClaimOutcome::NotAvailable(TaskStatus::Available));
+        }
+        if let Some(reason) = exclusion(store, task.id, agent.id).await? {
+            return Ok(ClaimOutcome::Excluded(reason));
         }
         match check_eligibility(
             &agent.profile(true),
@@ -295,18 +299,30 @@ pub(super) async fn accept(
     // The level the work was done at: before this completion.
     let level = Level::of(Reputation::from_hundredths(reputation), completed - 1);
     let reward = nervix_core::Money::from_cents(done.reward_cents);
-    let money = settle(reward, score, level);
+    let wanted = settle(reward, score, level);
+    // The level bonus comes out of the bonus pool, cut to what it holds (read under its lock,
+    // so concurrent payouts cannot both spend the same balance).
+    let (money, cut) = if wanted.bonus.is_positive() {
+        let pool = lock_bonus_pool(tx).await?;
+        wanted.cap_bonus(nervix_core::Money::from_cents(pool))
+    } else {
+        (wanted, None)
+    };
+    let memo = match cut {
+        None => "task completed: payout".to_owned(),
+        Some(cut) => format!("task completed: payout; {cut}"),
+    };
     let worker = account_id(agent_id, AccountKind::Available);
     let escrow = account_id(done.funder(), AccountKind::Escrow);
-    let treasury = account_id(PLATFORM, AccountKind::Treasury);
+    let pool = account_id(PLATFORM, AccountKind::BonusPool);
     post_ledger(
         tx,
         at,
         Some(done.id),
-        "task completed: payout",
+        &memo,
         &[
             (escrow, -done.reward_cents, "escrow_release"),
-            (treasury, -money.bonus.cents(), "bonus"),
+            (pool, -money.bonus.cents(), "bonus"),
             (worker, money.from_escrow.cents(), "payout"),
             (worker, money.bonus.cents(), "bonus"),
             (funding_account(&done), money.refund.cents(), "refund"),
@@ -321,8 +337,8 @@ pub(super) async fn accept(
     }))
 }
 
-/// Takes a task back from the agent whose submission was rejected: to the pool while
-/// attempts remain, else failed (and its dependents cancelled). `None` when the task was no
+/// Takes a task back from the agent whose submission was rejected (who may not claim it
+/// again): to the pool while attempts remain, else failed (and its dependents cancelled). `None` when the task was no
 /// longer the agent's to lose.
 pub(super) async fn reject(
     tx: &mut Conn,
@@ -338,6 +354,7 @@ pub(super) async fn reject(
     let Some(after) = after else {
         return Ok(None);
     };
+    exclude(tx, task.id, agent, ExclusionReason::Rejected, at).await?;
     sqlx::query("UPDATE agents SET tasks_failed = tasks_failed + 1, updated_at = $1 WHERE id = $2")
         .bind(at)
         .bind(agent)
@@ -382,7 +399,7 @@ pub(super) async fn release_task(
 ) -> Result<TaskRecord> {
     let data = (task_id, agent_id, at);
     store
-        .write_one(data, |conn, (task_id, agent_id, at)| {
+        .write(data, |mut tx, &(task_id, agent_id, at)| {
             Box::pin(async move {
                 let row: Option<TaskRow> = sqlx::query_as(&format!(
                     "UPDATE tasks SET status = 'available', assigned_agent_id = NULL, \
@@ -393,10 +410,16 @@ pub(super) async fn release_task(
                 .bind(at)
                 .bind(task_id)
                 .bind(agent_id)
-                .fetch_optional(&mut *conn)
+                .fetch_optional(&mut *tx)
                 .await?;
-                row.ok_or(StoreError::Conflict(Conflict::InvalidState))?
-                    .try_into()
+                let Some(row) = row else {
+                    // Matched nothing: nothing written.
+                    return tx.refuse(Err(StoreError::Conflict(Conflict::InvalidState)));
+                };
+                let task = TaskRecord::try_from(row)?;
+                exclude(&mut tx, task_id, agent_id, ExclusionReason::Released, at).await?;
+                tx.commit().await?;
+                Ok(task)
             })
         })
         .await

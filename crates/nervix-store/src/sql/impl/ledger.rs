@@ -109,6 +109,8 @@ pub(crate) async fn ensure_platform_accounts(store: &Backend) -> Result<()> {
             Box::pin(async move {
                 ensure_account(&mut tx, PLATFORM, AccountKind::Treasury).await?;
                 ensure_account(&mut tx, PLATFORM, AccountKind::Escrow).await?;
+                ensure_account(&mut tx, PLATFORM, AccountKind::BonusPool).await?;
+                ensure_account(&mut tx, PLATFORM, AccountKind::Withdrawn).await?;
                 tx.commit().await?;
                 Ok(())
             })
@@ -128,17 +130,31 @@ pub(super) async fn balances(store: &Backend, owner: Uuid) -> Result<Balances> {
         match kind.as_str() {
             "available" | "treasury" => b.available = balance,
             "escrow" => b.escrow = balance,
+            "pending_withdrawal" => b.pending_withdrawal = balance,
             _ => {}
         }
     }
-    b.total_earned = sqlx::query_scalar(
-        "SELECT CAST(COALESCE(SUM(amount), 0) AS BIGINT) FROM ledger_entries WHERE account_id = $1 \
-         AND kind IN ('payout', 'bonus')",
+    (b.total_earned, b.total_withdrawn) = sqlx::query_as(
+        "SELECT CAST(COALESCE(SUM(CASE WHEN account_id = $1 AND kind IN ('payout', 'bonus') THEN \
+         amount ELSE 0 END), 0) AS BIGINT), CAST(COALESCE(SUM(CASE WHEN account_id = $2 AND kind \
+         = 'withdrawal_paid' THEN -amount ELSE 0 END), 0) AS BIGINT) FROM ledger_entries WHERE \
+         account_id IN ($1, $2)",
     )
     .bind(account_id(owner, AccountKind::Available))
+    .bind(account_id(owner, AccountKind::PendingWithdrawal))
     .fetch_one(store.reader())
     .await?;
     Ok(b)
+}
+
+#[tracing::instrument(skip_all, name = "store.bonus_pool", level = "debug")]
+pub(super) async fn bonus_pool(store: &Backend) -> Result<i64> {
+    let balance: Option<i64> =
+        sqlx::query_scalar("SELECT balance FROM ledger_accounts WHERE id = $1")
+            .bind(account_id(PLATFORM, AccountKind::BonusPool))
+            .fetch_optional(store.reader())
+            .await?;
+    Ok(balance.unwrap_or(0))
 }
 
 #[tracing::instrument(skip_all, name = "store.ledger_entries", level = "debug")]

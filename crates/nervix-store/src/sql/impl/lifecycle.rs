@@ -4,6 +4,7 @@ use chrono::{DateTime, Utc};
 use nervix_core::TaskStatus;
 use uuid::Uuid;
 
+use super::economy::exclude;
 use super::housekeeping::insert_audit;
 use super::tasks::fetch_task;
 use super::workflows::abandon;
@@ -165,6 +166,9 @@ pub(super) async fn expire_leases(
                         "lease expired, attempts exhausted",
                     )
                     .await?;
+                    if let (Some(_), Some(holder)) = (&after, task.assigned_agent_id) {
+                        exclude(&mut tx, task.id, holder, ExclusionReason::LeaseLost, now).await?;
+                    }
                     changed.extend(after);
                     changed.extend(cancelled);
                 }

@@ -19,9 +19,11 @@
 //! Each area is a file: `auth` (challenges, enrollment, tokens), `agents`, `tasks` (posting,
 //! listing, notification rounds), `claims` (claim, submit, release), `lifecycle` (ending,
 //! retrying and expiring tasks), `workflows` (workflows and the cascade along dependencies),
-//! `ledger` (postings, balances, grants), `idempotency` (responses stored with the work they
+//! `ledger` (postings, balances, grants), `economy` (bonus pool, withdrawals, re-claim
+//! exclusions, ledger verification), `idempotency` (responses stored with the work they
 //! answer), `reviews` (peer reviews and the spot checks they decide), `reputation` (evidence,
-//! recorded scores, histories) and `housekeeping` (audit, stats, purges). Every store operation runs in a `tracing` span named `store.<operation>`
+//! recorded scores, histories) and `housekeeping` (audit, stats, purges). Every store
+//! operation runs in a `tracing` span named `store.<operation>`
 //! (level debug); on SQLite the span follows the write onto the writer thread.
 //!
 //! The database keeps the ledger's invariants (migration 0003): inserting an entry applies it
@@ -32,6 +34,7 @@
 mod agents;
 mod auth;
 mod claims;
+mod economy;
 mod housekeeping;
 mod idempotency;
 mod ledger;
@@ -374,6 +377,46 @@ impl Store for Backend {
 
     async fn work_history(&self, agent: Uuid, q: &PageQuery) -> Result<Vec<HistoryEntry>> {
         reputation::work_history(self, agent, q).await
+    }
+
+    async fn bonus_pool(&self) -> Result<i64> {
+        ledger::bonus_pool(self).await
+    }
+
+    async fn fund_bonus_pool(&self, amount: i64, memo: &str, audit: &AuditEntry) -> Result<i64> {
+        economy::fund_bonus_pool(self, amount, memo, audit).await
+    }
+
+    async fn request_withdrawal(
+        &self,
+        w: &NewWithdrawal,
+        save: Option<SaveResponse<WithdrawalRecord>>,
+    ) -> Result<WithdrawalRecord> {
+        economy::request_withdrawal(self, w, save).await
+    }
+
+    async fn decide_withdrawal(
+        &self,
+        d: &WithdrawalDecision,
+        audit: &AuditEntry,
+    ) -> Result<WithdrawalRecord> {
+        economy::decide_withdrawal(self, d, audit).await
+    }
+
+    async fn withdrawal(&self, id: Uuid) -> Result<Option<WithdrawalRecord>> {
+        economy::withdrawal(self, id).await
+    }
+
+    async fn withdrawals(&self, q: &WithdrawalQuery) -> Result<Vec<WithdrawalRecord>> {
+        economy::withdrawals(self, q).await
+    }
+
+    async fn excluded_agents(&self, task: Uuid) -> Result<Vec<Uuid>> {
+        economy::excluded_agents(self, task).await
+    }
+
+    async fn verify_ledger(&self) -> Result<LedgerReport> {
+        economy::verify_ledger(self).await
     }
 
     async fn idempotent_response(

@@ -100,6 +100,29 @@ pub(super) async fn reputation_evidence(store: &Backend, agent: Uuid) -> Result<
             outcome,
         });
     }
+    // Tasks given back or lost; a rejection is already counted from its submission.
+    let dropped: Vec<(Uuid, Uuid, bool, String, DateTime<Utc>)> = sqlx::query_as(
+        "SELECT e.task_id, t.posted_by, t.funded_by_treasury, e.reason, e.created_at FROM \
+         task_exclusions e JOIN tasks t ON t.id = e.task_id WHERE e.agent_id = $1 AND e.reason \
+         IN ('released', 'lease_lost') ORDER BY e.created_at DESC LIMIT $2",
+    )
+    .bind(agent)
+    .bind(EVIDENCE_LIMIT)
+    .fetch_all(pool)
+    .await?;
+    for (task_id, posted_by, treasury, reason, at) in dropped {
+        let outcome = match reason.parse::<ExclusionReason>() {
+            Ok(ExclusionReason::Released) => WorkOutcome::Released,
+            Ok(ExclusionReason::LeaseLost) => WorkOutcome::LeaseLost,
+            _ => return Err(StoreError::Corrupt(format!("unexpected reason {reason:?}"))),
+        };
+        work.push(WorkRecord {
+            task_id,
+            poster: (!treasury).then_some(posted_by),
+            at,
+            outcome,
+        });
+    }
     let posted_work: Vec<(Uuid, DateTime<Utc>)> = sqlx::query_as(
         "SELECT s.agent_id, COALESCE(s.decided_at, s.created_at) FROM submissions s JOIN tasks t \
          ON t.id = s.task_id WHERE t.posted_by = $1 AND t.funded_by_treasury = FALSE AND \

@@ -300,6 +300,12 @@ pub(super) async fn list_tasks(store: &Backend, q: &TaskQuery) -> Result<Vec<Tas
     if let Some(e) = &q.eligible_for {
         qb.push(" AND status = 'available' AND posted_by <> ")
             .push_bind(e.agent_id);
+        qb.push(
+            " AND NOT EXISTS (SELECT 1 FROM task_exclusions x WHERE x.task_id = tasks.id AND \
+             x.agent_id = ",
+        )
+        .push_bind(e.agent_id)
+        .push(")");
         qb.push(" AND min_reputation <= ").push_bind(e.reputation);
         qb.push(" AND (retry_at IS NULL OR retry_at <= ")
             .push_bind(e.now)

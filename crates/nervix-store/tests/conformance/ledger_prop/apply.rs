@@ -77,6 +77,10 @@ impl Run<'_> {
                     .await)?;
                 match outcome {
                     ClaimOutcome::Claimed(c) => {
+                        prop_assert!(
+                            !self.lost.contains(&(t.id, agent)),
+                            "claimed again a task it released or failed"
+                        );
                         prop_assert_eq!(
                             t.status,
                             TaskStatus::Available,
@@ -93,6 +97,10 @@ impl Run<'_> {
                     }
                     ClaimOutcome::NotAvailable(s) => {
                         prop_assert!(s == t.status, "not available: {s} vs {}", t.status);
+                    }
+                    ClaimOutcome::Excluded(_) => {
+                        let excluded = db(store.excluded_agents(t.id).await)?;
+                        prop_assert!(excluded.contains(&agent), "excluded without a record");
                     }
                     ClaimOutcome::NotEligible(_) | ClaimOutcome::AtCapacity => {}
                     other => {
@@ -143,7 +151,8 @@ impl Run<'_> {
                         Reputation::from_hundredths(worker.reputation),
                         worker.tasks_completed,
                     );
-                    let s = settle(Money::from_cents(t.reward_cents), *quality, level);
+                    let wanted = settle(Money::from_cents(t.reward_cents), *quality, level);
+                    let (s, _) = wanted.cap_bonus(Money::from_cents(self.model.bonus_pool));
                     prop_assert_eq!(submission.payout_cents, Some(s.payout().cents()));
                     return Ok(Some((
                         t.id,
@@ -153,6 +162,7 @@ impl Run<'_> {
                         s.refund.cents(),
                     )));
                 }
+                self.lost.insert((t.id, by));
                 prop_assert!(
                     after.status == TaskStatus::Available || after.status == TaskStatus::Failed,
                     "rejected task is {}",
@@ -237,11 +247,77 @@ impl Run<'_> {
                         );
                         prop_assert_eq!(r.status, TaskStatus::Available);
                         prop_assert_eq!(r.attempts, t.attempts);
+                        self.lost.insert((t.id, by));
                     }
                     Err(StoreError::Conflict(Conflict::InvalidState)) => {
                         prop_assert!(!mine, "the assignee could not release")
                     }
                     Err(e) => return Err(TestCaseError::fail(format!("release: {e:?}"))),
+                }
+            }
+            Op::FundPool { cents } => {
+                let pool = db(store
+                    .fund_bonus_pool(*cents, "prop funding", &audit("admin.bonus_pool.fund"))
+                    .await)?;
+                self.model.bonus_pool += cents;
+                self.model.move_available(PLATFORM, -cents);
+                prop_assert_eq!(pool, self.model.bonus_pool);
+            }
+            Op::Withdraw { agent, cents } => {
+                let agent = self.agents[*agent].id;
+                let have = self.model.available[&agent];
+                let w = NewWithdrawal {
+                    id: Uuid::now_v7(),
+                    agent_id: agent,
+                    amount_cents: *cents,
+                    destination: "prop".to_owned(),
+                    at,
+                };
+                match store.request_withdrawal(&w, None).await {
+                    Ok(w) => {
+                        prop_assert!(have >= *cents, "withdrew {cents} of {have}");
+                        self.model.move_available(agent, -cents);
+                        *self.model.pending.entry(agent).or_default() += cents;
+                        self.withdrawals.push((w, false));
+                    }
+                    Err(StoreError::InsufficientFunds) => {
+                        prop_assert!(have < *cents, "refused {cents} of {have}");
+                    }
+                    Err(e) => return Err(TestCaseError::fail(format!("withdraw: {e:?}"))),
+                }
+            }
+            Op::Decide {
+                withdrawal,
+                approve,
+            } => {
+                if self.withdrawals.is_empty() {
+                    return Ok(None);
+                }
+                let i = withdrawal % self.withdrawals.len();
+                let (w, decided) = self.withdrawals[i].clone();
+                let d = WithdrawalDecision {
+                    id: w.id,
+                    approve: *approve,
+                    by: self.admin.id,
+                    at,
+                };
+                match store
+                    .decide_withdrawal(&d, &audit("admin.withdrawal"))
+                    .await
+                {
+                    Ok(after) => {
+                        prop_assert!(!decided, "decided twice");
+                        prop_assert_eq!(after.status == WithdrawalStatus::Paid, *approve);
+                        *self.model.pending.entry(w.agent_id).or_default() -= w.amount_cents;
+                        if !approve {
+                            self.model.move_available(w.agent_id, w.amount_cents);
+                        }
+                        self.withdrawals[i].1 = true;
+                    }
+                    Err(StoreError::Conflict(Conflict::InvalidState)) => {
+                        prop_assert!(decided, "a pending withdrawal could not be decided");
+                    }
+                    Err(e) => return Err(TestCaseError::fail(format!("decide: {e:?}"))),
                 }
             }
         }

@@ -33,7 +33,7 @@ impl Run<'_> {
                     };
                     prop_assert_eq!(task_id, t.id);
                     self.model.move_available(worker, payout);
-                    self.model.move_available(PLATFORM, -bonus);
+                    self.model.bonus_pool -= bonus;
                     self.model.move_available(funder, refund);
                 } else {
                     self.model.move_available(funder, t.reward_cents);
@@ -58,6 +58,17 @@ impl Run<'_> {
                 agent.handle
             );
         }
+        let pool = db(self.store.bonus_pool().await)?;
+        prop_assert_eq!(pool, self.model.bonus_pool, "bonus pool");
+        prop_assert!(pool >= 0);
+        let report = db(self.store.verify_ledger().await)?;
+        prop_assert!(report.is_clean(), "verify_ledger: {:?}", report.problems());
+        prop_assert!(
+            report.agents_total <= report.operator_put_in,
+            "agents hold {} of {} put in",
+            report.agents_total,
+            report.operator_put_in
+        );
         let owners: Vec<Uuid> = self.model.available.keys().copied().collect();
         for owner in owners {
             let b = db(self.store.balances(owner).await)?;
@@ -68,6 +79,14 @@ impl Run<'_> {
                 owner
             );
             prop_assert_eq!(b.escrow, self.model.escrow[&owner], "escrow of {}", owner);
+            if owner != PLATFORM {
+                prop_assert_eq!(
+                    b.pending_withdrawal,
+                    self.model.pending[&owner],
+                    "pending withdrawals of {}",
+                    owner
+                );
+            }
             if owner != PLATFORM {
                 prop_assert!(b.available >= 0 && b.escrow >= 0, "negative balance {b:?}");
             }
