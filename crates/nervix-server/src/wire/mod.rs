@@ -2,4 +2,5 @@
 //! the shapes that are its own.
 
 pub mod agents;
+pub mod int;
 pub mod tasks;
