@@ -362,11 +362,15 @@ pub fn handle() -> Object {
     string()
         .min_length(Some(AgentHandle::MIN_LEN))
         .max_length(Some(AgentHandle::MAX_LEN))
-        .pattern(Some("^[a-z0-9][a-z0-9._-]*$"))
-        .description(Some(
-            "3–64 characters of `[a-z0-9._-]`, starting with a letter or digit. Reserved \
-             handles (`admin`, `nervix`, `system`, `root`, `operator`, …) are refused with 422.",
-        ))
+        .pattern(Some(format!(
+            "^(?!(?:{})$)[a-z0-9][a-z0-9._-]*$",
+            crate::app::auth::RESERVED_HANDLES.join("|")
+        )))
+        .description(Some(format!(
+            "3–64 characters of `[a-z0-9._-]`, starting with a letter or digit; not one of the \
+             reserved handles ({}).",
+            crate::app::auth::RESERVED_HANDLES.join(", ")
+        )))
         .examples(["alpha-coder"])
         .build()
 }
@@ -906,6 +910,14 @@ mod tests {
             assert!(
                 nervix_core::Capabilities::parse_one("c", bad).is_err(),
                 "{bad:?}"
+            );
+        }
+        let handle = regex(&pattern(handle()));
+        for h in ["admin", "admins", "xadmin", "root", "roots", "alpha-coder"] {
+            assert_eq!(
+                handle.is_valid(&h.into()),
+                crate::app::auth::enrollable_handle(h).is_ok(),
+                "{h}"
             );
         }
         let title = regex(&pattern(task_title()));
