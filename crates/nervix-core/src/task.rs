@@ -238,7 +238,8 @@ impl TaskSpec {
             }
         }
         if let Some(lang) = input.language {
-            if lang.is_empty() || lang.len() > Self::MAX_LANGUAGE_LEN {
+            // Characters, as the message (and the OpenAPI document's maxLength) says.
+            if lang.is_empty() || lang.chars().count() > Self::MAX_LANGUAGE_LEN {
                 errs.push(name("language"), "must be 1 to 32 characters");
             }
         }
@@ -504,6 +505,19 @@ mod tests {
             errs.0[0].message,
             "applies to tasks of kind text or markdown, not code"
         );
+    }
+
+    #[test]
+    fn a_language_is_counted_in_characters() {
+        let now = Utc::now();
+        let ok = "é".repeat(TaskSpec::MAX_LANGUAGE_LEN);
+        let long = "é".repeat(TaskSpec::MAX_LANGUAGE_LEN + 1);
+        let with = |language| TaskInput {
+            language: Some(language),
+            ..input(now)
+        };
+        assert!(TaskSpec::parse(&with(&ok), Money::from_cents(10_000), now, "").is_ok());
+        assert!(TaskSpec::parse(&with(&long), Money::from_cents(10_000), now, "").is_err());
     }
 
     #[test]

@@ -16,6 +16,7 @@ pub mod http;
 pub mod limits;
 pub mod matching;
 pub mod metrics;
+pub mod openapi;
 pub mod operator;
 pub mod presence;
 pub mod private_fs;

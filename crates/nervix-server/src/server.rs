@@ -37,7 +37,7 @@ use crate::private_fs::create_private_dir;
 use crate::spot_checks::SpotChecks;
 use crate::state::AppState;
 use crate::stats::PlatformStats;
-use crate::{api, http, workers};
+use crate::{api, http, openapi, workers};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -181,20 +181,9 @@ pub async fn start(listener: TcpListener, config: Config) -> Result<Running, Ser
 
 /// The full HTTP application with its middleware stack.
 pub fn router(state: AppState) -> Router {
-    let (router, mut openapi) = api::router().split_for_parts();
-    openapi.paths.paths.insert(
-        "/v1/openapi.json".into(),
-        utoipa::openapi::PathItem::new(
-            utoipa::openapi::HttpMethod::Get,
-            utoipa::openapi::path::OperationBuilder::new()
-                .summary(Some("This OpenAPI document"))
-                .tag("platform")
-                .response(
-                    "200",
-                    utoipa::openapi::Response::new("OpenAPI 3.1 document"),
-                ),
-        ),
-    );
+    let (router, openapi) = api::router().split_for_parts();
+    let contract = openapi::Contract::new(&state.app.config, api::IP_LIMITED);
+    let openapi = openapi::served(openapi, &contract);
     let openapi = Arc::new(serde_json::to_value(&openapi).unwrap_or_default());
     let config = state.app.config.clone();
     router

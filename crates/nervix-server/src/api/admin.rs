@@ -13,8 +13,9 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::app::{agents, audit, economy, Caller};
-use crate::error::ApiResult;
+use crate::error::{ApiResult, Problem};
 use crate::http::{ApiJson, Page, PageParams};
+use crate::openapi;
 use crate::state::AppState;
 use crate::wire::agents::AgentView;
 use crate::wire::economy::WithdrawalView;
@@ -63,17 +64,23 @@ impl From<AuditRecord> for AuditView {
 
 #[derive(Debug, Deserialize, IntoParams)]
 pub struct AuditFilter {
+    /// Only records of this action (e.g. `admin.grant`; empty: any).
     pub action: Option<String>,
-    /// Actor UUID or handle.
+    /// Only records by this actor (UUID or handle; empty: any).
     pub actor: Option<String>,
+    /// Only records about this target (empty: any).
     pub target: Option<String>,
+    /// Only records at or after this time.
     pub since: Option<DateTime<Utc>>,
+    /// Only records before this time.
     pub until: Option<DateTime<Utc>>,
 }
 
 /// The audit log, newest first.
 #[utoipa::path(get, path = "/v1/admin/audit", tag = "admin", security(("bearer" = [])), params(AuditFilter, PageParams),
-    responses((status = 200, body = Page<AuditView>), (status = 403, body = crate::error::Problem)))]
+    responses((status = 200, body = Page<AuditView>, description = "One page of audit records."),
+        (status = 403, body = Problem, description = "The caller is not an admin."),
+        (status = 404, body = Problem, description = "`actor` names no agent.")))]
 async fn list_audit(
     State(state): State<AppState>,
     caller: Caller,
@@ -82,9 +89,10 @@ async fn list_audit(
 ) -> ApiResult<Json<Page<AuditView>>> {
     let limit = page.limit()?;
     let filter = audit::Filter {
-        action: f.action,
-        actor: f.actor,
-        target: f.target,
+        // An empty filter (`?actor=` as forms send it) filters nothing.
+        action: f.action.filter(|a| !a.is_empty()),
+        actor: f.actor.filter(|a| !a.is_empty()),
+        target: f.target.filter(|t| !t.is_empty()),
         since: f.since,
         until: f.until,
     };
@@ -98,8 +106,10 @@ async fn list_audit(
 }
 
 /// Suspend an agent: all its tokens stop working at once.
-#[utoipa::path(post, path = "/v1/admin/agents/{id}/suspend", tag = "admin", security(("bearer" = [])), params(("id" = String, Path)),
-    responses((status = 200, body = AgentView), (status = 403, body = crate::error::Problem), (status = 404, body = crate::error::Problem)))]
+#[utoipa::path(post, path = "/v1/admin/agents/{id}/suspend", tag = "admin", security(("bearer" = [])), params(("id" = String, Path, description = "UUID or agent_id handle")),
+    responses((status = 200, body = AgentView, description = "The agent, suspended."),
+        (status = 403, body = Problem, description = "The caller is not an admin, or names itself (`invalid_target`)."),
+        (status = 404, body = Problem, description = "No such agent.")))]
 async fn suspend(
     State(state): State<AppState>,
     caller: Caller,
@@ -110,8 +120,10 @@ async fn suspend(
 }
 
 /// Lift a suspension.
-#[utoipa::path(post, path = "/v1/admin/agents/{id}/reinstate", tag = "admin", security(("bearer" = [])), params(("id" = String, Path)),
-    responses((status = 200, body = AgentView), (status = 403, body = crate::error::Problem), (status = 404, body = crate::error::Problem)))]
+#[utoipa::path(post, path = "/v1/admin/agents/{id}/reinstate", tag = "admin", security(("bearer" = [])), params(("id" = String, Path, description = "UUID or agent_id handle")),
+    responses((status = 200, body = AgentView, description = "The agent, no longer suspended."),
+        (status = 403, body = Problem, description = "The caller is not an admin, or names itself (`invalid_target`)."),
+        (status = 404, body = Problem, description = "No such agent.")))]
 async fn reinstate(
     State(state): State<AppState>,
     caller: Caller,
@@ -144,8 +156,9 @@ async fn set_role(
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct GrantBody {
-    #[schema(value_type = String, example = "100.00")]
+    #[schema(schema_with = openapi::grant_amount)]
     pub amount: Money,
+    /// Default `operator grant`.
     pub memo: Option<String>,
 }
 
@@ -157,8 +170,10 @@ pub struct GrantResponse {
 }
 
 /// Credit an agent from the platform treasury (e.g. to fund the tasks it posts).
-#[utoipa::path(post, path = "/v1/admin/agents/{id}/grant", tag = "admin", security(("bearer" = [])), params(("id" = String, Path)), request_body = GrantBody,
-    responses((status = 200, body = GrantResponse), (status = 403, body = crate::error::Problem)))]
+#[utoipa::path(post, path = "/v1/admin/agents/{id}/grant", tag = "admin", security(("bearer" = [])), params(("id" = String, Path, description = "UUID or agent_id handle")), request_body = GrantBody,
+    responses((status = 200, body = GrantResponse, description = "The agent was credited."),
+        (status = 403, body = Problem, description = "The caller is not an admin."),
+        (status = 404, body = Problem, description = "No such agent.")))]
 async fn grant(
     State(state): State<AppState>,
     caller: Caller,

@@ -14,10 +14,12 @@ use utoipa_axum::routes;
 
 use crate::app::agents::{self, ConfigChange};
 use crate::app::Caller;
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiResult, Problem};
 use crate::http::{ApiJson, Page, PageParams};
+use crate::openapi;
 use crate::state::AppState;
 use crate::wire::agents::AgentView;
+use crate::wire::int;
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -62,7 +64,7 @@ impl MeView {
 
 /// The caller's full profile.
 #[utoipa::path(get, path = "/v1/agents/me", tag = "agents", security(("bearer" = [])),
-    responses((status = 200, body = MeView), (status = 401, body = crate::error::Problem)))]
+    responses((status = 200, body = MeView, description = "The caller's profile.")))]
 async fn me(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<MeView>> {
     Ok(Json(MeView::new(agents::me(&state.app, &caller).await?)))
 }
@@ -72,15 +74,20 @@ async fn me(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<MeV
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ConfigPatch {
+    #[schema(schema_with = openapi::agent_name)]
     pub agent_name: Option<String>,
+    #[schema(schema_with = openapi::nullable_capabilities)]
     pub capabilities: Option<Vec<String>>,
-    #[schema(value_type = Option<Object>)]
+    #[schema(schema_with = openapi::metadata)]
     pub metadata: Option<Value>,
-    /// Base64 X25519 key; `null` removes it.
+    /// `null` removes the key.
     #[serde(default, deserialize_with = "double_option")]
-    #[schema(value_type = Option<String>)]
+    #[schema(schema_with = openapi::encryption_key)]
     pub encryption_public_key: Option<Option<String>>,
+    #[serde(default, deserialize_with = "int::optional")]
+    #[schema(schema_with = openapi::max_concurrent_tasks)]
     pub max_concurrent_tasks: Option<i64>,
+    /// Whether the agent is offered tasks.
     pub available: Option<bool>,
 }
 
@@ -120,7 +127,7 @@ impl ConfigPatch {
 
 /// Change the caller's own settings.
 #[utoipa::path(patch, path = "/v1/agents/me/config", tag = "agents", security(("bearer" = [])), request_body = ConfigPatch,
-    responses((status = 200, body = MeView), (status = 422, body = crate::error::Problem)))]
+    responses((status = 200, body = MeView, description = "The profile after the change; with any field refused, nothing changes.")))]
 async fn patch_config(
     State(state): State<AppState>,
     caller: Caller,
@@ -134,7 +141,8 @@ async fn patch_config(
 
 /// An agent's public profile, by UUID or handle.
 #[utoipa::path(get, path = "/v1/agents/{id}", tag = "agents", params(("id" = String, Path, description = "UUID or agent_id handle")),
-    responses((status = 200, body = AgentView), (status = 404, body = crate::error::Problem)))]
+    responses((status = 200, body = AgentView, description = "The agent's public profile."),
+        (status = 404, body = Problem, description = "No such agent.")))]
 async fn get_agent(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -146,15 +154,18 @@ async fn get_agent(
 
 #[derive(Debug, Deserialize, IntoParams)]
 pub struct DirectoryParams {
+    /// Only agents with this capability (compared lower-cased and trimmed).
     pub capability: Option<String>,
-    /// novice | intermediate | expert | master
+    /// Only agents at this level.
+    #[param(schema_with = openapi::level)]
     pub level: Option<String>,
+    /// Only agents seen in the last 5 minutes (true) or not (false).
     pub online: Option<bool>,
 }
 
 /// The public agent directory.
 #[utoipa::path(get, path = "/v1/agents", tag = "agents", params(DirectoryParams, PageParams),
-    responses((status = 200, body = Page<AgentView>), (status = 422, body = crate::error::Problem)))]
+    responses((status = 200, body = Page<AgentView>, description = "One page of agents.")))]
 async fn list_agents(
     State(state): State<AppState>,
     Query(f): Query<DirectoryParams>,

@@ -50,7 +50,7 @@ pub struct Earnings {
 
 /// The caller's balances.
 #[utoipa::path(get, path = "/v1/agents/me/earnings", tag = "economy", security(("bearer" = [])),
-    responses((status = 200, body = Earnings), (status = 401, body = crate::error::Problem)))]
+    responses((status = 200, body = Earnings, description = "The caller's balances.")))]
 async fn earnings(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Earnings>> {
     let b = economy::balances(&state.app, &caller).await?;
     Ok(Json(Earnings {
@@ -80,7 +80,7 @@ pub struct EntryView {
 
 /// The caller's ledger entries, newest first.
 #[utoipa::path(get, path = "/v1/agents/me/contributions", tag = "economy", security(("bearer" = [])), params(PageParams),
-    responses((status = 200, body = Page<EntryView>), (status = 401, body = crate::error::Problem)))]
+    responses((status = 200, body = Page<EntryView>, description = "One page of ledger entries.")))]
 async fn contributions(
     State(state): State<AppState>,
     caller: Caller,

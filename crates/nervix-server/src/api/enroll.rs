@@ -16,10 +16,12 @@ use uuid::Uuid;
 
 use crate::app::auth::{self, Challenge, Enrollment, Session};
 use crate::app::Caller;
-use crate::error::ApiResult;
+use crate::error::{ApiResult, Problem};
 use crate::http::{ApiJson, ClientIp};
+use crate::openapi;
 use crate::state::AppState;
 use crate::wire::agents::AgentView;
+use crate::wire::int;
 
 pub fn routes() -> OpenApiRouter<AppState> {
     let limited = OpenApiRouter::new()
@@ -44,17 +46,22 @@ pub const IP_LIMITED: &[&str] = &[
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct EnrollRequest {
-    /// 3–64 chars of `[a-z0-9._-]`, starting with a letter or digit.
+    #[schema(schema_with = openapi::handle)]
     pub agent_id: String,
+    /// Defaults to `agent_id`.
+    #[schema(schema_with = openapi::agent_name)]
     pub agent_name: Option<String>,
-    /// Ed25519 public key, base64 (32 bytes).
+    #[schema(schema_with = openapi::public_key)]
     pub public_key: String,
-    /// X25519 public key for encrypted messages, base64 (32 bytes).
+    #[schema(schema_with = openapi::encryption_key)]
     pub encryption_public_key: Option<String>,
     #[serde(default)]
+    #[schema(schema_with = openapi::capabilities)]
     pub capabilities: Vec<String>,
-    #[schema(value_type = Option<Object>)]
+    #[schema(schema_with = openapi::metadata)]
     pub metadata: Option<Value>,
+    #[serde(default, deserialize_with = "int::optional")]
+    #[schema(schema_with = openapi::max_concurrent_tasks)]
     pub max_concurrent_tasks: Option<i64>,
 }
 
@@ -68,7 +75,7 @@ pub struct EnrollResponse {
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct SignatureBody {
-    /// Ed25519 signature of the challenge, base64 (64 bytes).
+    #[schema(schema_with = openapi::signature)]
     pub signature: String,
 }
 
@@ -96,6 +103,7 @@ pub struct AuthChallengeResponse {
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct AuthTokenRequest {
     pub challenge_id: Uuid,
+    #[schema(schema_with = openapi::signature)]
     pub signature: String,
 }
 
@@ -182,7 +190,8 @@ impl From<Session> for TokenResponse {
 
 /// Enroll: validate, refuse taken handles/keys early, and hand out a challenge.
 #[utoipa::path(post, path = "/v1/enroll", tag = "auth", request_body = EnrollRequest,
-    responses((status = 201, body = EnrollResponse), (status = 409, body = crate::error::Problem), (status = 422, body = crate::error::Problem), (status = 429, body = crate::error::Problem)))]
+    responses((status = 201, body = EnrollResponse, description = "A challenge to sign."),
+        (status = 409, body = Problem, description = "`agent_id_taken` or `public_key_taken`.")))]
 async fn enroll(
     State(state): State<AppState>,
     ApiJson(req): ApiJson<EnrollRequest>,
@@ -194,7 +203,11 @@ async fn enroll(
 /// Complete an enrollment with the signed challenge; returns the first token.
 #[utoipa::path(post, path = "/v1/enroll/{enrollment_id}/respond", tag = "auth", request_body = SignatureBody,
     params(("enrollment_id" = Uuid, Path)),
-    responses((status = 200, body = TokenResponse), (status = 401, body = crate::error::Problem), (status = 409, body = crate::error::Problem), (status = 410, body = crate::error::Problem)))]
+    responses((status = 200, body = TokenResponse, description = "The agent is enrolled: its first token."),
+        (status = 401, body = Problem, description = "The signature does not verify (the challenge stays usable until it expires or 5 failures)."),
+        (status = 404, body = Problem, description = "No such enrollment."),
+        (status = 409, body = Problem, description = "`challenge_used`, `challenge_locked`, or the handle or key was enrolled meanwhile."),
+        (status = 410, body = Problem, description = "`challenge_expired`.")))]
 async fn enroll_respond(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
@@ -207,7 +220,9 @@ async fn enroll_respond(
 
 /// Ask for a login challenge for an enrolled agent.
 #[utoipa::path(post, path = "/v1/auth/challenge", tag = "auth", request_body = AuthChallengeRequest,
-    responses((status = 201, body = AuthChallengeResponse), (status = 404, body = crate::error::Problem)))]
+    responses((status = 201, body = AuthChallengeResponse, description = "A challenge to sign."),
+        (status = 403, body = Problem, description = "`agent_suspended`, or `no_key_login`: the operator's admin identity gets its tokens from `nervix admin create-token`."),
+        (status = 404, body = Problem, description = "No such agent.")))]
 async fn auth_challenge(
     State(state): State<AppState>,
     ApiJson(req): ApiJson<AuthChallengeRequest>,
@@ -225,7 +240,12 @@ async fn auth_challenge(
 
 /// Exchange a signed login challenge for a token.
 #[utoipa::path(post, path = "/v1/auth/token", tag = "auth", request_body = AuthTokenRequest,
-    responses((status = 200, body = TokenResponse), (status = 401, body = crate::error::Problem), (status = 409, body = crate::error::Problem), (status = 410, body = crate::error::Problem)))]
+    responses((status = 200, body = TokenResponse, description = "A fresh token."),
+        (status = 401, body = Problem, description = "The signature does not verify."),
+        (status = 403, body = Problem, description = "`agent_suspended`."),
+        (status = 404, body = Problem, description = "No such challenge."),
+        (status = 409, body = Problem, description = "`challenge_used` or `challenge_locked`."),
+        (status = 410, body = Problem, description = "`challenge_expired`.")))]
 async fn auth_token(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
@@ -237,7 +257,7 @@ async fn auth_token(
 
 /// Check the presented token.
 #[utoipa::path(get, path = "/v1/auth/verify", tag = "auth", security(("bearer" = [])),
-    responses((status = 200, body = VerifyResponse), (status = 401, body = crate::error::Problem)))]
+    responses((status = 200, body = VerifyResponse, description = "The token is valid.")))]
 async fn verify(caller: Caller) -> Json<VerifyResponse> {
     Json(VerifyResponse {
         valid: true,
@@ -249,7 +269,7 @@ async fn verify(caller: Caller) -> Json<VerifyResponse> {
 
 /// Swap the presented token for a fresh one; the presented one is revoked.
 #[utoipa::path(post, path = "/v1/auth/rotate", tag = "auth", security(("bearer" = [])),
-    responses((status = 200, body = TokenResponse), (status = 401, body = crate::error::Problem)))]
+    responses((status = 200, body = TokenResponse, description = "The fresh token; the presented one is revoked.")))]
 async fn rotate(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<TokenResponse>> {
     Ok(Json(auth::rotate(&state.app, &caller).await?.into()))
 }
@@ -261,7 +281,7 @@ pub struct RevokeResponse {
 
 /// Revoke the presented token.
 #[utoipa::path(post, path = "/v1/auth/revoke", tag = "auth", security(("bearer" = [])),
-    responses((status = 200, body = RevokeResponse), (status = 401, body = crate::error::Problem)))]
+    responses((status = 200, body = RevokeResponse, description = "The presented token is revoked.")))]
 async fn revoke(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<RevokeResponse>> {
     let revoked = auth::revoke(&state.app, &caller).await?;
     Ok(Json(RevokeResponse { revoked }))

@@ -26,7 +26,6 @@ pub use enroll::IP_LIMITED;
 #[openapi(
     info(title = "Nervix API", version = "1", description = "Federation platform for AI agents. Wire contract v1."),
     components(schemas(crate::error::Problem)),
-    modifiers(&BearerAuth),
     tags(
         (name = "auth", description = "Enrollment and tokens"),
         (name = "agents", description = "Agent profiles and directory"),
@@ -40,25 +39,6 @@ pub use enroll::IP_LIMITED;
     )
 )]
 struct ApiDoc;
-
-struct BearerAuth;
-
-impl utoipa::Modify for BearerAuth {
-    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-        if let Some(c) = openapi.components.as_mut() {
-            c.add_security_scheme(
-                "bearer",
-                SecurityScheme::Http(
-                    HttpBuilder::new()
-                        .scheme(HttpAuthScheme::Bearer)
-                        .bearer_format("JWT")
-                        .build(),
-                ),
-            );
-        }
-    }
-}
 
 /// Every route with its OpenAPI description, from one place (the landing page has none).
 pub fn router() -> OpenApiRouter<AppState> {

@@ -11,7 +11,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::app::agents;
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiResult, Problem};
 use crate::state::AppState;
 use crate::wire::agents::AgentView;
 
@@ -25,14 +25,38 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(jwks))
 }
 
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Health {
+    #[schema(example = "ok")]
+    pub status: &'static str,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Readiness {
+    #[schema(example = "ready")]
+    pub status: &'static str,
+    /// `sqlite` or `postgres`.
+    pub database: &'static str,
+}
+
+/// A JSON Web Key Set (RFC 7517) of Ed25519 keys.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Jwks {
+    #[schema(value_type = Vec<Object>)]
+    pub keys: Vec<serde_json::Value>,
+}
+
 /// Liveness: the process serves requests.
-#[utoipa::path(get, path = "/healthz", tag = "platform", responses((status = 200, description = "alive")))]
+#[utoipa::path(get, path = "/healthz", tag = "platform",
+    responses((status = 200, body = Health, description = "Alive: `{\"status\": \"ok\"}`.")))]
 async fn healthz() -> Json<serde_json::Value> {
     Json(serde_json::json!({"status": "ok"}))
 }
 
 /// Readiness: the database answers.
-#[utoipa::path(get, path = "/readyz", tag = "platform", responses((status = 200, description = "ready"), (status = 503, body = crate::error::Problem)))]
+#[utoipa::path(get, path = "/readyz", tag = "platform",
+    responses((status = 200, body = Readiness, description = "The database answers."),
+        (status = 503, body = Problem, description = "`not_ready`: the database does not answer.")))]
 async fn readyz(State(state): State<AppState>) -> ApiResult<Json<serde_json::Value>> {
     match tokio::time::timeout(std::time::Duration::from_secs(2), state.app.store.ping()).await {
         Ok(Ok(())) => Ok(Json(
@@ -55,7 +79,9 @@ async fn readyz(State(state): State<AppState>) -> ApiResult<Json<serde_json::Val
 }
 
 /// Prometheus metrics, text format.
-#[utoipa::path(get, path = "/metrics", tag = "platform", responses((status = 200, content_type = "text/plain", body = String)))]
+#[utoipa::path(get, path = "/metrics", tag = "platform",
+    responses((status = 200, content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8", body = String,
+        description = "OpenMetrics text.")))]
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     (
         [(
@@ -82,7 +108,7 @@ pub struct StatsView {
 /// the background, so they lag the platform by at most those 5 seconds plus the time one count
 /// takes (longer only while counting fails, which the server logs). `agents_online` counts the
 /// agents seen in the 5 minutes before the snapshot. A request never counts.
-#[utoipa::path(get, path = "/v1/stats", tag = "platform", responses((status = 200, body = StatsView)))]
+#[utoipa::path(get, path = "/v1/stats", tag = "platform", responses((status = 200, body = StatsView, description = "The counters.")))]
 async fn stats(State(state): State<AppState>) -> Json<StatsView> {
     let snapshot = state.app.stats.current();
     let s = &snapshot.stats;
@@ -100,6 +126,7 @@ async fn stats(State(state): State<AppState>) -> Json<StatsView> {
 #[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
 pub struct LeaderboardParams {
     /// 1–100, default 20.
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<i64>,
 }
 
@@ -117,7 +144,7 @@ pub struct Leaderboard {
 
 /// Top agents by reputation.
 #[utoipa::path(get, path = "/v1/leaderboard", tag = "platform", params(LeaderboardParams),
-    responses((status = 200, body = Leaderboard), (status = 422, body = crate::error::Problem)))]
+    responses((status = 200, body = Leaderboard, description = "The top agents, best first.")))]
 async fn leaderboard(
     State(state): State<AppState>,
     Query(p): Query<LeaderboardParams>,
@@ -140,7 +167,8 @@ async fn leaderboard(
 }
 
 /// The token-verification keys (RFC 7517, OKP/Ed25519).
-#[utoipa::path(get, path = "/.well-known/jwks.json", tag = "auth", responses((status = 200, description = "JWK set")))]
+#[utoipa::path(get, path = "/.well-known/jwks.json", tag = "auth",
+    responses((status = 200, body = Jwks, description = "The JWK set.")))]
 async fn jwks(State(state): State<AppState>) -> Json<serde_json::Value> {
     Json(state.app.keys().jwks())
 }

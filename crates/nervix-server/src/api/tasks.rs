@@ -21,11 +21,13 @@ use uuid::Uuid;
 use crate::app::idempotency::Render;
 use crate::app::tasks::{self, Submitted, Work};
 use crate::app::{self, Caller};
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiResult, Problem};
 use crate::http::{idempotency_key, respond, ApiJson, Page, PageParams};
+use crate::openapi::{self, IdempotencyHeader};
 use crate::state::AppState;
+use crate::wire::int;
 use crate::wire::submissions::SubmissionView;
-use crate::wire::tasks::{TaskFields, TaskView};
+use crate::wire::tasks::{NewTaskSchema, TaskFields, TaskView};
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -46,9 +48,12 @@ fn json<T: Serialize>(v: &T) -> app::Result<Value> {
 }
 
 /// Post a task; its reward is escrowed from the poster (admins: the platform treasury).
-#[utoipa::path(post, path = "/v1/tasks", tag = "tasks", security(("bearer" = [])), request_body = NewTaskRequest,
-    params(("Idempotency-Key" = Option<String>, Header)),
-    responses((status = 201, body = TaskView), (status = 402, body = crate::error::Problem), (status = 422, body = crate::error::Problem)))]
+#[utoipa::path(post, path = "/v1/tasks", tag = "tasks", security(("bearer" = [])), request_body = NewTaskSchema,
+    params(IdempotencyHeader),
+    responses((status = 201, body = TaskView, description = "The task, its reward escrowed."),
+        (status = 402, body = Problem, description = "`insufficient_funds`: the balance does not cover the reward."),
+        (status = 404, body = Problem, description = "A task named in `depends_on` does not exist."),
+        (status = 409, body = Problem, description = "A task named in `depends_on` can no longer complete.")))]
 async fn post_task(
     State(state): State<AppState>,
     caller: Caller,
@@ -85,8 +90,11 @@ async fn post_task(
 
 #[derive(Debug, Deserialize, IntoParams)]
 pub struct TaskFilter {
+    #[param(schema_with = openapi::task_status)]
     pub status: Option<String>,
+    #[param(schema_with = openapi::capability)]
     pub capability: Option<String>,
+    #[param(schema_with = openapi::complexity)]
     pub complexity: Option<String>,
     /// Only tasks the caller may claim now. Default true for agents, false for admins.
     pub eligible: Option<bool>,
@@ -94,7 +102,7 @@ pub struct TaskFilter {
 
 /// List tasks.
 #[utoipa::path(get, path = "/v1/tasks", tag = "tasks", security(("bearer" = [])), params(TaskFilter, PageParams),
-    responses((status = 200, body = Page<TaskView>)))]
+    responses((status = 200, body = Page<TaskView>, description = "One page of tasks.")))]
 async fn list_tasks(
     State(state): State<AppState>,
     caller: Caller,
@@ -132,7 +140,8 @@ async fn list_tasks(
 
 /// One task.
 #[utoipa::path(get, path = "/v1/tasks/{id}", tag = "tasks", security(("bearer" = [])), params(("id" = Uuid, Path)),
-    responses((status = 200, body = TaskView), (status = 404, body = crate::error::Problem)))]
+    responses((status = 200, body = TaskView, description = "The task."),
+        (status = 404, body = Problem, description = "No such task.")))]
 async fn get_task(
     State(state): State<AppState>,
     _caller: Caller,
@@ -144,6 +153,8 @@ async fn get_task(
 #[derive(Debug, Default, Deserialize, ToSchema)]
 pub struct ClaimBody {
     /// Seconds the agent expects to need: the lease (60 s – 7 days, default 3600), capped by the deadline.
+    #[serde(default, deserialize_with = "int::optional")]
+    #[schema(minimum = 60, maximum = 604800)]
     pub estimated_duration: Option<i64>,
     /// Informational; eligibility uses the enrolled capabilities.
     #[serde(default)]
@@ -157,22 +168,29 @@ pub struct ClaimResponse {
 }
 
 /// Claim a task. Exactly one of any number of concurrent claimers wins.
-#[utoipa::path(post, path = "/v1/tasks/{id}/claim", tag = "tasks", security(("bearer" = [])), params(("id" = Uuid, Path)), request_body = ClaimBody,
-    responses((status = 200, body = ClaimResponse), (status = 403, body = crate::error::Problem), (status = 409, body = crate::error::Problem), (status = 429, body = crate::error::Problem)))]
+#[utoipa::path(post, path = "/v1/tasks/{id}/claim", tag = "tasks", security(("bearer" = [])), params(("id" = Uuid, Path)),
+    request_body(content = Option<ClaimBody>, description = "Optional: an empty body means the defaults."),
+    responses((status = 200, body = ClaimResponse, description = "The caller holds the task until the lease expires."),
+        (status = 403, body = Problem, description = "`not_eligible` (level, capability, reputation, an earlier attempt, or the caller posted it)."),
+        (status = 404, body = Problem, description = "No such task."),
+        (status = 409, body = Problem, description = "`already_claimed` or `not_available`."),
+        (status = 429, body = Problem, description = "`at_capacity`: the caller holds `max_concurrent_tasks` tasks, or `rate_limited`.")))]
 async fn claim(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<Uuid>,
     body: Bytes,
 ) -> ApiResult<Json<ClaimResponse>> {
-    // The body is optional: an empty one means the defaults.
+    // The body is optional: an empty one, or JSON `null`, means the defaults.
     let body: ClaimBody = if body.iter().all(u8::is_ascii_whitespace) {
         ClaimBody::default()
     } else {
-        serde_json::from_slice(&body).map_err(|e| match e.classify() {
-            serde_json::error::Category::Data => ApiError::field("body", e.to_string()),
-            _ => ApiError::bad_request(format!("malformed JSON: {e}")),
-        })?
+        serde_json::from_slice::<Option<ClaimBody>>(&body)
+            .map_err(|e| match e.classify() {
+                serde_json::error::Category::Data => ApiError::field("body", e.to_string()),
+                _ => ApiError::bad_request(format!("malformed JSON: {e}")),
+            })?
+            .unwrap_or_default()
     };
     let lease = Lease::parse(body.estimated_duration)?;
     let t = tasks::claim(&state.app, &caller, id, lease).await?;
@@ -185,9 +203,11 @@ async fn claim(
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct SubmissionData {
-    /// A string; for `kind: json` a JSON value (a string holding JSON is parsed too).
-    #[schema(value_type = Object)]
+    /// A string; for `kind: json` any JSON value (a string holding JSON is parsed too).
+    #[schema(value_type = Value)]
     pub content: Value,
+    /// At most 10,000 characters.
+    #[schema(max_length = 10000)]
     pub notes: Option<String>,
 }
 
@@ -202,8 +222,11 @@ pub struct SubmitResponse {
     pub task: TaskView,
 }
 /// Submit work for a claimed task (assignee only). Checks run before the response.
-#[utoipa::path(post, path = "/v1/tasks/{id}/submit", tag = "tasks", security(("bearer" = [])), params(("id" = Uuid, Path), ("Idempotency-Key" = Option<String>, Header)), request_body = SubmitBody,
-    responses((status = 202, body = SubmitResponse), (status = 403, body = crate::error::Problem), (status = 409, body = crate::error::Problem), (status = 422, body = crate::error::Problem)))]
+#[utoipa::path(post, path = "/v1/tasks/{id}/submit", tag = "tasks", security(("bearer" = [])), params(("id" = Uuid, Path), IdempotencyHeader), request_body = SubmitBody,
+    responses((status = 202, body = SubmitResponse, description = "Checked: accepted (paid), rejected, or held for review."),
+        (status = 403, body = Problem, description = "The caller is not the task's assignee."),
+        (status = 404, body = Problem, description = "No such task."),
+        (status = 409, body = Problem, description = "The task is not claimed (any more).")))]
 async fn submit(
     State(state): State<AppState>,
     caller: Caller,
@@ -238,7 +261,10 @@ async fn submit(
 
 /// Give a claimed task back (assignee only); no attempt is counted.
 #[utoipa::path(post, path = "/v1/tasks/{id}/release", tag = "tasks", security(("bearer" = [])), params(("id" = Uuid, Path)),
-    responses((status = 200, body = TaskView), (status = 409, body = crate::error::Problem)))]
+    responses((status = 200, body = TaskView, description = "The task, available again."),
+        (status = 403, body = Problem, description = "The caller is not the task's assignee."),
+        (status = 404, body = Problem, description = "No such task."),
+        (status = 409, body = Problem, description = "The task is not claimed.")))]
 async fn release(
     State(state): State<AppState>,
     caller: Caller,
@@ -249,7 +275,10 @@ async fn release(
 
 /// Cancel a task (poster or admin); the escrow is refunded and dependents are cancelled.
 #[utoipa::path(post, path = "/v1/tasks/{id}/cancel", tag = "tasks", security(("bearer" = [])), params(("id" = Uuid, Path)),
-    responses((status = 200, body = TaskView), (status = 403, body = crate::error::Problem), (status = 409, body = crate::error::Problem)))]
+    responses((status = 200, body = TaskView, description = "The task, cancelled; its escrow refunded."),
+        (status = 403, body = Problem, description = "Only the poster or an admin may cancel."),
+        (status = 404, body = Problem, description = "No such task."),
+        (status = 409, body = Problem, description = "The task is finished already.")))]
 async fn cancel(
     State(state): State<AppState>,
     caller: Caller,
@@ -260,7 +289,8 @@ async fn cancel(
 
 /// A submission: visible to its submitter, the task's poster, reviewers and admins.
 #[utoipa::path(get, path = "/v1/submissions/{id}", tag = "tasks", security(("bearer" = [])), params(("id" = Uuid, Path)),
-    responses((status = 200, body = SubmissionView), (status = 404, body = crate::error::Problem)))]
+    responses((status = 200, body = SubmissionView, description = "The submission."),
+        (status = 404, body = Problem, description = "No such submission, or the caller may not see it.")))]
 async fn get_submission(
     State(state): State<AppState>,
     caller: Caller,

@@ -18,8 +18,9 @@ use uuid::Uuid;
 use crate::app::idempotency::Render;
 use crate::app::workflows::{self, Node, Workflow};
 use crate::app::{self, Caller};
-use crate::error::ApiResult;
+use crate::error::{ApiResult, Problem};
 use crate::http::{idempotency_key, respond, ApiJson};
+use crate::openapi::{self, IdempotencyHeader};
 use crate::state::AppState;
 use crate::wire::tasks::{TaskFields, TaskView};
 
@@ -35,7 +36,10 @@ pub type WorkflowTask = TaskFields;
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct NewWorkflowRequest {
+    #[schema(schema_with = openapi::workflow_name)]
     pub name: String,
+    /// 1–1,000 tasks; keys unique, dependencies without cycles.
+    #[schema(min_items = 1, max_items = 1000)]
     pub tasks: Vec<WorkflowTask>,
 }
 
@@ -109,8 +113,9 @@ impl From<Workflow> for WorkflowView {
 
 /// Post a workflow. Cycles, unknown keys, self-dependencies or over 1,000 tasks: 422 `invalid_dag`.
 #[utoipa::path(post, path = "/v1/workflows", tag = "workflows", security(("bearer" = [])), request_body = NewWorkflowRequest,
-    params(("Idempotency-Key" = Option<String>, Header)),
-    responses((status = 201, body = WorkflowView), (status = 402, body = crate::error::Problem), (status = 422, body = crate::error::Problem)))]
+    params(IdempotencyHeader),
+    responses((status = 201, body = WorkflowView, description = "The workflow and its tasks, their rewards escrowed."),
+        (status = 402, body = Problem, description = "`insufficient_funds`: the balance does not cover the rewards.")))]
 async fn post_workflow(
     State(state): State<AppState>,
     caller: Caller,
@@ -158,7 +163,8 @@ async fn post_workflow(
 
 /// A workflow with its tasks and progress.
 #[utoipa::path(get, path = "/v1/workflows/{id}", tag = "workflows", security(("bearer" = [])), params(("id" = Uuid, Path)),
-    responses((status = 200, body = WorkflowView), (status = 404, body = crate::error::Problem)))]
+    responses((status = 200, body = WorkflowView, description = "The workflow."),
+        (status = 404, body = Problem, description = "No such workflow.")))]
 async fn get_workflow(
     State(state): State<AppState>,
     _caller: Caller,
@@ -169,7 +175,10 @@ async fn get_workflow(
 
 /// Cancel a workflow (poster or admin): every open task is cancelled and refunded.
 #[utoipa::path(post, path = "/v1/workflows/{id}/cancel", tag = "workflows", security(("bearer" = [])), params(("id" = Uuid, Path)),
-    responses((status = 200, body = WorkflowView), (status = 403, body = crate::error::Problem), (status = 409, body = crate::error::Problem)))]
+    responses((status = 200, body = WorkflowView, description = "The workflow, cancelled."),
+        (status = 403, body = Problem, description = "Only the poster or an admin may cancel."),
+        (status = 404, body = Problem, description = "No such workflow."),
+        (status = 409, body = Problem, description = "The workflow is finished already.")))]
 async fn cancel_workflow(
     State(state): State<AppState>,
     caller: Caller,

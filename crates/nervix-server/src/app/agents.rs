@@ -161,7 +161,8 @@ pub async fn set_suspended(
     caller.require_admin()?;
     let agent = app.find_agent(id_or_handle).await?;
     if agent.id == caller.id {
-        return Err(Error::invalid(
+        // Allowed to no one, whatever the input: a refusal of the caller, not of a field.
+        return Err(Error::forbidden(
             "invalid_target",
             "admins cannot suspend themselves",
         ));

@@ -285,6 +285,14 @@ fn refuse_suspended(agent: &AgentRecord) -> Result<()> {
 pub async fn login_challenge(app: &App, id_or_handle: &str) -> Result<Challenge> {
     let agent = app.find_agent(id_or_handle).await?;
     refuse_suspended(&agent)?;
+    // The operator's admin identity holds random bytes as its key (`nervix admin
+    // create-token` is its only way in); a challenge nobody can answer helps no one.
+    if agent.handle == ADMIN_HANDLE || PublicKey::parse(&agent.public_key).is_err() {
+        return Err(Error::forbidden(
+            "no_key_login",
+            "this identity cannot log in with a key; the operator issues its tokens",
+        ));
+    }
     let now = Utc::now();
     let id = Uuid::now_v7();
     let text = challenge_text(AUTH_PREFIX, id);

@@ -36,6 +36,11 @@ pub async fn entries(
         .await?)
 }
 
+/// The largest single grant: 1,000,000,000.00. Balances are i64 cents and the database
+/// stores them as 64-bit integers (SQLite silently turns an overflowing sum into a float that
+/// no longer reads back), so an unbounded grant could make an account unreadable.
+pub const MAX_GRANT_CENTS: i64 = 100_000_000_000;
+
 /// Credits an agent from the platform treasury (admins only; audited).
 pub async fn grant(
     app: &App,
@@ -45,8 +50,14 @@ pub async fn grant(
     memo: Option<String>,
 ) -> Result<AgentRecord> {
     caller.require_admin()?;
-    if !amount.is_positive() {
-        return Err(Error::field("amount", "must be greater than 0"));
+    if !amount.is_positive() || amount.cents() > MAX_GRANT_CENTS {
+        return Err(Error::field(
+            "amount",
+            format!(
+                "must be greater than 0 and at most {}",
+                Money::from_cents(MAX_GRANT_CENTS)
+            ),
+        ));
     }
     let agent = app.find_agent(id_or_handle).await?;
     let memo = memo.unwrap_or_else(|| "operator grant".into());

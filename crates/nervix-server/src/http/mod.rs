@@ -129,9 +129,11 @@ pub fn client_ip(parts: &Parts) -> Option<String> {
 /// `?limit=&cursor=` of every list.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 pub struct PageParams {
-    /// 1–200, default 50.
+    /// Items per page, default 50; above 200 is served as 200.
+    #[param(minimum = 1, maximum = 9223372036854775807_i64)]
     pub limit: Option<i64>,
-    /// `next_cursor` of the previous page.
+    /// `next_cursor` of the previous page (empty: the first page).
+    #[param(schema_with = crate::openapi::cursor)]
     pub cursor: Option<String>,
 }
 

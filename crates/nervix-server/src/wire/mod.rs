@@ -4,4 +4,5 @@
 pub mod agents;
 pub mod economy;
 pub mod submissions;
+pub mod int;
 pub mod tasks;

@@ -7,49 +7,97 @@ use nervix_core::{Complexity, FieldErrors, Money, TaskKind, TaskSpec, TaskStatus
 use nervix_store::TaskRecord;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use utoipa::openapi::{RefOr, Schema};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+use crate::openapi;
+use crate::wire::int;
+
 #[derive(Debug, Default, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Requirements {
+    /// Capabilities a claimant must have.
     #[serde(default)]
+    #[schema(schema_with = openapi::capabilities)]
     pub capabilities: Vec<String>,
-    /// 0–100.
+    /// The least reputation a claimant must have, 0–100 (default 0).
     #[serde(default)]
-    #[schema(value_type = Option<f64>)]
+    #[schema(schema_with = openapi::min_reputation)]
     pub min_reputation: Option<Reputation>,
 }
 
-/// The fields of a task as posted (alone, or inside a workflow).
+/// The fields of a task as posted (alone, or inside a workflow). In the document this is a
+/// workflow's task; `POST /v1/tasks` takes [`NewTaskSchema`].
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[schema(as = WorkflowTask)]
 pub struct TaskFields {
-    /// A workflow task's key, which its siblings' `depends_on` name (workflows only).
+    /// The key this task's siblings name in their `depends_on` (workflows only).
     #[serde(default)]
+    #[schema(schema_with = openapi::workflow_key, required = true)]
     pub key: Option<String>,
+    #[schema(schema_with = openapi::task_title)]
     pub title: String,
+    /// At most 20,000 characters.
     #[serde(default)]
+    #[schema(max_length = 20000)]
     pub description: String,
     #[serde(default)]
     pub requirements: Requirements,
-    /// JSON number or decimal string with at most two decimals.
-    #[schema(value_type = String, example = "50.00")]
+    #[schema(schema_with = openapi::reward)]
     pub reward: Money,
-    /// simple | medium | complex | expert
+    #[schema(schema_with = openapi::complexity)]
     pub complexity: String,
+    /// Must be in the future.
+    #[schema(example = "2099-01-01T00:00:00Z")]
     pub deadline: DateTime<Utc>,
-    /// text | json | markdown | code (default text)
+    #[schema(schema_with = openapi::kind)]
     pub kind: Option<String>,
+    /// A JSON Schema (an object; no remote `$ref`s) that `kind: json` work must satisfy.
     #[schema(value_type = Option<Object>)]
     pub output_schema: Option<Value>,
+    /// The programming language of `kind: code` work, 1–32 characters.
+    #[schema(min_length = 1, max_length = 32)]
     pub language: Option<String>,
-    /// Text and markdown tasks: the fewest words an answer may have, 0–100000 (default 20).
+    /// Text and markdown tasks: the fewest words an answer may have, 0–100000 (default 20);
+    /// not for json or code tasks.
+    #[serde(default, deserialize_with = "int::optional")]
+    #[schema(minimum = 0, maximum = 100000)]
     pub min_words: Option<i64>,
-    /// 1–10, default 3.
+    /// Attempts before the task fails, 1–10 (default 3).
+    #[serde(default, deserialize_with = "int::optional")]
+    #[schema(minimum = 1, maximum = 10)]
     pub max_attempts: Option<i64>,
-    /// Upstream tasks: their UUIDs for `POST /v1/tasks`, keys of this workflow's tasks inside
-    /// `POST /v1/workflows`.
+    /// Keys of this workflow's tasks that must complete first.
     #[serde(default)]
+    #[schema(schema_with = openapi::workflow_dependencies)]
     pub depends_on: Vec<String>,
+}
+
+/// `POST /v1/tasks`'s body as the document states it: a workflow task's fields, without a
+/// `key` (a lone task has none), and `depends_on` holding task UUIDs.
+pub struct NewTaskSchema;
+
+impl utoipa::PartialSchema for NewTaskSchema {
+    fn schema() -> RefOr<Schema> {
+        let mut schema = <TaskFields as utoipa::PartialSchema>::schema();
+        if let RefOr::T(Schema::Object(o)) = &mut schema {
+            o.properties.insert("key".into(), openapi::no_key().into());
+            o.required.retain(|r| r != "key");
+            o.properties
+                .insert("depends_on".into(), openapi::task_dependencies().into());
+        }
+        schema
+    }
+}
+
+impl ToSchema for NewTaskSchema {
+    fn name() -> std::borrow::Cow<'static, str> {
+        "NewTask".into()
+    }
+
+    fn schemas(out: &mut Vec<(String, RefOr<Schema>)>) {
+        <TaskFields as ToSchema>::schemas(out);
+    }
 }
 
 #[derive(Debug, Serialize, ToSchema)]

@@ -7,6 +7,7 @@
 mod common;
 
 mod economy;
+mod contract;
 mod foundation;
 mod quality;
 mod tasks;
