@@ -109,37 +109,56 @@ fn is_empty_body(body: Node<'_>) -> bool {
 }
 
 /// Start bytes of empty functions and of unreachable statements, in document order.
+///
+/// One cursor walks the whole tree in document order, visiting named nodes and descending only
+/// into them (anonymous nodes are tokens). A second cursor, reset per statement list, reads the
+/// lists; a walk that collected every node's children into a vector of its own spent more time
+/// allocating than the rules spend looking.
 fn tree_findings(tree: &Tree) -> (Vec<usize>, Vec<usize>) {
     let (mut empty, mut unreachable) = (Vec::new(), Vec::new());
-    let mut stack = vec![tree.root_node()];
-    while let Some(node) = stack.pop() {
-        if FUNCTIONS.contains(&node.kind()) {
-            if let Some(body) = node.child_by_field_name("body") {
-                if is_empty_body(body) {
-                    empty.push(node.start_byte());
+    let mut walk = tree.walk();
+    let mut list = tree.walk();
+    loop {
+        let node = walk.node();
+        if node.is_named() {
+            if FUNCTIONS.contains(&node.kind()) {
+                if let Some(body) = node.child_by_field_name("body") {
+                    if is_empty_body(body) {
+                        empty.push(node.start_byte());
+                    }
                 }
             }
-        }
-        let mut cursor = node.walk();
-        let children: Vec<Node<'_>> = node.named_children(&mut cursor).collect();
-        if STATEMENT_LISTS.contains(&node.kind()) {
-            let mut after_jump = false;
-            for child in &children {
-                if is_comment(*child) {
-                    continue;
+            if STATEMENT_LISTS.contains(&node.kind()) {
+                list.reset(node);
+                let mut after_jump = false;
+                for child in node.named_children(&mut list) {
+                    if is_comment(child) {
+                        continue;
+                    }
+                    if after_jump {
+                        unreachable.push(child.start_byte());
+                        break; // one finding per list: the rest is the same dead code
+                    }
+                    after_jump = terminates(child);
                 }
-                if after_jump {
-                    unreachable.push(child.start_byte());
-                    break; // one finding per list: the rest is the same dead code
-                }
-                after_jump = terminates(*child);
+            }
+            if walk.goto_first_child() {
+                continue;
             }
         }
-        stack.extend(children.into_iter().rev());
+        // Next in document order: the next sibling of this node or of its nearest ancestor.
+        loop {
+            if walk.goto_next_sibling() {
+                break;
+            }
+            if !walk.goto_parent() {
+                // Pre-order is already document order, but keep the contract explicit.
+                empty.sort_unstable();
+                unreachable.sort_unstable();
+                return (empty, unreachable);
+            }
+        }
     }
-    empty.sort_unstable();
-    unreachable.sort_unstable();
-    (empty, unreachable)
 }
 
 /// One rule's findings: how many, the points they cost, and where the first are.

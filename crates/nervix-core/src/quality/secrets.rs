@@ -1,6 +1,7 @@
 //! `secret_scan`: credentials in the work, found by pattern and by entropy, named by rule and
 //! place and never echoed.
 
+use std::fmt::Write as _;
 use std::sync::LazyLock;
 
 use regex::Regex;
@@ -125,28 +126,17 @@ fn scan(text: &str) -> Vec<(usize, &'static str)> {
 }
 
 /// The strings of a JSON document as lines of one text to scan (`key: value` for object
-/// members, so the assignment rule sees names), with the JSON pointer each line starts.
-fn flatten(value: &Value) -> (String, Vec<(usize, String)>) {
-    fn escape(key: &str) -> String {
-        key.replace('~', "~0").replace('/', "~1")
-    }
-    fn walk(
-        v: &Value,
-        key: Option<&str>,
-        path: &mut String,
-        text: &mut String,
-        at: &mut Vec<(usize, String)>,
-    ) {
+/// members, so the assignment rule sees names), with the offset each string's line starts at,
+/// in document order.
+///
+/// JSON pointers are not built here: a large document has tens of thousands of strings and
+/// usually no finding, so cloning a pointer per string cost more than the scan itself.
+/// [`pointers`] names the few strings that need it afterwards.
+fn flatten(value: &Value) -> (String, Vec<usize>) {
+    fn walk(v: &Value, key: Option<&str>, text: &mut String, starts: &mut Vec<usize>) {
         match v {
             Value::String(s) => {
-                at.push((
-                    text.len(),
-                    if path.is_empty() {
-                        "(root)".to_owned()
-                    } else {
-                        path.clone()
-                    },
-                ));
+                starts.push(text.len());
                 if let Some(k) = key {
                     text.push_str(k);
                     text.push_str(": ");
@@ -155,29 +145,79 @@ fn flatten(value: &Value) -> (String, Vec<(usize, String)>) {
                 text.push('\n');
             }
             Value::Array(items) => {
-                for (i, item) in items.iter().enumerate() {
-                    let len = path.len();
-                    path.push('/');
-                    path.push_str(&i.to_string());
-                    walk(item, None, path, text, at);
-                    path.truncate(len);
+                for item in items {
+                    walk(item, None, text, starts);
                 }
             }
             Value::Object(members) => {
                 for (k, item) in members {
-                    let len = path.len();
-                    path.push('/');
-                    path.push_str(&escape(k));
-                    walk(item, Some(k), path, text, at);
-                    path.truncate(len);
+                    walk(item, Some(k), text, starts);
                 }
             }
             _ => {}
         }
     }
-    let (mut text, mut at) = (String::new(), Vec::new());
-    walk(value, None, &mut String::new(), &mut text, &mut at);
-    (text, at)
+    let (mut text, mut starts) = (String::new(), Vec::new());
+    walk(value, None, &mut text, &mut starts);
+    (text, starts)
+}
+
+/// The JSON pointers of the strings numbered `wanted` (ascending; 0-based, in the document
+/// order of [`flatten`]), `(root)` for the document itself, found in one walk.
+fn pointers(value: &Value, wanted: &[usize]) -> Vec<String> {
+    struct Walk<'w> {
+        wanted: &'w [usize],
+        /// Strings passed so far.
+        seen: usize,
+        path: String,
+        out: Vec<String>,
+    }
+    impl Walk<'_> {
+        /// `false` once every wanted pointer is found, to stop early.
+        fn walk(&mut self, v: &Value) -> bool {
+            match v {
+                Value::String(_) => {
+                    while self.wanted.first() == Some(&self.seen) {
+                        self.out.push(if self.path.is_empty() {
+                            "(root)".to_owned()
+                        } else {
+                            self.path.clone()
+                        });
+                        self.wanted = &self.wanted[1..];
+                    }
+                    self.seen += 1;
+                    !self.wanted.is_empty()
+                }
+                Value::Array(items) => items.iter().enumerate().all(|(i, item)| {
+                    let len = self.path.len();
+                    let _ = write!(self.path, "/{i}");
+                    let more = self.walk(item);
+                    self.path.truncate(len);
+                    more
+                }),
+                Value::Object(members) => members.iter().all(|(k, item)| {
+                    let len = self.path.len();
+                    self.path.push('/');
+                    // RFC 6901 escaping, `~` first.
+                    self.path.push_str(&k.replace('~', "~0").replace('/', "~1"));
+                    let more = self.walk(item);
+                    self.path.truncate(len);
+                    more
+                }),
+                _ => true,
+            }
+        }
+    }
+    let mut w = Walk {
+        wanted,
+        seen: 0,
+        path: String::new(),
+        out: Vec::with_capacity(wanted.len()),
+    };
+    if !wanted.is_empty() {
+        w.walk(value);
+    }
+    w.out
 }
 
 /// `secret_scan` (every kind): no AWS access key id, private key block, GitHub, Slack or
@@ -197,36 +237,47 @@ impl Check for SecretScan {
     }
 
     fn run(&self, s: &Analysis<'_>) -> Option<CheckResult> {
-        let places: Vec<String> = match s.text() {
+        // Only the first MAX_SHOWN findings are placed; the rest are only counted.
+        let (n, places): (usize, Vec<String>) = match s.text() {
             Some(text) => {
                 let lines: &LineIndex = s.lines();
-                scan(text)
-                    .into_iter()
-                    .map(|(o, rule)| format!("{rule} at {}", lines.position(text, o)))
-                    .collect()
+                let found = scan(text);
+                let places = found
+                    .iter()
+                    .take(MAX_SHOWN)
+                    .map(|&(o, rule)| format!("{rule} at {}", lines.position(text, o)))
+                    .collect();
+                (found.len(), places)
             }
             None => {
                 let (text, starts) = flatten(s.content);
-                scan(&text)
-                    .into_iter()
-                    .map(|(o, rule)| {
-                        let i = starts
-                            .partition_point(|(start, _)| *start <= o)
-                            .saturating_sub(1);
-                        let path = starts.get(i).map_or("(root)", |(_, p)| p.as_str());
-                        format!("{rule} at {path}")
+                let found = scan(&text);
+                let shown = &found[..found.len().min(MAX_SHOWN)];
+                // The string each finding is in: the last one starting at or before it.
+                let strings: Vec<usize> = shown
+                    .iter()
+                    .map(|&(o, _)| {
+                        starts
+                            .partition_point(|&start| start <= o)
+                            .saturating_sub(1)
                     })
-                    .collect()
+                    .collect();
+                let paths = pointers(s.content, &strings);
+                let places = shown
+                    .iter()
+                    .zip(&paths)
+                    .map(|((_, rule), path)| format!("{rule} at {path}"))
+                    .collect();
+                (found.len(), places)
             }
         };
-        let n = places.len();
         Some(if n == 0 {
             CheckResult::pass(Self::NAME, "no credentials found")
         } else {
             let mut details = format!(
                 "{n} possible credential{} (values not shown): {}",
                 if n == 1 { "" } else { "s" },
-                places[..n.min(MAX_SHOWN)].join("; ")
+                places.join("; ")
             );
             if n > MAX_SHOWN {
                 details.push_str(&format!("; and {} more", n - MAX_SHOWN));
@@ -330,6 +381,43 @@ mod tests {
             r.details
         );
         assert!(!r.details.contains("Zq7Rt2"), "{}", r.details);
+    }
+
+    #[test]
+    fn json_findings_beyond_the_shown_are_counted_and_pointers_stay_in_order() {
+        let tail = "Zq7Rt2Lm9Xw4Kp8Vn3Bc6Hd1Jf5Gs0Ty";
+        let key = format!("AKIA{}", "QW7RT2LM9XW4KP8V");
+        // Twelve findings: two in one string, one under a key needing `~` escaping, the rest
+        // in an array after clean strings and non-strings.
+        let mut items = vec![json!("clean"), json!(3), json!(null)];
+        items.extend((0..9).map(|_| json!(key.clone())));
+        let content = json!({
+            "a~b": {"password": tail},
+            "both": format!("{key} and {key}"),
+            "list": items,
+        });
+        let r = run_one(&SecretScan, &sub(TaskKind::Json, None, &content));
+        assert!(
+            r.details
+                .starts_with("12 possible credentials (values not shown): "),
+            "{}",
+            r.details
+        );
+        let places = r
+            .details
+            .split_once(": ")
+            .unwrap()
+            .1
+            .split("; ")
+            .collect::<Vec<_>>();
+        let mut expected = vec![
+            "generic_secret at /a~0b/password".to_owned(),
+            "aws_access_key_id at /both".to_owned(),
+            "aws_access_key_id at /both".to_owned(),
+        ];
+        expected.extend((3..10).map(|i| format!("aws_access_key_id at /list/{i}")));
+        expected.push("and 2 more".to_owned());
+        assert_eq!(places, expected, "{}", r.details);
     }
 
     #[test]
