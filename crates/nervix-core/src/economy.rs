@@ -37,12 +37,15 @@ impl Destination {
 }
 
 /// An amount of money moved on request (a withdrawal, a bonus pool funding, a grant): more
-/// than zero.
-pub fn positive_amount(field: &str, amount: Money) -> Result<Money, FieldError> {
-    if amount.is_positive() {
+/// than zero and at most `max`.
+pub fn transfer_amount(field: &str, amount: Money, max: Money) -> Result<Money, FieldError> {
+    if amount.is_positive() && amount <= max {
         Ok(amount)
     } else {
-        Err(FieldError::new(field, "must be greater than 0"))
+        Err(FieldError::new(
+            field,
+            format!("must be greater than 0 and at most {max}"),
+        ))
     }
 }
 
@@ -68,11 +71,16 @@ mod tests {
 
     #[test]
     fn amounts() {
-        assert!(positive_amount("amount", Money::from_cents(1)).is_ok());
+        let max = Money::from_cents(100);
+        assert!(transfer_amount("amount", Money::from_cents(1), max).is_ok());
+        assert!(transfer_amount("amount", max, max).is_ok());
         assert_eq!(
-            positive_amount("amount", Money::ZERO).unwrap_err().field,
+            transfer_amount("amount", Money::ZERO, max)
+                .unwrap_err()
+                .field,
             "amount"
         );
-        assert!(positive_amount("amount", Money::from_cents(-5)).is_err());
+        assert!(transfer_amount("amount", Money::from_cents(-5), max).is_err());
+        assert!(transfer_amount("amount", Money::from_cents(101), max).is_err());
     }
 }

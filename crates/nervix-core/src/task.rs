@@ -256,13 +256,8 @@ impl TaskSpec {
             Some(TaskKind::Text | TaskKind::Markdown) => {
                 Some(given_min_words.unwrap_or(DEFAULT_MIN_WORDS))
             }
-            Some(other) if input.min_words.is_some() => {
-                errs.push(
-                    name("min_words"),
-                    format!("applies to tasks of kind text or markdown, not {other}"),
-                );
-                None
-            }
+            // JSON and code work has no word count: a minimum sent with it (a client that
+            // always sends its defaults) has nothing to apply to, and is not kept.
             _ => None,
         };
         let max_attempts = input.max_attempts.unwrap_or(Self::DEFAULT_MAX_ATTEMPTS);
@@ -499,12 +494,7 @@ mod tests {
             assert_eq!(errs.0[0].field, "min_words");
             assert_eq!(errs.0[0].message, "must be between 0 and 100000");
         }
-        let errs = with(Some("code"), Some(50)).unwrap_err();
-        assert_eq!(errs.0[0].field, "min_words");
-        assert_eq!(
-            errs.0[0].message,
-            "applies to tasks of kind text or markdown, not code"
-        );
+        assert_eq!(with(Some("code"), Some(50)).unwrap().min_words(), None);
     }
 
     #[test]

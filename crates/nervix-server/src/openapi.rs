@@ -513,6 +513,44 @@ pub fn grant_amount() -> RefOr<Schema> {
     money(1, crate::app::economy::MAX_GRANT_CENTS).into()
 }
 
+/// An amount for the bonus pool or a withdrawal: positive, at most what one grant may be.
+pub fn transfer_amount() -> RefOr<Schema> {
+    money(1, crate::app::economy::MAX_GRANT_CENTS).into()
+}
+
+/// A withdrawal's destination (`nervix_core::economy::Destination`): trimmed, 1–256
+/// characters, no control characters.
+pub fn destination() -> Object {
+    const CONTROL: &str = r"\x00-\x1f\x7f-\x9f";
+    let max = nervix_core::economy::Destination::MAX_CHARS;
+    let edge = format!("[^\\s{CONTROL}]");
+    let inner = max.saturating_sub(2);
+    string()
+        .pattern(Some(format!(
+            "^{WS}*{edge}(?:[^{CONTROL}]{{0,{inner}}}{edge})?{WS}*$"
+        )))
+        .description(Some(
+            "Where to pay: 1–256 characters, no control characters.",
+        ))
+        .build()
+}
+
+/// A role an admin may give (`POST /v1/admin/agents/{id}/role`).
+pub fn assignable_role() -> Object {
+    one_of_names(
+        &[nervix_core::Role::Agent, nervix_core::Role::Reviewer],
+        "agent or reviewer",
+    )
+}
+
+/// A withdrawal's status, as a filter.
+pub fn withdrawal_status() -> Object {
+    one_of_names(
+        nervix_store::WithdrawalStatus::ALL,
+        "A withdrawal's status.",
+    )
+}
+
 /// A task's reward: `Reward`, whose maximum comes from the configuration.
 pub fn reward() -> Ref {
     Ref::from_schema_name("Reward")

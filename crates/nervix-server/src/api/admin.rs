@@ -136,8 +136,7 @@ async fn reinstate(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RoleBody {
-    /// `agent` or `reviewer`.
-    #[schema(value_type = String, example = "reviewer")]
+    #[schema(schema_with = openapi::assignable_role)]
     pub role: Role,
 }
 
@@ -207,7 +206,7 @@ async fn bonus_pool(
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct FundBody {
-    #[schema(value_type = String, example = "100.00")]
+    #[schema(schema_with = openapi::transfer_amount)]
     pub amount: Money,
     pub memo: Option<String>,
 }
@@ -228,6 +227,7 @@ async fn fund_bonus_pool(
 #[derive(Debug, Deserialize, IntoParams)]
 pub struct WithdrawalFilter {
     /// pending | paid | rejected
+    #[param(value_type = Option<String>, pattern = "^(pending|paid|rejected)$")]
     pub status: Option<String>,
 }
 

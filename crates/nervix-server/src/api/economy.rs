@@ -21,6 +21,7 @@ use crate::app::idempotency::Render;
 use crate::app::{self, economy, Caller};
 use crate::error::ApiResult;
 use crate::http::{idempotency_key, respond, ApiJson, Page, PageParams};
+use crate::openapi;
 use crate::state::AppState;
 use crate::wire::economy::WithdrawalView;
 
@@ -115,9 +116,10 @@ async fn contributions(
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct WithdrawalRequest {
     /// More than zero, at most the available balance.
-    #[schema(value_type = String, example = "25.00")]
+    #[schema(schema_with = openapi::transfer_amount)]
     pub amount: Money,
     /// Where to pay it: 1–256 characters the operator's payout process understands.
+    #[schema(schema_with = openapi::destination)]
     pub destination: String,
 }
 

@@ -41,6 +41,15 @@ pub async fn entries(
 /// no longer reads back), so an unbounded grant could make an account unreadable.
 pub const MAX_GRANT_CENTS: i64 = 100_000_000_000;
 
+/// An amount that moves in one operation (a grant, pool funding, a withdrawal): positive and
+/// at most [`MAX_GRANT_CENTS`].
+fn bounded(amount: Money) -> Result<Money> {
+    let max = Money::from_cents(MAX_GRANT_CENTS);
+    Ok(nervix_core::economy::transfer_amount(
+        "amount", amount, max,
+    )?)
+}
+
 /// Credits an agent from the platform treasury (admins only; audited).
 pub async fn grant(
     app: &App,
@@ -50,15 +59,7 @@ pub async fn grant(
     memo: Option<String>,
 ) -> Result<AgentRecord> {
     caller.require_admin()?;
-    if !amount.is_positive() || amount.cents() > MAX_GRANT_CENTS {
-        return Err(Error::field(
-            "amount",
-            format!(
-                "must be greater than 0 and at most {}",
-                Money::from_cents(MAX_GRANT_CENTS)
-            ),
-        ));
-    }
+    let amount = bounded(amount)?;
     let agent = app.find_agent(id_or_handle).await?;
     let memo = memo.unwrap_or_else(|| "operator grant".into());
     let entry = audit::by(
@@ -88,7 +89,7 @@ pub async fn fund_bonus_pool(
     memo: Option<String>,
 ) -> Result<Money> {
     caller.require_admin()?;
-    let amount = nervix_core::economy::positive_amount("amount", amount)?;
+    let amount = bounded(amount)?;
     let memo = memo.unwrap_or_else(|| "bonus pool funding".into());
     let entry = audit::by(
         caller,
@@ -114,7 +115,7 @@ pub async fn request_withdrawal(
     key: Option<&idempotency::Key>,
     render: Render<WithdrawalRecord>,
 ) -> Result<Outcome<WithdrawalRecord>> {
-    let amount = nervix_core::economy::positive_amount("amount", amount)?;
+    let amount = bounded(amount)?;
     idempotency::once(app, caller, key, |saver| async {
         let w = NewWithdrawal {
             id: Uuid::now_v7(),

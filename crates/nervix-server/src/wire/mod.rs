@@ -3,6 +3,6 @@
 
 pub mod agents;
 pub mod economy;
-pub mod submissions;
 pub mod int;
+pub mod submissions;
 pub mod tasks;

@@ -58,8 +58,8 @@ pub struct TaskFields {
     /// The programming language of `kind: code` work, 1–32 characters.
     #[schema(min_length = 1, max_length = 32)]
     pub language: Option<String>,
-    /// Text and markdown tasks: the fewest words an answer may have, 0–100000 (default 20);
-    /// not for json or code tasks.
+    /// Text and markdown tasks: the fewest words an answer may have, 0–100000 (default 20).
+    /// Ignored for json and code tasks, which have no word count.
     #[serde(default, deserialize_with = "int::optional")]
     #[schema(minimum = 0, maximum = 100000)]
     pub min_words: Option<i64>,

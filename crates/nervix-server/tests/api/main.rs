@@ -6,8 +6,8 @@
 #[path = "../common/mod.rs"]
 mod common;
 
-mod economy;
 mod contract;
+mod economy;
 mod foundation;
 mod quality;
 mod tasks;

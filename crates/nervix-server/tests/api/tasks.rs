@@ -205,14 +205,6 @@ async fn task_validation_names_fields(backend: Backend) {
         (with("max_attempts", json!(0)), "max_attempts"),
         (with("min_words", json!(-1)), "min_words"),
         (with("min_words", json!(100_001)), "min_words"),
-        (
-            {
-                let mut b = with("kind", json!("code"));
-                b["min_words"] = json!(10);
-                b
-            },
-            "min_words",
-        ),
         (with("depends_on", json!([Uuid::new_v4()])), "depends_on"),
         (
             with(
