@@ -17,6 +17,7 @@ use crate::app::Caller;
 use crate::error::ApiResult;
 use crate::http::{ApiJson, Page, PageParams};
 use crate::state::AppState;
+use crate::wire::int;
 use crate::wire::submissions::SubmissionView;
 
 pub fn routes() -> OpenApiRouter<AppState> {
@@ -30,6 +31,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
 pub struct ReviewBody {
     pub submission_id: Uuid,
     /// 0–100.
+    #[serde(deserialize_with = "int::required")]
     #[schema(minimum = 0, maximum = 100)]
     pub score: i64,
     /// What the worker should know; at most 4,000 characters.

@@ -12,6 +12,12 @@ pub fn optional<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error
         .transpose()
 }
 
+/// For required `i64` fields.
+pub fn required<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+    let n = Number::deserialize(d)?;
+    whole(&n).ok_or_else(|| serde::de::Error::custom("must be an integer"))
+}
+
 /// The integer a JSON number stands for, if it has no fractional part and fits an `i64`.
 fn whole(n: &Number) -> Option<i64> {
     if let Some(i) = n.as_i64() {

@@ -160,6 +160,14 @@ async fn review_rules(backend: Backend) {
     // Someone who may not read it is told it does not exist.
     let (s, p) = review(&stranger, sub, 100).await;
     assert_eq!(s, 404, "{p}");
+    let (s, p) = call(
+        &poster,
+        Method::POST,
+        "/v1/quality/submit",
+        Some(json!({"submission_id": sub, "score": 70.5})),
+    )
+    .await;
+    assert_eq!(s, 422, "{p}");
     let (s, p) = review(&poster, sub, 101).await;
     assert_eq!(s, 422, "{p}");
     assert_eq!(p["errors"][0]["field"], "score", "{p}");
