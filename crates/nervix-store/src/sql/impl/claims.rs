@@ -141,12 +141,7 @@ async fn submit_in(
             )
             .await?;
             let Some(accepted) = accepted else {
-                // The UPDATE matched nothing, and these only read.
-                let refusal = match fetch_task(&mut tx, s.task_id).await? {
-                    None => SubmitOutcome::TaskNotFound,
-                    Some(_) => SubmitOutcome::NotAssignee,
-                };
-                return refuse(tx, save, refusal).await;
+                return refuse_unmatched(tx, save, s.task_id).await;
             };
             if let Some(save) = save {
                 if !claim_key(&mut tx, save).await? {
@@ -198,11 +193,7 @@ async fn submit_in(
             .fetch_optional(&mut *tx)
             .await?;
             let Some(row) = row else {
-                let refusal = match fetch_task(&mut tx, s.task_id).await? {
-                    None => SubmitOutcome::TaskNotFound,
-                    Some(_) => SubmitOutcome::NotAssignee,
-                };
-                return refuse(tx, save, refusal).await;
+                return refuse_unmatched(tx, save, s.task_id).await;
             };
             if let Some(save) = save {
                 if !claim_key(&mut tx, save).await? {
@@ -361,6 +352,20 @@ pub(super) async fn reject(
         .execute(&mut *tx)
         .await?;
     Ok(Some((after, cancelled)))
+}
+
+/// Refuses a submit whose conditional UPDATE matched nothing (so nothing was written): no such
+/// task, or not held by the submitter.
+async fn refuse_unmatched(
+    mut tx: Tx<'_, Db>,
+    save: Option<&SaveResponse<SubmitOutcome>>,
+    task_id: Uuid,
+) -> Result<SubmitOutcome> {
+    let refusal = match fetch_task(&mut tx, task_id).await? {
+        None => SubmitOutcome::TaskNotFound,
+        Some(_) => SubmitOutcome::NotAssignee,
+    };
+    refuse(tx, save, refusal).await
 }
 
 /// Refuses a submit that has written nothing with `refusal`, or with `KEY_USED` when its key
