@@ -24,6 +24,8 @@ pub enum AgentCommand {
     Login(ConfigArg),
     /// Show the saved agent's profile (`GET /v1/agents/me`).
     Whoami(ConfigArg),
+    /// Work as a federated agent: claim offered tasks and run a command for each.
+    Run(crate::agent_run::RunArgs),
 }
 
 #[derive(clap::Args)]
@@ -61,7 +63,7 @@ pub struct ConfigArg {
 }
 
 impl ConfigArg {
-    fn resolve(&self) -> anyhow::Result<PathBuf> {
+    pub(crate) fn resolve(&self) -> anyhow::Result<PathBuf> {
         if let Some(path) = &self.path {
             return Ok(path.clone());
         }
@@ -78,13 +80,13 @@ impl ConfigArg {
 
 /// What `nervix agent enroll` leaves behind for the other commands.
 #[derive(Serialize, Deserialize)]
-struct AgentConfig {
-    server: String,
-    agent_id: String,
-    agent_uuid: Uuid,
-    key_path: PathBuf,
-    token: String,
-    expires_at: DateTime<Utc>,
+pub(crate) struct AgentConfig {
+    pub(crate) server: String,
+    pub(crate) agent_id: String,
+    pub(crate) agent_uuid: Uuid,
+    pub(crate) key_path: PathBuf,
+    pub(crate) token: String,
+    pub(crate) expires_at: DateTime<Utc>,
 }
 
 pub async fn run(cmd: AgentCommand) -> anyhow::Result<()> {
@@ -92,6 +94,7 @@ pub async fn run(cmd: AgentCommand) -> anyhow::Result<()> {
         AgentCommand::Enroll(args) => enroll(args).await,
         AgentCommand::Login(config) => login(&config.resolve()?).await,
         AgentCommand::Whoami(config) => whoami(&config.resolve()?).await,
+        AgentCommand::Run(args) => crate::agent_run::run(args).await,
     }
 }
 
@@ -212,7 +215,7 @@ fn load_or_create_key(path: &Path) -> anyhow::Result<AgentKeys> {
     Ok(keys)
 }
 
-fn load_config(path: &Path) -> anyhow::Result<AgentConfig> {
+pub(crate) fn load_config(path: &Path) -> anyhow::Result<AgentConfig> {
     let text = fs::read_to_string(path).with_context(|| {
         format!(
             "cannot read the agent config {} (run `nervix agent enroll` first?)",
@@ -225,7 +228,7 @@ fn load_config(path: &Path) -> anyhow::Result<AgentConfig> {
 
 /// Writes the config (it holds a bearer token) with mode 0600, replacing any previous file
 /// atomically so an interrupted write never leaves a truncated config behind.
-fn save_config(path: &Path, config: &AgentConfig) -> anyhow::Result<()> {
+pub(crate) fn save_config(path: &Path, config: &AgentConfig) -> anyhow::Result<()> {
     create_private_parent(path)?;
     let mut body = serde_json::to_vec_pretty(config)?;
     body.push(b'\n');

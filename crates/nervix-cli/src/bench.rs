@@ -25,6 +25,8 @@ use tokio::task::{JoinError, JoinSet};
 use tokio::time::{timeout_at, Instant, MissedTickBehavior};
 use uuid::Uuid;
 
+mod ws;
+
 /// What the bench's worker hands in: long and varied enough for the text checks (`length`,
 /// `repetition`) to accept it, so every cycle ends in a payout as real work would.
 const BENCH_ANSWER: &str = "The report covers the three regions in turn, compares this quarter's \
@@ -39,6 +41,8 @@ pub enum BenchCommand {
     Me(MeBench),
     /// Task cycles: an admin posts a task, a worker agent claims it and submits.
     Tasks(TasksBench),
+    /// Many agents connected at once: memory per connection, broadcast and message latency.
+    Ws(ws::WsBench),
 }
 
 #[derive(clap::Args)]
@@ -99,6 +103,7 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Enroll(args) => bench_enroll(args).await,
         BenchCommand::Me(args) => bench_me(args).await,
         BenchCommand::Tasks(args) => bench_tasks(args).await,
+        BenchCommand::Ws(args) => ws::run(args).await,
     }
 }
 

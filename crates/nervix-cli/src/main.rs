@@ -2,7 +2,9 @@
 
 mod admin;
 mod agent;
+mod agent_run;
 mod bench;
+mod demo;
 mod keygen;
 mod logging;
 mod serve;
@@ -32,6 +34,8 @@ enum Command {
     /// Act as an agent against a Nervix server.
     #[command(subcommand)]
     Agent(agent::AgentCommand),
+    /// Run a complete demo: a temporary server, agents working a workflow live, a summary.
+    Demo(demo::DemoArgs),
     /// Load-test a running server.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -66,6 +70,7 @@ fn main() -> std::process::ExitCode {
             Command::Keygen(args) => keygen::run(args),
             Command::Agent(cmd) => agent::run(cmd).await,
             Command::Bench(cmd) => bench::run(cmd).await,
+            Command::Demo(args) => demo::run(args).await,
         }
     });
     match result {

@@ -27,5 +27,21 @@ pub async fn run(args: ServeArgs, reserved: Option<Reserved>) -> anyhow::Result<
             "SQLite writer on a CPU of its own"
         );
     }
+    raise_open_files_limit();
     Ok(nervix_server::run_from_args(args).await?)
+}
+
+/// Every agent connection is a file descriptor, and distributions default the soft limit to
+/// 1,024: raise it to the hard limit the operator allows (raise that with `ulimit -Hn` or
+/// systemd's `LimitNOFILE=`).
+fn raise_open_files_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => tracing::info!(from = soft, to = hard, "raised the open-files limit"),
+            Err(e) => tracing::warn!(error = %e, limit = soft, "cannot raise the open-files limit"),
+        },
+        Ok((soft, _)) => tracing::info!(limit = soft, "open-files limit"),
+        Err(e) => tracing::warn!(error = %e, "cannot read the open-files limit"),
+    }
 }

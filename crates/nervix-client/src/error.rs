@@ -78,6 +78,9 @@ pub enum ClientError {
     /// An argument could not be put on the wire (e.g. a header value with a newline).
     #[error("invalid input: {0}")]
     InvalidInput(String),
+    /// The event stream (WebSocket) failed or was refused.
+    #[error("event stream: {0}")]
+    Stream(String),
     #[error("invalid server URL {url:?}: {reason}")]
     InvalidUrl { url: String, reason: String },
 }

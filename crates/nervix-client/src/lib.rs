@@ -25,6 +25,7 @@ pub mod crypto;
 mod decimal;
 mod error;
 mod keys;
+mod stream;
 pub mod types;
 
 pub use client::{Client, RawResponse};
@@ -33,4 +34,8 @@ pub use decimal::{Decimal2, ParseDecimalError};
 pub use error::{ClientError, FieldError, Problem};
 pub use keys::{AgentKeys, KeyError, KEY_FILE_VERSION};
 pub use reqwest::Method;
+pub use stream::{
+    Announcement, ClientFrame, Earning, EventStream, Notification, ReputationUpdate, ServerEvent,
+    StreamEvent, TaskOffer, TaskUpdate, TokenSource,
+};
 pub use types::*;

@@ -315,7 +315,8 @@ impl NewTask {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+/// Serializable so a worker can hand it on as it came (e.g. `nervix agent run`'s stdin).
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Task {
     pub id: Uuid,
     pub title: String,
