@@ -231,7 +231,9 @@ fn task_weight(t: &TaskEvidence, now: DateTime<Utc>) -> f64 {
     pair_discount(t.pair_repeats) * recency(t.at, now)
 }
 
-fn pair_discount(repeats: u32) -> f64 {
+/// `PAIR_DECAY^repeats`: what an exchange between two agents weighs after `repeats` earlier
+/// ones (the share of a level bonus, too).
+pub(super) fn pair_discount(repeats: u32) -> f64 {
     let exponent = repeats.min(MAX_DECAY_EXPONENT) as i32;
     PAIR_DECAY.powi(exponent)
 }

@@ -157,6 +157,7 @@ impl Settlement {
         let cut = BonusCut {
             wanted: self.bonus,
             paid: Money::from_cents(pool),
+            reason: CutReason::PoolExhausted,
         };
         (
             Settlement {
@@ -168,27 +169,97 @@ impl Settlement {
     }
 }
 
-/// A level bonus the bonus pool could not cover in full.
+/// What a task's worker and poster did for each other before it, as far as the level bonus
+/// is concerned. Operator-posted tasks are no pair: [`PairHistory::default()`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PairHistory {
+    /// Earlier accepted submissions by the worker on tasks of this poster.
+    pub earlier: u32,
+    /// The poster has had work accepted on a task the worker posted: money already went the
+    /// other way between these two.
+    pub reciprocal: bool,
+}
+
+impl Settlement {
+    /// The settlement with the level bonus discounted for the pair: withheld when the two are a
+    /// reciprocal pair, else scaled by [`PAIR_DECAY`]`^earlier` and rounded down in cents (so
+    /// one worker draws at most twice a single bonus from one poster, however often it works
+    /// for it). The cut, when there was one, is for the earning entry to tell.
+    pub fn discount_for_pair(self, pair: PairHistory) -> (Settlement, Option<BonusCut>) {
+        let bonus = self.bonus.cents();
+        let (paid, reason) = if pair.reciprocal {
+            (0, CutReason::ReciprocalPair)
+        } else {
+            let scaled = (bonus as f64 * layers::pair_discount(pair.earlier)).floor();
+            // Bonuses are far below 2⁵³ cents, where the product is exact; the clamp keeps a
+            // cut from ever raising a bonus.
+            (
+                (scaled as i64).clamp(0, bonus.max(0)),
+                CutReason::RepeatedPair {
+                    earlier: pair.earlier,
+                },
+            )
+        };
+        if paid >= bonus {
+            return (self, None);
+        }
+        let cut = BonusCut {
+            wanted: self.bonus,
+            paid: Money::from_cents(paid),
+            reason,
+        };
+        (
+            Settlement {
+                bonus: cut.paid,
+                ..self
+            },
+            Some(cut),
+        )
+    }
+}
+
+/// A level bonus paid short of what the level wanted, and why.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BonusCut {
     pub wanted: Money,
     pub paid: Money,
+    pub reason: CutReason,
+}
+
+/// Why a level bonus was cut.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CutReason {
+    /// Worker and poster have worked for each other: a bonus would pay them from the operator's
+    /// pool for passing money back and forth.
+    ReciprocalPair,
+    /// The worker already had this many tasks of this poster accepted.
+    RepeatedPair { earlier: u32 },
+    /// The bonus pool held less than the bonus.
+    PoolExhausted,
 }
 
 impl fmt::Display for BonusCut {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "level bonus cut from {} to {}: bonus pool exhausted",
-            self.wanted, self.paid
-        )
+        write!(f, "level bonus cut from {} to {}: ", self.wanted, self.paid)?;
+        match self.reason {
+            CutReason::ReciprocalPair => {
+                f.write_str("reciprocal pair (the poster completed a task this worker posted)")
+            }
+            CutReason::RepeatedPair { earlier } => write!(
+                f,
+                "{earlier} earlier task{} for this poster (×{PAIR_DECAY} each)",
+                if earlier == 1 { "" } else { "s" }
+            ),
+            CutReason::PoolExhausted => f.write_str("bonus pool exhausted"),
+        }
     }
 }
 
 /// `reward × quality/100 × multiplier`, in cents rounded down. The escrow covers up to the
 /// reward; a multiplier above 1 can pay more, and that bonus is what is wanted of the bonus
-/// pool (which only the operator funds): the store cuts it to the pool's balance with
-/// [`Settlement::cap_bonus`].
+/// pool (which only the operator funds): the store discounts it for the pair
+/// ([`Settlement::discount_for_pair`]), then cuts it to the pool's balance
+/// ([`Settlement::cap_bonus`]).
 pub fn settle(reward: Money, quality: u8, level: Level) -> Settlement {
     let quality = i128::from(quality.min(100));
     let payout = i128::from(reward.cents()) * quality * i128::from(level.multiplier_permille())
@@ -286,6 +357,67 @@ mod tests {
         assert_eq!(cut.bonus, Money::ZERO);
     }
 
+    fn pair(earlier: u32, reciprocal: bool) -> PairHistory {
+        PairHistory {
+            earlier,
+            reciprocal,
+        }
+    }
+
+    #[test]
+    fn repeated_pair_bonus_halves_and_rounds_down() {
+        // 1010 at ×1.2, quality 100: a bonus of 2.02.
+        let s = settle(Money::from_cents(1010), 100, Level::Intermediate);
+        assert_eq!(s.bonus.cents(), 202);
+        let paid: Vec<i64> = (0..6)
+            .map(|n| s.discount_for_pair(pair(n, false)).0.bonus.cents())
+            .collect();
+        assert_eq!(paid, [202, 101, 50, 25, 12, 6]);
+        assert_eq!(s.discount_for_pair(pair(0, false)), (s, None));
+        let (cut, why) = s.discount_for_pair(pair(2, false));
+        assert_eq!(
+            (cut.from_escrow, cut.refund),
+            (s.from_escrow, s.refund),
+            "only the bonus moves"
+        );
+        assert_eq!(
+            why.unwrap().to_string(),
+            "level bonus cut from 2.02 to 0.50: 2 earlier tasks for this poster (×0.5 each)"
+        );
+        let (_, why) = s.discount_for_pair(pair(1, false));
+        assert_eq!(
+            why.unwrap().to_string(),
+            "level bonus cut from 2.02 to 1.01: 1 earlier task for this poster (×0.5 each)"
+        );
+        // Far past where the bonus rounds to nothing.
+        let (cut, _) = s.discount_for_pair(pair(u32::MAX, false));
+        assert_eq!(cut.bonus, Money::ZERO);
+    }
+
+    #[test]
+    fn reciprocal_pair_bonus_is_withheld() {
+        let s = settle(Money::from_cents(1000), 100, Level::Master);
+        let (cut, why) = s.discount_for_pair(pair(0, true));
+        assert_eq!(
+            (cut.from_escrow, cut.bonus, cut.refund),
+            (s.from_escrow, Money::ZERO, s.refund)
+        );
+        assert_eq!(
+            why.unwrap().to_string(),
+            "level bonus cut from 10.00 to 0.00: reciprocal pair (the poster completed a task \
+             this worker posted)"
+        );
+        // No bonus wanted (novice): nothing to cut, nothing to tell.
+        let novice = settle(Money::from_cents(1000), 100, Level::Novice);
+        assert_eq!(novice.discount_for_pair(pair(3, true)), (novice, None));
+    }
+
+    #[test]
+    fn operator_tasks_are_no_pair() {
+        let s = settle(Money::from_cents(1000), 100, Level::Expert);
+        assert_eq!(s.discount_for_pair(PairHistory::default()), (s, None));
+    }
+
     proptest! {
         #[test]
         fn capped_bonus_never_exceeds_the_pool(reward in 1i64..1_000_000_000, q in 0u8..=100, l in 0usize..4, pool in -10i64..2_000_000_000) {
@@ -296,6 +428,37 @@ mod tests {
             prop_assert_eq!(c.bonus.cents(), s.bonus.cents().min(pool.max(0)));
             prop_assert_eq!((c.from_escrow, c.refund), (s.from_escrow, s.refund));
             prop_assert_eq!(cut.is_some(), s.bonus.cents() > pool.max(0));
+        }
+
+        #[test]
+        fn pair_discount_only_lowers_the_bonus(reward in 1i64..1_000_000_000_000, q in 0u8..=100, l in 0usize..4, earlier in prop_oneof![0u32..70, any::<u32>()], reciprocal: bool) {
+            let level = [Level::Novice, Level::Intermediate, Level::Expert, Level::Master][l];
+            let s = settle(Money::from_cents(reward), q, level);
+            let (d, cut) = s.discount_for_pair(pair(earlier, reciprocal));
+            prop_assert_eq!((d.from_escrow, d.refund), (s.from_escrow, s.refund));
+            prop_assert!(d.bonus.cents() >= 0 && d.bonus <= s.bonus);
+            prop_assert_eq!(cut.is_some(), d.bonus < s.bonus);
+            if reciprocal {
+                prop_assert_eq!(d.bonus, Money::ZERO);
+            }
+            if let Some(cut) = cut {
+                prop_assert_eq!((cut.wanted, cut.paid), (s.bonus, d.bonus));
+            }
+        }
+
+        /// However often one worker works for one poster, the bonuses it draws from the pool for
+        /// that add up to at most twice the first.
+        #[test]
+        fn a_pair_draws_at_most_two_bonuses(reward in 1i64..1_000_000_000_000, q in 0u8..=100, l in 1usize..4, repeats in 1u32..200) {
+            let level = [Level::Novice, Level::Intermediate, Level::Expert, Level::Master][l];
+            let s = settle(Money::from_cents(reward), q, level);
+            let paid: Vec<i64> = (0..repeats)
+                .map(|n| s.discount_for_pair(pair(n, false)).0.bonus.cents())
+                .collect();
+            prop_assert!(paid.windows(2).all(|w| w[1] <= w[0]), "{:?}", paid);
+            prop_assert!(paid.iter().sum::<i64>() <= 2 * s.bonus.cents());
+            // Exactly halved, rounded down, at each repeat.
+            prop_assert!(paid.windows(2).all(|w| w[1] == w[0] / 2), "{:?}", paid);
         }
 
         #[test]

@@ -1,11 +1,16 @@
 //! The economy over HTTP: the bonus pool, withdrawals and their decisions, earnings, the
 //! re-claim rule, and idempotent replay of every money-moving POST.
 
+use std::time::Duration;
+
 use nervix_client::{Client, Method};
+use nervix_core::Money;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use crate::common::{id_of, task_body, Backend, TestAgent, TestApp};
+use crate::common::{
+    eventually, id_of, post_task_json, task_body, Backend, TestAgent, TestApp, ANSWER,
+};
 
 nervix_store::backend_matrix! {
     run = crate::common::run, workers = 2;
@@ -14,6 +19,7 @@ nervix_store::backend_matrix! {
     withdrawal_request_is_idempotent,
     workflow_and_submit_replays,
     released_task_is_not_claimed_back,
+    reciprocal_pair_farms_nothing,
 }
 
 async fn call(client: &Client, method: Method, path: &str, body: Option<Value>) -> (u16, Value) {
@@ -388,5 +394,151 @@ async fn released_task_is_not_claimed_back(backend: Backend) {
     let (_, page) = call(&worker.client, Method::GET, "/v1/tasks", None).await;
     assert!(page["items"].as_array().unwrap().is_empty(), "{page}");
     assert_eq!(claim(&other).await.0, 200);
+    app.stop().await;
+}
+
+fn money(v: &Value) -> i64 {
+    v.as_str()
+        .and_then(|s| s.parse::<Money>().ok())
+        .unwrap_or_else(|| panic!("not an amount: {v}"))
+        .cents()
+}
+
+/// `poster` posts a 10.00 task and `worker` claims it and hands in a full-marks answer;
+/// returns the submission.
+async fn do_task_for(poster: &TestAgent, worker: &TestAgent) -> Value {
+    let task = id_of(&post_task_json(&poster.client, task_body("favour", "10.00", &[])).await);
+    let (s, v) = call(
+        &worker.client,
+        Method::POST,
+        &format!("/v1/tasks/{task}/claim"),
+        None,
+    )
+    .await;
+    assert_eq!(s, 200, "claim: {v}");
+    let (s, v) = call(
+        &worker.client,
+        Method::POST,
+        &format!("/v1/tasks/{task}/submit"),
+        Some(json!({"submission_data": {"content": ANSWER}})),
+    )
+    .await;
+    assert_eq!(s, 202, "submit: {v}");
+    assert_eq!(v["submission"]["status"], "accepted", "{v}");
+    assert_eq!(v["submission"]["quality_score"], 100, "{v}");
+    v["submission"].clone()
+}
+
+async fn reputation(app: &TestApp, agent: &TestAgent) -> Value {
+    let path = format!("/v1/agents/{}/reputation", agent.handle);
+    let (s, r) = call(&app.admin, Method::GET, &path, None).await;
+    assert_eq!(s, 200, "{r}");
+    r
+}
+
+/// Issue #9's story: two agents post 10.00 tasks to each other and answer them. Past probation
+/// and above novice they are paid no level bonus, so together they hold what they were granted,
+/// the bonus pool keeps its balance, and their reputation barely moves; a third agent doing the
+/// same work for one of them is paid the bonus.
+async fn reciprocal_pair_farms_nothing(backend: Backend) {
+    let Some(app) = TestApp::start(backend).await else {
+        return;
+    };
+    let (s, v) = call(
+        &app.admin,
+        Method::POST,
+        "/v1/admin/bonus-pool/fund",
+        Some(json!({"amount": "100.00", "memo": "level bonuses"})),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    let a = app.enroll("pair-a", &[]).await;
+    let b = app.enroll("pair-b", &[]).await;
+    app.grant(a.id, "500.00").await;
+    app.grant(b.id, "500.00").await;
+    for _ in 0..5 {
+        do_task_for(&a, &b).await;
+        do_task_for(&b, &a).await;
+    }
+    for agent in [&a, &b] {
+        eventually(Duration::from_secs(10), "past probation", || async {
+            (reputation(&app, agent).await["level"] == "intermediate").then_some(())
+        })
+        .await;
+    }
+    for _ in 0..6 {
+        do_task_for(&a, &b).await;
+        do_task_for(&b, &a).await;
+    }
+    let (ea, eb) = (earnings(&a).await, earnings(&b).await);
+    assert_eq!(
+        money(&ea["balance"]) + money(&eb["balance"]),
+        100_000,
+        "{ea} {eb}"
+    );
+    assert_eq!((money(&ea["escrowed"]), money(&eb["escrowed"])), (0, 0));
+    let (_, pool) = call(&app.admin, Method::GET, "/v1/admin/bonus-pool", None).await;
+    assert_eq!(pool["balance"], "100.00");
+    let (s, entries) = call(
+        &b.client,
+        Method::GET,
+        "/v1/agents/me/contributions?limit=5",
+        None,
+    )
+    .await;
+    assert_eq!(s, 200, "{entries}");
+    let payout = entries["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["kind"] == "payout")
+        .unwrap_or_else(|| panic!("no payout among {entries}"));
+    assert!(
+        payout["memo"]
+            .as_str()
+            .unwrap()
+            .contains("level bonus cut from 2.00 to 0.00: reciprocal pair"),
+        "{payout}"
+    );
+    // Eleven perfect tasks each, worth little more than one honest task (from 50.00 to at
+    // most 57.37; eleven for eleven different posters would reach about 74).
+    for agent in [&a, &b] {
+        let score = money(&reputation(&app, agent).await["score"]);
+        assert!((5000..=5737).contains(&score), "{}: {score}", agent.handle);
+    }
+
+    // A third agent past probation, doing the same work for `a`, is paid the bonus.
+    let c = app.enroll("pair-c", &[]).await;
+    for i in 0..5 {
+        let t = app
+            .admin_post(task_body(&format!("probation {i}"), "1.00", &[]))
+            .await;
+        let (s, v) = call(
+            &c.client,
+            Method::POST,
+            &format!("/v1/tasks/{}/claim", id_of(&t)),
+            None,
+        )
+        .await;
+        assert_eq!(s, 200, "{v}");
+        let path = format!("/v1/tasks/{}/submit", id_of(&t));
+        let (s, v) = call(
+            &c.client,
+            Method::POST,
+            &path,
+            Some(json!({"submission_data": {"content": ANSWER}})),
+        )
+        .await;
+        assert_eq!(s, 202, "{v}");
+    }
+    eventually(Duration::from_secs(10), "past probation", || async {
+        (reputation(&app, &c).await["level"] == "intermediate").then_some(())
+    })
+    .await;
+    let before = money(&earnings(&c).await["balance"]);
+    do_task_for(&a, &c).await;
+    assert_eq!(money(&earnings(&c).await["balance"]) - before, 1200);
+    let (_, pool) = call(&app.admin, Method::GET, "/v1/admin/bonus-pool", None).await;
+    assert_eq!(pool["balance"], "98.00");
     app.stop().await;
 }

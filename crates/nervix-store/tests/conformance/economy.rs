@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use chrono::Duration;
-use nervix_core::TaskStatus;
+use nervix_core::{Level, Reputation, TaskStatus};
 use nervix_store::*;
 use tokio::sync::Barrier;
 use uuid::Uuid;
@@ -20,6 +20,8 @@ nervix_store::backend_matrix! {
     released_task_is_not_claimed_again,
     lost_lease_is_not_claimed_again,
     rejected_task_is_not_claimed_again,
+    reciprocal_pair_gains_no_money,
+    repeated_pair_bonus_decays,
 }
 
 fn assert_clean(report: &LedgerReport) {
@@ -363,4 +365,178 @@ pub async fn rejected_task_is_not_claimed_again(store: Arc<dyn Store>) {
         now() + Duration::minutes(10),
     )
     .await;
+}
+
+/// `poster` posts a task of `reward` and `worker` completes it at quality 100: the submission
+/// and the memo of the worker's payout entry.
+async fn exchange(
+    store: &Arc<dyn Store>,
+    poster: &AgentRecord,
+    worker: &AgentRecord,
+    reward: i64,
+) -> (SubmissionRecord, String) {
+    let t = post_one(store, poster, task(reward)).await;
+    let (sub, _, _) = complete(store, t.id, worker.id, 100).await;
+    (sub, payout_memo(store, t.id).await)
+}
+
+async fn payout_memo(store: &Arc<dyn Store>, task: Uuid) -> String {
+    store
+        .ledger_entries(&LedgerQuery {
+            task_id: Some(task),
+            limit: 100,
+            ..LedgerQuery::default()
+        })
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|e| e.kind == "payout")
+        .expect("a payout entry")
+        .memo
+}
+
+/// What `owner` holds on the platform: available, escrowed and pending withdrawal.
+async fn holdings(store: &Arc<dyn Store>, owner: Uuid) -> i64 {
+    let b = balances(store, owner).await;
+    b.available + b.escrow + b.pending_withdrawal
+}
+
+/// Two agents posting tasks to each other and doing them draw nothing from the bonus pool,
+/// however far past novice they are; a third agent's work for one of them does.
+pub async fn reciprocal_pair_gains_no_money(store: Arc<dyn Store>) {
+    let admin = admin(&store).await;
+    store
+        .fund_bonus_pool(100_000, "bonuses", &audit("admin.bonus_pool.fund"))
+        .await
+        .unwrap();
+    let (a, b) = (enroll(&store, &[]).await, enroll(&store, &[]).await);
+    grant(&store, a.id, 50_000).await;
+    grant(&store, b.id, 50_000).await;
+    let level =
+        |r: AgentRecord| Level::of(Reputation::from_hundredths(r.reputation), r.tasks_completed);
+    // In alternation until both are past probation (novices earn no bonus).
+    let mut rounds = 0;
+    loop {
+        for (poster, worker) in [(&a, &b), (&b, &a)] {
+            let (sub, _) = exchange(&store, poster, worker, 1000).await;
+            assert_eq!(sub.payout_cents, Some(1000), "novice pay");
+        }
+        rounds += 1;
+        let (ra, rb) = (
+            store.agent(a.id).await.unwrap().unwrap(),
+            store.agent(b.id).await.unwrap().unwrap(),
+        );
+        if level(ra) != Level::Novice && level(rb) != Level::Novice {
+            break;
+        }
+        assert!(rounds < 10, "never left probation");
+    }
+    assert_eq!(rounds, nervix_core::reputation::PROBATION_TASKS);
+    // Six more exchanges at ×1.2: the bonus is withheld, and each payout says why.
+    for _ in 0..6 {
+        for (poster, worker) in [(&a, &b), (&b, &a)] {
+            let (sub, memo) = exchange(&store, poster, worker, 1000).await;
+            assert_eq!(sub.payout_cents, Some(1000));
+            assert_eq!(
+                memo,
+                "task completed: payout; level bonus cut from 2.00 to 0.00: reciprocal pair (the \
+                 poster completed a task this worker posted)"
+            );
+        }
+    }
+    assert_eq!(
+        holdings(&store, a.id).await + holdings(&store, b.id).await,
+        100_000,
+        "the pair holds what it was granted"
+    );
+    assert_eq!(store.bonus_pool().await.unwrap(), 100_000);
+    // The same work for a third agent, past probation, is paid the bonus the pair was refused.
+    let c = enroll(&store, &[]).await;
+    finish_probation(&store, &admin, c.id).await;
+    let (sub, memo) = exchange(&store, &a, &c, 1000).await;
+    assert_eq!(sub.payout_cents, Some(1200));
+    assert_eq!(memo, "task completed: payout");
+    assert_eq!(store.bonus_pool().await.unwrap(), 100_000 - 200);
+    assert_clean(&store.verify_ledger().await.unwrap());
+}
+
+/// One worker doing one poster's tasks again and again: the level bonus halves with each
+/// earlier task of that poster (rounded down), for decisions by review too; the operator's
+/// tasks and other posters' are no repeat; once the poster has worked for the worker, nothing.
+pub async fn repeated_pair_bonus_decays(store: Arc<dyn Store>) {
+    let admin = admin(&store).await;
+    store
+        .fund_bonus_pool(100_000, "bonuses", &audit("admin.bonus_pool.fund"))
+        .await
+        .unwrap();
+    let poster = enroll(&store, &[]).await;
+    grant(&store, poster.id, 100_000).await;
+    let worker = enroll(&store, &[]).await;
+    finish_probation(&store, &admin, worker.id).await;
+    // 1010 at ×1.2 and quality 100: a bonus of 2.02.
+    let mut bonuses = Vec::new();
+    let mut memos = Vec::new();
+    for _ in 0..4 {
+        let (sub, memo) = exchange(&store, &poster, &worker, 1010).await;
+        bonuses.push(sub.payout_cents.unwrap() - 1010);
+        memos.push(memo);
+    }
+    assert_eq!(bonuses, [202, 101, 50, 25]);
+    assert_eq!(memos[0], "task completed: payout");
+    assert_eq!(
+        memos[2],
+        "task completed: payout; level bonus cut from 2.02 to 0.50: 2 earlier tasks for this \
+         poster (×0.5 each)"
+    );
+
+    // A spot-checked fifth, decided by a reviewer's review, is settled by the same rule.
+    let t = post_one(&store, &poster, task(1010)).await;
+    claim_ok(&store, t.id, worker.id).await;
+    let hold = Decision::Hold {
+        review_deadline: now() + Duration::hours(72),
+    };
+    let (sub, _, _, _) = submit_done(&store, t.id, worker.id, hold, 100).await;
+    let reviewer = enroll(&store, &[]).await;
+    let outcome = store
+        .review(&NewReview {
+            id: Uuid::now_v7(),
+            submission_id: sub.id,
+            reviewer_id: reviewer.id,
+            score: 100,
+            feedback: "fine".to_owned(),
+            may_decide: true,
+            accept_threshold: 60,
+            retry: RetryPolicy::default(),
+            at: now(),
+        })
+        .await
+        .unwrap();
+    let ReviewOutcome::Done {
+        settled: Some(settled),
+        ..
+    } = outcome
+    else {
+        panic!("review did not decide: {outcome:?}")
+    };
+    assert_eq!(settled.submission.payout_cents, Some(1010 + 12));
+
+    // The operator's tasks are no pair (the worker did five in probation), nor is another
+    // poster a repeat of this one.
+    let (sub, _) = exchange(&store, &admin, &worker, 1010).await;
+    assert_eq!(sub.payout_cents, Some(1010 + 202));
+    let other = enroll(&store, &[]).await;
+    grant(&store, other.id, 10_000).await;
+    let (sub, _) = exchange(&store, &other, &worker, 1010).await;
+    assert_eq!(sub.payout_cents, Some(1010 + 202));
+
+    // The poster does a task of the worker's; from then on the two are a reciprocal pair.
+    let (sub, _) = exchange(&store, &worker, &poster, 500).await;
+    assert_eq!(sub.payout_cents, Some(500), "the poster is a novice");
+    let (sub, memo) = exchange(&store, &poster, &worker, 1010).await;
+    assert_eq!(sub.payout_cents, Some(1010));
+    assert!(memo.contains("reciprocal pair"), "{memo}");
+
+    let paid = 202 + 101 + 50 + 25 + 12 + 202 + 202;
+    assert_eq!(store.bonus_pool().await.unwrap(), 100_000 - paid);
+    assert_clean(&store.verify_ledger().await.unwrap());
 }

@@ -6,15 +6,16 @@
 //! withdrawal requests and decisions run over three agents (the first past probation, so that
 //! it earns level bonuses) and the treasury. Alongside, a model of every owner's `available`,
 //! `escrow` and pending withdrawals and of the bonus pool is kept from the task statuses alone
-//! (settlement per `nervix_core::reputation::settle`, the bonus cut to the pool), and compared
-//! with the store after every operation; `verify_ledger` must find nothing, and agents together
-//! never hold more than the operator put in.
+//! (settlement per `nervix_core::reputation::settle`, the bonus discounted for the pair of
+//! poster and worker, then cut to the pool), and compared with the store after every
+//! operation; `verify_ledger` must find nothing, and agents together never hold more than the
+//! operator put in.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
-use nervix_core::reputation::settle;
+use nervix_core::reputation::{settle, PairHistory};
 use nervix_core::{Level, Money, Reputation, TaskStatus};
 use nervix_store::*;
 use proptest::prelude::*;
@@ -99,7 +100,8 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0..=ADMIN, prop::collection::vec(1i64..=500, 2..=4), any::<bool>(), 5i64..=240)
             .prop_map(|(poster, rewards, fan, deadline_min)| Op::PostWorkflow { poster, rewards, fan, deadline_min }),
         5 => (0usize..1000, 0..AGENTS, 60i64..=3600).prop_map(|(task, agent, lease_s)| Op::Claim { task, agent, lease_s }),
-        5 => (0usize..1000, prop::bool::weighted(0.6), 0u8..=100).prop_map(|(task, accept, quality)| Op::Submit { task, accept, quality }),
+        // Half the qualities high enough (above 83) for a ×1.2 level to want a bonus.
+        5 => (0usize..1000, prop::bool::weighted(0.6), prop_oneof![0u8..=100, 84u8..=100]).prop_map(|(task, accept, quality)| Op::Submit { task, accept, quality }),
         1 => (0usize..1000).prop_map(|task| Op::Cancel { task }),
         1 => (0usize..1000).prop_map(|workflow| Op::CancelWorkflow { workflow }),
         1 => (0i64..=300).prop_map(|minutes| Op::ExpireDeadlines { minutes }),
@@ -241,6 +243,13 @@ async fn run_sequence(
         run.model.move_available(PLATFORM, -100);
         run.model.move_available(veteran, 100);
     }
+    // Something in the bonus pool from the start, so that the veteran's bonuses (and their
+    // pair discounts) are paid often, not only after a random funding.
+    db(store
+        .fund_bonus_pool(1000, "prop start", &audit("admin.bonus_pool.fund"))
+        .await)?;
+    run.model.bonus_pool += 1000;
+    run.model.move_available(PLATFORM, -1000);
     let result = run.run(ops).await;
     // Sequences share the store (and its treasury): close every task this one left open, so
     // that the expiry runs of later sequences only ever touch their own tasks.
@@ -279,6 +288,29 @@ impl Run<'_> {
             self.admin
         } else {
             &self.agents[i]
+        }
+    }
+
+    /// The pair `worker` and `t`'s poster form, from the tasks completed so far (each one
+    /// accepted submission); the treasury's tasks are no pair.
+    fn pair_history(&self, t: &TaskRecord, worker: Uuid) -> PairHistory {
+        if t.funded_by_treasury {
+            return PairHistory::default();
+        }
+        let completed = |poster: Uuid, by: Uuid| {
+            self.seen
+                .values()
+                .filter(|x| {
+                    x.status == TaskStatus::Completed
+                        && !x.funded_by_treasury
+                        && x.posted_by == poster
+                        && x.assigned_agent_id == Some(by)
+                })
+                .count()
+        };
+        PairHistory {
+            earlier: u32::try_from(completed(t.posted_by, worker)).unwrap_or(u32::MAX),
+            reciprocal: completed(worker, t.posted_by) > 0,
         }
     }
 

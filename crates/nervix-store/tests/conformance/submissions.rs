@@ -160,8 +160,12 @@ pub async fn submit_accept_bonus_from_pool(store: Arc<dyn Store>) {
     assert_eq!((p.available, p.escrow), (9000, 0));
     assert_settled_once(&store, &done).await;
 
-    // Quality 90: all of the escrow plus an 80 bonus wanted, cut to the 50 the pool holds.
-    let t = post_one(&store, &poster, task(1000)).await;
+    // Quality 90: all of the escrow plus an 80 bonus wanted, cut to the 50 the pool holds
+    // (from another poster: a repeat for the same one halves the bonus, see `economy`).
+    let other = enroll(&store, &[]).await;
+    grant(&store, other.id, 1000).await;
+    let treasury = treasury - 1000;
+    let t = post_one(&store, &other, task(1000)).await;
     let (sub, _, _) = complete(&store, t.id, worker.id, 90).await;
     assert_eq!(sub.payout_cents, Some(1050));
     assert_eq!(store.bonus_pool().await.unwrap(), 0);
@@ -195,7 +199,7 @@ pub async fn submit_accept_bonus_from_pool(store: Arc<dyn Store>) {
     assert_eq!(sub.payout_cents, Some(600));
     assert_eq!(
         balances(&store, poster.id).await.available,
-        7000 - 1000 + 400
+        8000 - 1000 + 400
     );
     assert_eq!(
         balances(&store, worker.id).await.total_earned,

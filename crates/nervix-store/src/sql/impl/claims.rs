@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, Utc};
 use nervix_core::matching::{check_eligibility, Ineligible, TaskProfile};
-use nervix_core::reputation::{settle, Reputation};
+use nervix_core::reputation::{settle, PairHistory, Reputation};
 use nervix_core::{Level, TaskStatus};
 use sqlx::types::Json;
 use uuid::Uuid;
@@ -291,17 +291,24 @@ pub(super) async fn accept(
     let level = Level::of(Reputation::from_hundredths(reputation), completed - 1);
     let reward = nervix_core::Money::from_cents(done.reward_cents);
     let wanted = settle(reward, score, level);
-    // The level bonus comes out of the bonus pool, cut to what it holds (read under its lock,
-    // so concurrent payouts cannot both spend the same balance).
-    let (money, cut) = if wanted.bonus.is_positive() {
+    // The level bonus comes out of the bonus pool: discounted for the pair, then cut to what
+    // the pool holds (read under its lock, so concurrent payouts cannot both spend the same
+    // balance).
+    let mut memo = "task completed: payout".to_owned();
+    let money = if wanted.bonus.is_positive() {
+        // The pool's lock comes first: every settlement that pays a bonus takes it, so the
+        // pair's history read after it includes every such settlement committed before
+        // (PostgreSQL gives each statement a fresh snapshot), and two settlements between
+        // the same pair cannot both be the first.
         let pool = lock_bonus_pool(tx).await?;
-        wanted.cap_bonus(nervix_core::Money::from_cents(pool))
+        let (money, pair_cut) = wanted.discount_for_pair(pair_history(tx, &done).await?);
+        let (money, pool_cut) = money.cap_bonus(nervix_core::Money::from_cents(pool));
+        for cut in pair_cut.into_iter().chain(pool_cut) {
+            memo.push_str(&format!("; {cut}"));
+        }
+        money
     } else {
-        (wanted, None)
-    };
-    let memo = match cut {
-        None => "task completed: payout".to_owned(),
-        Some(cut) => format!("task completed: payout; {cut}"),
+        wanted
     };
     let worker = account_id(agent_id, AccountKind::Available);
     let escrow = account_id(done.funder(), AccountKind::Escrow);
@@ -326,6 +333,33 @@ pub(super) async fn accept(
         payout_cents: money.payout().cents(),
         unblocked,
     }))
+}
+
+/// How many tasks by `done`'s poster its worker completed before it, and whether the poster
+/// completed one of the worker's: each completed task is exactly one accepted submission.
+/// Operator-posted tasks are no pair.
+async fn pair_history(tx: &mut Conn, done: &TaskRecord) -> Result<PairHistory> {
+    let Some(worker) = done.assigned_agent_id.filter(|_| !done.funded_by_treasury) else {
+        return Ok(PairHistory::default());
+    };
+    // PAIR_DECAY^64 of any bonus in cents (below 2^63) rounds down to nothing, so counting
+    // stops there.
+    let (earlier, back): (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT COUNT(*) FROM (SELECT 1 FROM tasks WHERE posted_by = $1 AND \
+         assigned_agent_id = $2 AND status = 'completed' AND funded_by_treasury = FALSE AND id \
+         <> $3 LIMIT 64) AS earlier), (SELECT COUNT(*) FROM (SELECT 1 FROM tasks WHERE \
+         posted_by = $2 AND assigned_agent_id = $1 AND status = 'completed' AND \
+         funded_by_treasury = FALSE LIMIT 1) AS back)",
+    )
+    .bind(done.posted_by)
+    .bind(worker)
+    .bind(done.id)
+    .fetch_one(&mut *tx)
+    .await?;
+    Ok(PairHistory {
+        earlier: u32::try_from(earlier).unwrap_or(u32::MAX),
+        reciprocal: back > 0,
+    })
 }
 
 /// Takes a task back from the agent whose submission was rejected (who may not claim it

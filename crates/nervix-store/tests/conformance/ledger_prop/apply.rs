@@ -152,7 +152,8 @@ impl Run<'_> {
                         worker.tasks_completed,
                     );
                     let wanted = settle(Money::from_cents(t.reward_cents), *quality, level);
-                    let (s, _) = wanted.cap_bonus(Money::from_cents(self.model.bonus_pool));
+                    let (s, _) = wanted.discount_for_pair(self.pair_history(&t, by));
+                    let (s, _) = s.cap_bonus(Money::from_cents(self.model.bonus_pool));
                     prop_assert_eq!(submission.payout_cents, Some(s.payout().cents()));
                     return Ok(Some((
                         t.id,
