@@ -19,15 +19,15 @@ use crate::error::{ClientError, Problem};
 use crate::keys::AgentKeys;
 use crate::pages::Pages;
 use crate::types::{
-    AdminWithdrawalQuery, Agent, AgentQuery, Announcement, AuditQuery, AuditRecord,
-    AuthChallenge, BonusPool, Channel, ChannelMembers, ChannelQuery, ClaimRequest, ClaimResponse,
-    ConfigPatch, ContributionsQuery, Earnings, EnrollRequest, EnrollResponse, Granted, Health,
-    LedgerEntry, Leaderboard, ListQuery, MarkRead, Message, MessageHistoryQuery, NewAnnouncement,
-    NewChannel, NewReview, NewTask, NewWorkflow, Notification, NotificationQuery, Page,
-    Readiness, Reputation, ReputationHistoryQuery, ReputationSnapshot, Review, ReviewQueueQuery,
-    Role, SendMessage, SentMessage, Stats, Submission, SubmitRequest, SubmitResponse, Task,
-    TaskQuery, TokenResponse, Transfer, VerifyResponse, Withdrawal, WithdrawalQuery,
-    WithdrawalRequest, WorkHistoryEntry, WorkHistoryQuery, Workflow,
+    AdminWithdrawalQuery, Agent, AgentQuery, Announcement, AuditQuery, AuditRecord, AuthChallenge,
+    BonusPool, Channel, ChannelMembers, ChannelQuery, ClaimRequest, ClaimResponse, ConfigPatch,
+    ContributionsQuery, Earnings, EnrollRequest, EnrollResponse, Granted, Health, Leaderboard,
+    LedgerEntry, ListQuery, MarkRead, Message, MessageHistoryQuery, NewAnnouncement, NewChannel,
+    NewReview, NewTask, NewWorkflow, Notification, NotificationQuery, Page, Readiness, Reputation,
+    ReputationHistoryQuery, ReputationSnapshot, Review, ReviewQueueQuery, Role, SendMessage,
+    SentMessage, Stats, Submission, SubmitRequest, SubmitResponse, Task, TaskQuery, TokenResponse,
+    Transfer, VerifyResponse, Withdrawal, WithdrawalQuery, WithdrawalRequest, WorkHistoryEntry,
+    WorkHistoryQuery, Workflow,
 };
 
 type Result<T, E = ClientError> = std::result::Result<T, E>;
@@ -136,9 +136,7 @@ fn jwt_times(token: &str) -> Option<(DateTime<Utc>, DateTime<Utc>)> {
         exp: i64,
     }
     let payload = token.split('.').nth(1)?;
-    let bytes = URL_SAFE_NO_PAD
-        .decode(payload.trim_end_matches('='))
-        .ok()?;
+    let bytes = URL_SAFE_NO_PAD.decode(payload.trim_end_matches('=')).ok()?;
     let claims: Claims = serde_json::from_slice(&bytes).ok()?;
     Some((
         Utc.timestamp_opt(claims.iat, 0).single()?,
@@ -643,7 +641,10 @@ impl Client {
     }
 
     /// `GET /v1/admin/withdrawals`: one page of every agent's withdrawals.
-    pub async fn admin_withdrawals(&self, query: &AdminWithdrawalQuery) -> Result<Page<Withdrawal>> {
+    pub async fn admin_withdrawals(
+        &self,
+        query: &AdminWithdrawalQuery,
+    ) -> Result<Page<Withdrawal>> {
         self.list(query).await
     }
 
@@ -695,20 +696,31 @@ impl Client {
         self.send_message(&body, idempotency_key).await
     }
 
-    /// The bytes of a received message: looks up the sender's `encryption_public_key` and
-    /// decrypts with `recipient`'s key (or decodes an unencrypted payload).
-    pub async fn open_message(&self, recipient: &AgentKeys, message: &Message) -> Result<Vec<u8>> {
+    /// The bytes of a message of `keys`' agent, received or sent: looks up the other
+    /// party's `encryption_public_key` (the sender's, or for a message this agent sent, the
+    /// recipient's) and decrypts; an unencrypted payload is only decoded.
+    pub async fn open_message(&self, keys: &AgentKeys, message: &Message) -> Result<Vec<u8>> {
         if !message.encrypted {
-            return Ok(message.open(recipient, "")?);
+            return Ok(message.open(keys, "")?);
         }
+        let no_key = |who: &str| {
+            ClientError::InvalidInput(format!("agent {who} has no encryption_public_key"))
+        };
         let sender = self.agent(&message.from).await?;
-        let key = sender.encryption_public_key.as_deref().ok_or_else(|| {
-            ClientError::InvalidInput(format!(
-                "sender {} has no encryption_public_key",
-                message.from
-            ))
+        let sender_key = sender
+            .encryption_public_key
+            .ok_or_else(|| no_key(&message.from))?;
+        let own_key = keys.encryption_public_key_b64();
+        if sender_key != own_key {
+            return Ok(message.open(keys, &sender_key)?);
+        }
+        // Our own message: the box was made with the recipient's key.
+        let to = message.to.as_deref().ok_or_else(|| {
+            ClientError::InvalidInput("an encrypted message without a recipient".to_owned())
         })?;
-        Ok(message.open(recipient, key)?)
+        let recipient = self.agent(to).await?;
+        let key = recipient.encryption_public_key.ok_or_else(|| no_key(to))?;
+        Ok(message.open(keys, &key)?)
     }
 
     /// `GET /v1/messages/history?with=` for the conversation with one agent (UUID or handle).
@@ -1218,7 +1230,10 @@ mod tests {
         assert_eq!((iat.timestamp(), exp.timestamp()), (1_000, 2_000));
         assert_eq!(jwt_times("not-a-jwt"), None);
         assert_eq!(jwt_times("a.%%%.c"), None);
-        assert_eq!(jwt_times(&format!("a.{}.c", URL_SAFE_NO_PAD.encode("{}"))), None);
+        assert_eq!(
+            jwt_times(&format!("a.{}.c", URL_SAFE_NO_PAD.encode("{}"))),
+            None
+        );
 
         let client = Client::new("http://127.0.0.1:1")
             .unwrap()

@@ -56,16 +56,16 @@ fn rfc3339(t: DateTime<Utc>) -> String {
 }
 
 list_query!(AuditQuery => AuditRecord, |q|
-    path: segments(&["v1", "admin", "audit"]),
-    filters: {
-        let mut f = Vec::new();
-        push(&mut f, "action", q.action.clone());
-        push(&mut f, "actor", q.actor.clone());
-        push(&mut f, "target", q.target.clone());
-        push(&mut f, "since", q.since.map(rfc3339));
-        push(&mut f, "until", q.until.map(rfc3339));
-        f
-    });
+path: segments(&["v1", "admin", "audit"]),
+filters: {
+    let mut f = Vec::new();
+    push(&mut f, "action", q.action.clone());
+    push(&mut f, "actor", q.actor.clone());
+    push(&mut f, "target", q.target.clone());
+    push(&mut f, "since", q.since.map(rfc3339));
+    push(&mut f, "until", q.until.map(rfc3339));
+    f
+});
 
 /// An amount moved by the operator: the body of `POST /v1/admin/agents/{id}/grant` and of
 /// `POST /v1/admin/bonus-pool/fund`.

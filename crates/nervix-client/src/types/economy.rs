@@ -121,9 +121,9 @@ pub struct AdminWithdrawalQuery {
 }
 
 list_query!(AdminWithdrawalQuery => Withdrawal, |q|
-    path: segments(&["v1", "admin", "withdrawals"]),
-    filters: {
-        let mut f = Vec::new();
-        push(&mut f, "status", q.status.map(wire_str));
-        f
-    });
+path: segments(&["v1", "admin", "withdrawals"]),
+filters: {
+    let mut f = Vec::new();
+    push(&mut f, "status", q.status.map(wire_str));
+    f
+});

@@ -118,26 +118,18 @@ pub struct Message {
 }
 
 impl Message {
-    /// The message's bytes: decrypted with `recipient`'s key and the sender's
-    /// `encryption_public_key` when it is encrypted (authenticated: a message altered in
-    /// transit or from another sender fails), base64-decoded otherwise.
-    pub fn open(
-        &self,
-        recipient: &AgentKeys,
-        sender_key_b64: &str,
-    ) -> Result<Vec<u8>, CryptoError> {
+    /// The message's bytes: decrypted with `own` keys and the other party's
+    /// `encryption_public_key` (the sender's; for a message `own` sent, the recipient's) when
+    /// it is encrypted — authenticated, so a message altered in transit or from another sender
+    /// fails — and base64-decoded otherwise.
+    pub fn open(&self, own: &AgentKeys, peer_key_b64: &str) -> Result<Vec<u8>, CryptoError> {
         if !self.encrypted {
             return B64
                 .decode(&self.payload)
                 .map_err(|_| CryptoError::InvalidPayload);
         }
         let nonce = self.nonce.as_deref().ok_or(CryptoError::InvalidNonce)?;
-        crypto::open(
-            recipient.encryption_secret(),
-            sender_key_b64,
-            &self.payload,
-            nonce,
-        )
+        crypto::open(own.encryption_secret(), peer_key_b64, &self.payload, nonce)
     }
 
     /// The message carried by a WebSocket frame (`{"type": "message", "seq": 7, "data":
@@ -297,12 +289,12 @@ pub struct NotificationQuery {
 }
 
 list_query!(NotificationQuery => Notification, |q|
-    path: segments(&["v1", "notifications"]),
-    filters: {
-        let mut f = Vec::new();
-        push(&mut f, "unread", q.unread.map(|b| b.to_string()));
-        f
-    });
+path: segments(&["v1", "notifications"]),
+filters: {
+    let mut f = Vec::new();
+    push(&mut f, "unread", q.unread.map(|b| b.to_string()));
+    f
+});
 
 /// Body of `POST /v1/notifications/mark-read`: `{"ids": [...]}` or `{"all": true}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -367,8 +359,8 @@ mod tests {
     fn sealed_messages_open_from_frames() {
         let alice = AgentKeys::generate();
         let bob = AgentKeys::generate();
-        let body = SendMessage::sealed(&alice, "bob", &bob.encryption_public_key_b64(), b"psst")
-            .unwrap();
+        let body =
+            SendMessage::sealed(&alice, "bob", &bob.encryption_public_key_b64(), b"psst").unwrap();
         assert!(body.encrypted);
         let frame = json!({"type": "message", "seq": 3, "data": {
             "id": Uuid::nil(), "from": "alice-uuid", "to": "bob-uuid", "encrypted": true,

@@ -35,7 +35,10 @@ impl TaskStatus {
     pub fn is_final(self) -> bool {
         matches!(
             self,
-            TaskStatus::Completed | TaskStatus::Failed | TaskStatus::Expired | TaskStatus::Cancelled
+            TaskStatus::Completed
+                | TaskStatus::Failed
+                | TaskStatus::Expired
+                | TaskStatus::Cancelled
         )
     }
 }
