@@ -145,7 +145,10 @@ async fn a_token_near_expiry_is_renewed_on_the_next_call() {
     client.me().await.unwrap();
     let renewed = client.token().unwrap();
     assert_ne!(renewed, first.token, "renewed before the call");
-    assert_eq!(mock.seen.lock().unwrap().as_slice(), std::slice::from_ref(&renewed));
+    assert_eq!(
+        mock.seen.lock().unwrap().as_slice(),
+        std::slice::from_ref(&renewed)
+    );
     assert!(client.token_expires_at().unwrap() > first.expires_at);
 
     // Fresh now: the next calls use it as it is.
@@ -222,7 +225,10 @@ async fn a_refused_renewal_keeps_a_valid_token_and_fails_an_expired_one() {
     // Still valid for ~5 s: the call goes through with it.
     client.me().await.unwrap();
     assert_eq!(client.token().unwrap(), first.token);
-    assert_eq!(mock.seen.lock().unwrap().as_slice(), std::slice::from_ref(&first.token));
+    assert_eq!(
+        mock.seen.lock().unwrap().as_slice(),
+        std::slice::from_ref(&first.token)
+    );
 
     // Explicit renewal reports the refusal.
     let err = client.renew_token().await.unwrap_err();
