@@ -1,20 +1,21 @@
-//! `nervix agent`: enroll an agent, log in again, show who we are.
+//! `nervix agent`: enroll an agent, log in again, show who we are and how we are doing.
 //!
 //! The agent's state lives in a small JSON file (server, identity, key path, token) written
-//! with mode 0600, so later commands need no flags and the token never passes through a
-//! command line or the terminal.
+//! with mode 0600 (see `profile.rs`), so later commands need no flags and the token never
+//! passes through a command line or the terminal.
 
-use std::fs;
-use std::io::{self, Write as _};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context as _};
-use chrono::{DateTime, SecondsFormat, Utc};
-use nervix_client::{AgentKeys, Client, ClientError, EnrollRequest, TokenResponse};
-use serde::{Deserialize, Serialize};
-use uuid::Uuid;
+use nervix_client::{
+    Agent, AgentKeys, Client, Earnings, EnrollRequest, Reputation, Task, TaskQuery, TaskStatus,
+    TokenResponse,
+};
+use serde::Serialize;
 
 use crate::keygen::create_private_parent;
+use crate::output::{clip, opt_time, print_json, rfc3339, Format, Table};
+use crate::profile::{load_config, save_config, AgentConfig, ConfigArg, ConnectArgs};
 
 #[derive(clap::Subcommand)]
 pub enum AgentCommand {
@@ -23,9 +24,19 @@ pub enum AgentCommand {
     /// Get a fresh token for the saved agent by signing a login challenge.
     Login(ConfigArg),
     /// Show the saved agent's profile (`GET /v1/agents/me`).
-    Whoami(ConfigArg),
+    Whoami(ConnectArgs),
     /// Work as a federated agent: claim offered tasks and run a command for each.
     Run(crate::agent_run::RunArgs),
+    /// The agent at a glance: profile, reputation, earnings and the tasks it holds.
+    Status(StatusArgs),
+}
+
+#[derive(clap::Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    connect: ConnectArgs,
+    #[command(flatten)]
+    format: Format,
 }
 
 #[derive(clap::Args)]
@@ -55,45 +66,12 @@ pub struct EnrollArgs {
     config: ConfigArg,
 }
 
-#[derive(clap::Args)]
-pub struct ConfigArg {
-    /// Agent config file. [default: ~/.config/nervix/agent.json]
-    #[arg(long = "config", env = "NERVIX_AGENT_CONFIG", value_name = "PATH")]
-    path: Option<PathBuf>,
-}
-
-impl ConfigArg {
-    pub(crate) fn resolve(&self) -> anyhow::Result<PathBuf> {
-        if let Some(path) = &self.path {
-            return Ok(path.clone());
-        }
-        let base = std::env::var_os("XDG_CONFIG_HOME")
-            .filter(|v| !v.is_empty())
-            .map(PathBuf::from)
-            .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".config")))
-            .context(
-                "cannot locate a config directory (no $XDG_CONFIG_HOME or $HOME); pass --config",
-            )?;
-        Ok(base.join("nervix").join("agent.json"))
-    }
-}
-
-/// What `nervix agent enroll` leaves behind for the other commands.
-#[derive(Serialize, Deserialize)]
-pub(crate) struct AgentConfig {
-    pub(crate) server: String,
-    pub(crate) agent_id: String,
-    pub(crate) agent_uuid: Uuid,
-    pub(crate) key_path: PathBuf,
-    pub(crate) token: String,
-    pub(crate) expires_at: DateTime<Utc>,
-}
-
 pub async fn run(cmd: AgentCommand) -> anyhow::Result<()> {
     match cmd {
         AgentCommand::Enroll(args) => enroll(args).await,
         AgentCommand::Login(config) => login(&config.resolve()?).await,
-        AgentCommand::Whoami(config) => whoami(&config.resolve()?).await,
+        AgentCommand::Whoami(connect) => whoami(&connect).await,
+        AgentCommand::Status(args) => status(args).await,
         AgentCommand::Run(args) => crate::agent_run::run(args).await,
     }
 }
@@ -167,17 +145,17 @@ async fn login(config_path: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn whoami(config_path: &Path) -> anyhow::Result<()> {
-    let config = load_config(config_path)?;
-    let client = Client::new(&config.server)?.with_token(config.token.as_str());
-    let me = match client.me().await {
-        Ok(me) => me,
-        Err(e @ ClientError::Api { status: 401, .. }) => {
-            return Err(anyhow::Error::new(e)
-                .context("the saved token was rejected; run `nervix agent login` for a new one"))
-        }
-        Err(e) => return Err(e.into()),
-    };
+async fn whoami(connect: &ConnectArgs) -> anyhow::Result<()> {
+    let connected = connect.connect()?;
+    let me = connected
+        .client
+        .me()
+        .await
+        .context("cannot read the agent's profile");
+    let server = connected.client.base_url().to_string();
+    let until = connected.client.token_expires_at();
+    connected.finish()?;
+    let me = me?;
     let role = me.role.map_or_else(|| "?".to_owned(), |r| r.to_string());
     let earnings = me
         .total_earnings
@@ -194,13 +172,144 @@ async fn whoami(config_path: &Path) -> anyhow::Result<()> {
     println!("earnings     {earnings}");
     println!("capabilities {}", me.capabilities.join(", "));
     println!("online       {}", me.online);
-    println!("server       {}", config.server);
-    println!("token until  {}", rfc3339(config.expires_at));
+    println!("server       {server}");
+    println!("token until  {}", opt_time(until));
     Ok(())
 }
 
-fn rfc3339(at: DateTime<Utc>) -> String {
-    at.to_rfc3339_opts(SecondsFormat::Secs, true)
+/// `nervix agent status --json`.
+#[derive(Serialize)]
+struct Status {
+    agent: Agent,
+    reputation: Reputation,
+    earnings: Earnings,
+    active_tasks: Vec<Task>,
+}
+
+/// How many claimed or submitted tasks `status` looks through for the agent's own: the API
+/// has no "assigned to me" filter, so they are picked out of the platform's list.
+const ACTIVE_SCAN_LIMIT: usize = 2_000;
+
+async fn status(args: StatusArgs) -> anyhow::Result<()> {
+    let connected = args.connect.connect()?;
+    let result = gather_status(&connected.client).await;
+    let server = connected.client.base_url().to_string();
+    let until = connected.client.token_expires_at();
+    connected.finish()?;
+    let status = result?;
+    if args.format.json {
+        return print_json(&status);
+    }
+    let Status {
+        agent: me,
+        reputation: rep,
+        earnings: e,
+        active_tasks,
+    } = status;
+    let line = |k: &str, v: String| println!("{k:<13}{v}");
+    line("agent", format!("{} ({})", me.agent_id, me.id));
+    line("name", me.agent_name.clone().unwrap_or_else(|| "-".into()));
+    line(
+        "role",
+        me.role.map_or_else(|| "?".to_owned(), |r| r.to_string()),
+    );
+    line(
+        "reputation",
+        format!(
+            "{} ({})  automated {} · success {} · peer {}",
+            rep.score, rep.level, rep.layers.automated, rep.layers.success, rep.layers.peer
+        ),
+    );
+    line("completed", format!("{} tasks", me.total_tasks_completed));
+    line(
+        "earnings",
+        format!(
+            "balance {} · escrowed {} · pending withdrawals {} · earned {} · withdrawn {}",
+            e.balance, e.escrowed, e.pending_withdrawals, e.total_earned, e.total_withdrawn
+        ),
+    );
+    line("capabilities", me.capabilities.join(", "));
+    if let Some(config) = &me.config {
+        line(
+            "available",
+            format!(
+                "{} (at most {} tasks at once)",
+                if config.available { "yes" } else { "no" },
+                config.max_concurrent_tasks
+            ),
+        );
+    }
+    if me.suspended == Some(true) {
+        line("suspended", "yes".into());
+    }
+    line("online", me.online.to_string());
+    line("server", server);
+    line("token until", opt_time(until));
+    println!();
+    if active_tasks.is_empty() {
+        println!("no active tasks");
+        return Ok(());
+    }
+    println!("active tasks ({}):", active_tasks.len());
+    let mut table = Table::new(&["ID", "STATUS", "REWARD", "LEASE UNTIL", "TITLE"]);
+    for t in &active_tasks {
+        table.row(vec![
+            t.id.to_string(),
+            t.status.to_string(),
+            t.reward.to_string(),
+            opt_time(t.lease_expires_at),
+            clip(&t.title, 50),
+        ]);
+    }
+    table.print();
+    Ok(())
+}
+
+async fn gather_status(client: &Client) -> anyhow::Result<Status> {
+    let agent = client
+        .me()
+        .await
+        .context("cannot read the agent's profile")?;
+    let id = agent.id.to_string();
+    let (reputation, earnings, active_tasks) = tokio::try_join!(
+        async {
+            client
+                .reputation(&id)
+                .await
+                .context("cannot read the reputation")
+        },
+        async { client.earnings().await.context("cannot read the earnings") },
+        active_tasks(client, agent.id),
+    )?;
+    Ok(Status {
+        agent,
+        reputation,
+        earnings,
+        active_tasks,
+    })
+}
+
+async fn active_tasks(client: &Client, me: uuid::Uuid) -> anyhow::Result<Vec<Task>> {
+    let mut mine = Vec::new();
+    for status in [TaskStatus::Claimed, TaskStatus::Submitted] {
+        let mut pages = client.pages(TaskQuery {
+            status: Some(status),
+            eligible: Some(false),
+            limit: Some(200),
+            ..TaskQuery::default()
+        });
+        let mut seen = 0;
+        while let Some(task) = pages.try_next().await.context("cannot list tasks")? {
+            if task.assigned_agent_id == Some(me) {
+                mine.push(task);
+            }
+            seen += 1;
+            if seen == ACTIVE_SCAN_LIMIT {
+                break;
+            }
+        }
+    }
+    Ok(mine)
 }
 
 fn load_or_create_key(path: &Path) -> anyhow::Result<AgentKeys> {
@@ -213,90 +322,4 @@ fn load_or_create_key(path: &Path) -> anyhow::Result<AgentKeys> {
     keys.save(path)?;
     eprintln!("generated a new agent key at {}", path.display());
     Ok(keys)
-}
-
-pub(crate) fn load_config(path: &Path) -> anyhow::Result<AgentConfig> {
-    let text = fs::read_to_string(path).with_context(|| {
-        format!(
-            "cannot read the agent config {} (run `nervix agent enroll` first?)",
-            path.display()
-        )
-    })?;
-    serde_json::from_str(&text)
-        .with_context(|| format!("{} is not a valid agent config", path.display()))
-}
-
-/// Writes the config (it holds a bearer token) with mode 0600, replacing any previous file
-/// atomically so an interrupted write never leaves a truncated config behind.
-pub(crate) fn save_config(path: &Path, config: &AgentConfig) -> anyhow::Result<()> {
-    create_private_parent(path)?;
-    let mut body = serde_json::to_vec_pretty(config)?;
-    body.push(b'\n');
-    let file_name = path
-        .file_name()
-        .with_context(|| format!("{} has no file name", path.display()))?;
-    let mut tmp_name = std::ffi::OsString::from(".");
-    tmp_name.push(file_name);
-    tmp_name.push(format!(".tmp-{}", Uuid::new_v4().simple()));
-    let tmp = path.with_file_name(tmp_name);
-
-    let written = write_new_private(&tmp, &body).and_then(|()| fs::rename(&tmp, path));
-    if let Err(e) = written {
-        let _ = fs::remove_file(&tmp);
-        return Err(e).with_context(|| format!("cannot write {}", path.display()));
-    }
-    Ok(())
-}
-
-fn write_new_private(path: &Path, body: &[u8]) -> io::Result<()> {
-    let mut options = fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    let mut file = options.open(path)?;
-    file.write_all(body)?;
-    file.sync_all()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn config_round_trip_is_private() {
-        let dir = std::env::temp_dir().join(format!("nervix-cli-test-{}", Uuid::new_v4()));
-        let path = dir.join("nested").join("agent.json");
-        let config = AgentConfig {
-            server: "http://127.0.0.1:8080".into(),
-            agent_id: "alpha".into(),
-            agent_uuid: Uuid::new_v4(),
-            key_path: "/tmp/alpha.key".into(),
-            token: "t1".into(),
-            expires_at: Utc::now(),
-        };
-        save_config(&path, &config).unwrap();
-        let again = AgentConfig {
-            token: "t2".into(),
-            ..config
-        };
-        save_config(&path, &again).unwrap();
-        let loaded = load_config(&path).unwrap();
-        assert_eq!(loaded.token, "t2");
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
-            assert_eq!(mode, 0o600);
-            let dir_mode = fs::metadata(path.parent().unwrap())
-                .unwrap()
-                .permissions()
-                .mode();
-            assert_eq!(dir_mode & 0o777, 0o700);
-        }
-        assert_eq!(fs::read_dir(path.parent().unwrap()).unwrap().count(), 1);
-        fs::remove_dir_all(&dir).unwrap();
-    }
 }

@@ -14,10 +14,9 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use chrono::{DateTime, Utc};
-use futures::future::BoxFuture;
 use nervix_client::{
-    AgentKeys, ClaimRequest, Client, ClientError, EventStream, ServerEvent, SubmitRequest, Task,
-    TaskKind, TaskQuery, TaskStatus,
+    ClaimRequest, Client, EventStream, ServerEvent, SubmitRequest, Task, TaskKind, TaskQuery,
+    TaskStatus,
 };
 use parking_lot::Mutex;
 use serde_json::{json, Value};
@@ -27,14 +26,12 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::agent::{load_config, save_config, AgentConfig, ConfigArg};
+use crate::profile::ConnectArgs;
 
 /// How often the runner looks for open tasks besides the offers pushed to it.
 const POLL_EVERY: Duration = Duration::from_secs(30);
 /// The most of a command's output that is submitted; more is a failure, not a truncation.
 const MAX_OUTPUT: usize = 4 << 20;
-/// A token with less than this left is renewed by signing a fresh login challenge.
-const RENEW_BEFORE: chrono::Duration = chrono::Duration::days(1);
 
 #[derive(clap::Args)]
 pub struct RunArgs {
@@ -59,13 +56,19 @@ pub struct RunArgs {
     #[arg(long)]
     json: bool,
     #[command(flatten)]
-    config: ConfigArg,
+    connect: ConnectArgs,
 }
 
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
-    let config_path = args.config.resolve()?;
-    let session = Arc::new(Session::open(config_path).await?);
-    let client = session.fresh_client().await?;
+    // The profile's client holds the agent's signing key, so it renews its token before expiry
+    // by itself: for its requests and for each reconnection of the stream.
+    let connected = args.connect.connect()?;
+    let client = connected.client.clone();
+    let agent_id = connected
+        .agent
+        .as_ref()
+        .map_or_else(|| "the agent".to_owned(), |a| a.agent_id.clone());
+    let server = client.base_url().to_string();
     let mut patch = json!({"max_concurrent_tasks": args.max_concurrent});
     if let Some(caps) = &args.capabilities {
         patch["capabilities"] = json!(caps);
@@ -74,29 +77,21 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         .patch_config(&patch)
         .await
         .context("cannot update the agent's capabilities and capacity")?;
-
-    let tokens = {
-        let session = session.clone();
-        move || -> BoxFuture<'static, Result<String, ClientError>> {
-            let session = session.clone();
-            Box::pin(async move { session.token().await })
-        }
-    };
-    let mut events = EventStream::connect(&session.server, tokens, None)
+    let mut events = EventStream::connect(&server, client.clone(), None)
         .await
         .context("cannot open the event stream")?;
     let out = Output { json: args.json };
     out.event(
         "started",
         &format!(
-            "working as {} on {} (up to {} at once); Ctrl-C to stop",
-            session.agent_id, session.server, args.max_concurrent
+            "working as {agent_id} on {server} (up to {} at once); Ctrl-C to stop",
+            args.max_concurrent
         ),
-        json!({"agent_id": session.agent_id}),
+        json!({"agent_id": agent_id}),
     );
 
     let runner = Arc::new(Runner {
-        session,
+        client,
         exec: args.exec,
         timeout: Duration::from_secs(args.timeout),
         out,
@@ -158,7 +153,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         &format!("stopped after {done} submitted task(s)"),
         json!({"submitted": done}),
     );
-    Ok(())
+    // The client may have renewed the token: keep the new one for next time.
+    connected.finish()
 }
 
 /// First Ctrl-C: stop claiming and let running tasks finish. Second: stop them too (their
@@ -178,57 +174,6 @@ async fn watch_ctrl_c(stop_claiming: CancellationToken, kill: CancellationToken,
     }
 }
 
-/// The agent's credentials, renewed before they expire and saved back to the config file.
-struct Session {
-    server: String,
-    agent_id: String,
-    http: reqwest::Client,
-    config_path: std::path::PathBuf,
-    state: tokio::sync::Mutex<AgentConfig>,
-}
-
-impl Session {
-    async fn open(config_path: std::path::PathBuf) -> anyhow::Result<Self> {
-        let config = load_config(&config_path)?;
-        let session = Session {
-            server: config.server.clone(),
-            agent_id: config.agent_id.clone(),
-            http: reqwest::Client::builder()
-                .user_agent(concat!("nervix-agent-run/", env!("CARGO_PKG_VERSION")))
-                .timeout(Duration::from_secs(30))
-                .build()?,
-            config_path,
-            state: tokio::sync::Mutex::new(config),
-        };
-        session.token().await?;
-        Ok(session)
-    }
-
-    /// A valid token, renewing it (and saving the renewal) when it is about to expire.
-    async fn token(&self) -> Result<String, ClientError> {
-        let mut config = self.state.lock().await;
-        if config.expires_at - Utc::now() > RENEW_BEFORE {
-            return Ok(config.token.clone());
-        }
-        let keys = AgentKeys::load(&config.key_path)
-            .map_err(|e| ClientError::InvalidInput(format!("agent key: {e}")))?;
-        let mut client = Client::with_http_client(&self.server, self.http.clone())?;
-        let renewed = client.authenticate(&keys, &config.agent_id).await?;
-        config.token = renewed.token;
-        config.expires_at = renewed.expires_at;
-        if let Err(e) = save_config(&self.config_path, &config) {
-            eprintln!("warning: the renewed token could not be saved: {e:#}");
-        }
-        Ok(config.token.clone())
-    }
-
-    /// A client with a valid token.
-    async fn fresh_client(&self) -> Result<Client, ClientError> {
-        let token = self.token().await?;
-        Ok(Client::with_http_client(&self.server, self.http.clone())?.with_token(token))
-    }
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Outcome {
     Submitted,
@@ -236,7 +181,7 @@ enum Outcome {
 }
 
 struct Runner {
-    session: Arc<Session>,
+    client: Client,
     exec: String,
     timeout: Duration,
     out: Output,
@@ -246,20 +191,13 @@ struct Runner {
 
 impl Runner {
     async fn open_tasks(&self) -> Vec<Uuid> {
-        let client = match self.session.fresh_client().await {
-            Ok(c) => c,
-            Err(e) => {
-                self.out.warn(&format!("cannot renew the token: {e}"));
-                return Vec::new();
-            }
-        };
         let query = TaskQuery {
             status: Some(TaskStatus::Available),
             eligible: Some(true),
             limit: Some(50),
             ..Default::default()
         };
-        match client.tasks(&query).await {
+        match self.client.tasks(&query).await {
             Ok(page) => {
                 let refused = self.refused.lock();
                 page.items
@@ -285,10 +223,7 @@ impl Runner {
         if self.refused.lock().contains(&task) {
             return;
         }
-        let client = match self.session.fresh_client().await {
-            Ok(c) => c,
-            Err(e) => return self.out.warn(&format!("cannot renew the token: {e}")),
-        };
+        let client = self.client.clone();
         let request = ClaimRequest {
             estimated_duration: Some(self.timeout.as_secs()),
             agent_capabilities: None,

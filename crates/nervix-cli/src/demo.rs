@@ -174,10 +174,9 @@ async fn play(base: &str, admin_token: &str) -> anyhow::Result<()> {
     let (reports, mut incoming) = mpsc::unbounded_channel();
     let mut running = Vec::new();
     for (persona, keys, client, _) in agents {
-        let stream =
-            EventStream::connect(base, client.token().unwrap_or_default().to_owned(), None)
-                .await
-                .with_context(|| format!("{} cannot open its event stream", persona.handle))?;
+        let stream = EventStream::connect(base, client.clone(), None)
+            .await
+            .with_context(|| format!("{} cannot open its event stream", persona.handle))?;
         let agent = DemoAgent {
             persona,
             keys,
@@ -218,8 +217,8 @@ async fn play(base: &str, admin_token: &str) -> anyhow::Result<()> {
                     bar.set_position(u64::from(p.completed));
                     bar.set_message(format!("{} running, {} failed, {:.0} %", p.running, p.failed, p.percent));
                 }
-                if wf.status != "running" && wf.status != "pending" {
-                    break wf.status;
+                if wf.status.is_final() {
+                    break wf.status.to_string();
                 }
                 if tokio::time::Instant::now() > deadline {
                     break "timed out".to_owned();

@@ -1,6 +1,8 @@
 //! The `nervix` binary end to end against a real server on the embedded default: key
 //! generation, agent enrollment with a saved token, whoami/login with the saved config, and the
-//! operator's admin token; `serve` and `admin` with every variable set but empty.
+//! operator's admin token; `serve` and `admin` with every variable set but empty; the task,
+//! workflow and status commands (with agents enrolled through the SDK doing the work), their
+//! `--json` output and their errors; a profile token renewed by the CLI.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::BufRead;
@@ -11,12 +13,21 @@ use std::time::Duration;
 use nervix_server::Config;
 
 fn nervix(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_nervix"))
+    nervix_env(args, &[])
+}
+
+/// Runs the binary with only the given `NERVIX_*` client variables set.
+fn nervix_env(args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_nervix"));
+    command
         .args(args)
         .env_remove("NERVIX_AGENT_CONFIG")
         .env_remove("NERVIX_SERVER")
-        .output()
-        .expect("run nervix");
+        .env_remove("NERVIX_TOKEN");
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    let out = command.output().expect("run nervix");
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -285,4 +296,600 @@ async fn verify_ledger_finds_a_tampered_balance() {
         ),
         "{stderr}"
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Task, workflow and status commands
+
+/// A server on a fresh embedded database, its operator's admin client, and a folder for
+/// profiles and files. Spot checks are off so accepted work completes at once.
+struct Platform {
+    dir: tempfile::TempDir,
+    url: String,
+    admin: nervix_client::Client,
+    server: nervix_server::Running,
+}
+
+async fn platform(adjust: impl FnOnce(&mut Config)) -> Platform {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::for_data_dir(dir.path().join("data"));
+    config.rate_limit_enroll_per_minute = 0;
+    config.rate_limit_agent_per_second = 0;
+    config.spot_check_rate = 0.0;
+    adjust(&mut config);
+    // Before the server starts: one SQLite writer per process at a time.
+    let admin_token = nervix_server::operator::create_admin_token(&config)
+        .await
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let server = nervix_server::start(listener, config).await.unwrap();
+    let url = format!("http://{}", server.addr);
+    let admin = nervix_client::Client::new(&url)
+        .unwrap()
+        .with_token(admin_token);
+    Platform {
+        dir,
+        url,
+        admin,
+        server,
+    }
+}
+
+impl Platform {
+    fn path(&self, name: &str) -> String {
+        self.dir.path().join(name).to_str().unwrap().to_owned()
+    }
+
+    /// Enrolls `handle` through `nervix agent enroll`; returns its profile's path.
+    async fn enroll_cli(&self, handle: &str, capabilities: &str) -> String {
+        let (cfg, key) = (
+            self.path(&format!("{handle}.json")),
+            self.path(&format!("{handle}.key")),
+        );
+        let args: Vec<String> = [
+            "agent",
+            "enroll",
+            "--server",
+            &self.url,
+            "--agent-id",
+            handle,
+            "--capabilities",
+            capabilities,
+            "--key",
+            &key,
+            "--config",
+            &cfg,
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+        let (ok, stdout, stderr) = run(args, vec![]).await;
+        assert!(ok, "{stdout}{stderr}");
+        cfg
+    }
+
+    /// A client acting with a CLI profile's token.
+    fn profile_client(&self, cfg: &str) -> nervix_client::Client {
+        let saved: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(cfg).unwrap()).unwrap();
+        nervix_client::Client::new(&self.url)
+            .unwrap()
+            .with_token(saved["token"].as_str().unwrap())
+    }
+
+    async fn grant(&self, handle: &str, amount: &str) {
+        self.admin
+            .grant(
+                handle,
+                &nervix_client::Transfer::new(amount.parse().unwrap()).memo("test funds"),
+            )
+            .await
+            .unwrap();
+    }
+}
+
+/// `nervix` off the async runtime's threads (it blocks until the process exits).
+async fn run(args: Vec<String>, env: Vec<(String, String)>) -> (bool, String, String) {
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        nervix_env(&args, &env)
+    })
+    .await
+    .unwrap()
+}
+
+/// `nervix ARGS --config CFG`, which must succeed; its stdout.
+async fn ok_with(cfg: &str, args: &[&str]) -> String {
+    let mut all: Vec<String> = args.iter().map(|s| (*s).to_owned()).collect();
+    all.extend(["--config".to_owned(), cfg.to_owned()]);
+    let (ok, stdout, stderr) = run(all.clone(), vec![]).await;
+    assert!(ok, "nervix {all:?} failed:\n{stdout}{stderr}");
+    stdout
+}
+
+/// `nervix ARGS --config CFG`, which must fail; its stderr.
+async fn err_with(cfg: &str, args: &[&str]) -> String {
+    let mut all: Vec<String> = args.iter().map(|s| (*s).to_owned()).collect();
+    all.extend(["--config".to_owned(), cfg.to_owned()]);
+    let (ok, stdout, stderr) = run(all.clone(), vec![]).await;
+    assert!(!ok, "nervix {all:?} should have failed:\n{stdout}");
+    stderr
+}
+
+fn json(stdout: &str) -> serde_json::Value {
+    serde_json::from_str(stdout).unwrap_or_else(|e| panic!("not JSON ({e}):\n{stdout}"))
+}
+
+/// Enough varied words for the text checks (`length`, `repetition`) to accept.
+const ANSWER: &str = "The figures for the quarter show steady growth in every region, \
+    with the northern office ahead of plan and the southern office catching up after a slow \
+    start. Costs stayed flat while revenue rose, so the margin improved by two points. The \
+    report recommends keeping the current hiring pace and revisiting prices in spring.";
+
+/// Claims and completes every task `client` may claim until `stop`; returns how many it did.
+fn worker(
+    client: nervix_client::Client,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> tokio::task::JoinHandle<usize> {
+    use nervix_client::{ClaimRequest, SubmitRequest, TaskQuery};
+    tokio::spawn(async move {
+        let mut done = 0;
+        while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+            let Ok(page) = client.tasks(&TaskQuery::default()).await else {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            };
+            for task in page.items {
+                // Another worker may win the claim; that is not an error here.
+                if client
+                    .claim(task.id, &ClaimRequest::default())
+                    .await
+                    .is_ok()
+                {
+                    let submitted = client
+                        .submit(task.id, &SubmitRequest::text(ANSWER), None)
+                        .await
+                        .unwrap();
+                    assert_eq!(
+                        submitted.submission.status,
+                        nervix_client::SubmissionStatus::Accepted,
+                        "{submitted:?}"
+                    );
+                    done += 1;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        done
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn task_commands_post_list_show_cancel_and_report_errors() {
+    let p = platform(|_| {}).await;
+    let cfg = p.enroll_cli("poster", "writing").await;
+    p.grant("poster", "100.00").await;
+    let poster = p.profile_client(&cfg);
+
+    // From flags, as JSON.
+    let out = ok_with(
+        &cfg,
+        &[
+            "task",
+            "post",
+            "--title",
+            "Write a haiku",
+            "--description",
+            "About autumn.",
+            "--reward",
+            "5.00",
+            "--capabilities",
+            "writing",
+            "--deadline",
+            "2h",
+            "--json",
+        ],
+    )
+    .await;
+    let haiku = json(&out);
+    assert_eq!(haiku["status"], "available");
+    assert_eq!(haiku["reward"], "5.00");
+    assert_eq!(
+        haiku["requirements"]["capabilities"],
+        serde_json::json!(["writing"])
+    );
+    let deadline: chrono::DateTime<chrono::Utc> =
+        haiku["deadline"].as_str().unwrap().parse().unwrap();
+    let ahead = deadline - chrono::Utc::now();
+    assert!(
+        ahead > chrono::Duration::minutes(115) && ahead <= chrono::Duration::hours(2),
+        "{ahead}"
+    );
+    let haiku_id = haiku["id"].as_str().unwrap().to_owned();
+
+    // From a file (YAML or JSON), in text.
+    let file = p.path("task.json");
+    std::fs::write(
+        &file,
+        r#"{"title": "From a file", "reward": "2.50", "deadline": "3h", "min_words": 5,
+            "requirements": {"capabilities": ["writing"]}}"#,
+    )
+    .unwrap();
+    let out = ok_with(&cfg, &["task", "post", "--file", &file]).await;
+    assert!(out.starts_with("posted "), "{out}");
+    assert!(
+        out.contains("From a file") && out.contains("2.50 (escrowed)"),
+        "{out}"
+    );
+    let from_file: uuid::Uuid = out.split_whitespace().nth(1).unwrap().parse().unwrap();
+    assert_eq!(poster.task(from_file).await.unwrap().min_words, Some(5));
+
+    // list: JSON and a table.
+    let listed = json(&ok_with(&cfg, &["task", "list", "--all", "--json"]).await);
+    let ids: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        ids,
+        [from_file.to_string().as_str(), haiku_id.as_str()],
+        "newest first"
+    );
+    let table = ok_with(&cfg, &["task", "list", "--all", "--status", "available"]).await;
+    assert!(table.starts_with("ID "), "{table}");
+    assert!(
+        table.contains("Write a haiku") && table.contains("From a file"),
+        "{table}"
+    );
+    let one = json(&ok_with(&cfg, &["task", "list", "--all", "--limit", "1", "--json"]).await);
+    assert_eq!(one.as_array().unwrap().len(), 1);
+    assert!(ok_with(&cfg, &["task", "list", "--all", "--limit", "1"])
+        .await
+        .contains("--limit shows more"));
+
+    // show.
+    let shown = json(&ok_with(&cfg, &["task", "show", &haiku_id, "--json"]).await);
+    assert_eq!(shown["title"], "Write a haiku");
+    let text = ok_with(&cfg, &["task", "show", &haiku_id]).await;
+    assert!(
+        text.contains("reward       5.00") && text.contains("About autumn."),
+        "{text}"
+    );
+
+    // Another agent holds a task: its status lists it as active.
+    let claimer_cfg = p.enroll_cli("claimer", "writing").await;
+    let claimer = p.profile_client(&claimer_cfg);
+    claimer
+        .claim(from_file, &nervix_client::ClaimRequest::default())
+        .await
+        .unwrap();
+    let status = json(&ok_with(&claimer_cfg, &["agent", "status", "--json"]).await);
+    assert_eq!(status["agent"]["agent_id"], "claimer");
+    assert_eq!(status["reputation"]["level"], "novice");
+    assert_eq!(status["earnings"]["balance"], "0.00");
+    assert_eq!(status["active_tasks"][0]["id"], from_file.to_string());
+    let text = ok_with(&claimer_cfg, &["agent", "status"]).await;
+    assert!(
+        text.contains("active tasks (1):") && text.contains("From a file"),
+        "{text}"
+    );
+    claimer.release(from_file).await.unwrap();
+
+    // The poster's money: both rewards escrowed; cancelling refunds one.
+    let status = json(&ok_with(&cfg, &["agent", "status", "--json"]).await);
+    assert_eq!(status["earnings"]["balance"], "92.50");
+    assert_eq!(status["earnings"]["escrowed"], "7.50");
+    assert_eq!(status["active_tasks"], serde_json::json!([]));
+    let cancelled = json(&ok_with(&cfg, &["task", "cancel", &haiku_id, "--json"]).await);
+    assert_eq!(cancelled["status"], "cancelled");
+    assert_eq!(
+        poster.earnings().await.unwrap().balance.to_string(),
+        "97.50"
+    );
+    assert!(ok_with(&cfg, &["task", "cancel", &from_file.to_string()])
+        .await
+        .contains("refunded"));
+
+    // Errors: the problem's detail and fields, readably, and a non-zero exit.
+    let err = err_with(
+        &cfg,
+        &["task", "post", "--title", "Too dear", "--reward", "1000.00"],
+    )
+    .await;
+    assert!(err.contains("HTTP 402, insufficient_funds"), "{err}");
+    let err = err_with(
+        &cfg,
+        &[
+            "task",
+            "post",
+            "--title",
+            "Too late",
+            "--reward",
+            "1.00",
+            "--deadline",
+            "2000-01-01T00:00:00Z",
+        ],
+    )
+    .await;
+    assert!(
+        err.contains("HTTP 422, validation_failed") && err.contains("  - deadline: "),
+        "{err}"
+    );
+    std::fs::write(&file, r#"{"title": "Typo", "rewrd": "1.00"}"#).unwrap();
+    let err = err_with(&cfg, &["task", "post", "--file", &file]).await;
+    assert!(err.contains("unknown field `rewrd`"), "{err}");
+    let err = err_with(&cfg, &["task", "post", "--reward", "1.00"]).await;
+    assert!(err.contains("needs a title"), "{err}");
+    let err = err_with(&cfg, &["task", "show", &uuid::Uuid::new_v4().to_string()]).await;
+    assert!(err.contains("HTTP 404"), "{err}");
+    let err = err_with(&claimer_cfg, &["task", "cancel", &from_file.to_string()]).await;
+    assert!(
+        err.contains("cannot cancel task") && err.contains("HTTP 40"),
+        "{err}"
+    );
+    assert_eq!(
+        poster
+            .tasks(&nervix_client::TaskQuery {
+                eligible: Some(false),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .items
+            .len(),
+        2,
+        "nothing more was posted"
+    );
+
+    // The operator's token from the environment, with no profile at all.
+    let env = vec![
+        ("NERVIX_TOKEN".to_owned(), p.admin.token().unwrap()),
+        ("NERVIX_SERVER".to_owned(), p.url.clone()),
+    ];
+    let nowhere = p.path("no-such-profile.json");
+    let args: Vec<String> = ["task", "list", "--json", "--config", &nowhere]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+    let (ok, stdout, stderr) = run(args.clone(), env).await;
+    assert!(ok, "{stdout}{stderr}");
+    assert_eq!(json(&stdout).as_array().unwrap().len(), 2);
+    let (ok, _, stderr) = run(args, vec![]).await;
+    assert!(!ok && stderr.contains("no server"), "{stderr}");
+
+    p.server.shutdown().await;
+}
+
+const WORKFLOW: &str = r#"
+name: cli-report
+tasks:
+  - key: research
+    title: Collect the figures
+    description: Find this quarter's numbers.
+    reward: 3.00
+    requirements:
+      capabilities: [writing]
+    deadline: 1h
+  - key: draft
+    title: Draft the report
+    reward: "4.00"
+    depends_on: [research]
+    requirements: {capabilities: [writing]}
+  - key: review
+    title: Review the draft
+    reward: 2.5
+    depends_on: [draft]
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workflow_post_follows_the_workflow_until_done() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    let p = platform(|_| {}).await;
+    let cfg = p.enroll_cli("planner", "planning").await;
+    p.grant("planner", "100.00").await;
+    let file = p.path("report.yaml");
+    std::fs::write(&file, WORKFLOW).unwrap();
+
+    // --no-wait: posted, its tasks blocked behind their dependencies.
+    let posted = json(&ok_with(&cfg, &["workflow", "post", &file, "--no-wait", "--json"]).await);
+    assert_eq!(posted["status"], "active");
+    let statuses: Vec<(&str, &str)> = posted["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| (t["key"].as_str().unwrap(), t["status"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        statuses,
+        [
+            ("research", "available"),
+            ("draft", "blocked"),
+            ("review", "blocked")
+        ]
+    );
+    let first = posted["id"].as_str().unwrap().to_owned();
+
+    // Two agents enrolled through the SDK, and one through the CLI, do the work.
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut workers = Vec::new();
+    for handle in ["sdk-one", "sdk-two"] {
+        let keys = Arc::new(nervix_client::AgentKeys::generate());
+        let mut client = nervix_client::Client::new(&p.url).unwrap();
+        let request = nervix_client::EnrollRequest::new(handle, &keys).capabilities(["writing"]);
+        client.enroll(&keys, &request).await.unwrap();
+        client.set_signing_key(keys, handle);
+        workers.push(worker(client, stop.clone()));
+    }
+    let cli_worker = p.enroll_cli("cli-worker", "writing").await;
+    workers.push(worker(p.profile_client(&cli_worker), stop.clone()));
+
+    // Waiting, as JSON: the final state.
+    let done = json(
+        &ok_with(
+            &cfg,
+            &[
+                "workflow",
+                "post",
+                &file,
+                "--json",
+                "--interval",
+                "200ms",
+                "--timeout",
+                "90s",
+            ],
+        )
+        .await,
+    );
+    assert_eq!(done["status"], "completed", "{done}");
+    assert_eq!(done["progress"]["percent"], 100.0);
+    assert_eq!(done["progress"]["completed"], 3);
+    assert!(done["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|t| t["status"] == "completed"));
+
+    // Waiting, in text: a summary table after the progress bar.
+    let text = ok_with(
+        &cfg,
+        &[
+            "workflow",
+            "post",
+            &file,
+            "--interval",
+            "200ms",
+            "--timeout",
+            "90s",
+        ],
+    )
+    .await;
+    assert!(
+        text.contains("completed") && text.contains("progress 3/3"),
+        "{text}"
+    );
+    assert!(text.contains("KEY ") && text.contains("review"), "{text}");
+
+    // The first one finished too, seen through `workflow show`.
+    let mut shown = serde_json::Value::Null;
+    for _ in 0..300 {
+        shown = json(&ok_with(&cfg, &["workflow", "show", &first, "--json"]).await);
+        if shown["status"] == "completed" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(shown["status"], "completed", "{shown}");
+    stop.store(true, Ordering::SeqCst);
+    let mut total = 0;
+    for w in workers {
+        total += w.await.unwrap();
+    }
+    assert_eq!(total, 9, "three workflows of three tasks");
+
+    // A workflow nobody can work on: --timeout gives up, non-zero.
+    std::fs::write(
+        &file,
+        "name: stuck\ntasks:\n  - key: a\n    title: Nobody can\n    reward: 1.00\n    requirements: {capabilities: [juggling]}\n",
+    )
+    .unwrap();
+    let err = err_with(
+        &cfg,
+        &[
+            "workflow",
+            "post",
+            &file,
+            "--timeout",
+            "1s",
+            "--interval",
+            "200ms",
+        ],
+    )
+    .await;
+    assert!(err.contains("not done after 1s"), "{err}");
+    // A dependency on no key: the server's problem, readably.
+    std::fs::write(
+        &file,
+        "name: broken\ntasks:\n  - key: a\n    title: A\n    reward: 1.00\n    depends_on: [nope]\n",
+    )
+    .unwrap();
+    let err = err_with(&cfg, &["workflow", "post", &file]).await;
+    assert!(
+        err.contains("posting the workflow failed") && err.contains("HTTP 422"),
+        "{err}"
+    );
+    std::fs::write(&file, "name: typo\ntasks:\n  - key: a\n    titel: A\n").unwrap();
+    let err = err_with(&cfg, &["workflow", "post", &file]).await;
+    assert!(err.contains("tasks[0]: unknown field `titel`"), "{err}");
+
+    // The CLI worker's status counts what the workflows say it did.
+    let status = json(&ok_with(&cli_worker, &["agent", "status", "--json"]).await);
+    let me = status["agent"]["id"].as_str().unwrap().to_owned();
+    let mut mine = 0;
+    for wf in [&first, done["id"].as_str().unwrap()] {
+        let wf = p.admin.workflow(wf.parse().unwrap()).await.unwrap();
+        mine += wf
+            .tasks
+            .iter()
+            .filter(|t| t.assigned_agent_id.map(|a| a.to_string()) == Some(me.clone()))
+            .count();
+    }
+    let last = p
+        .admin
+        .tasks(&nervix_client::TaskQuery {
+            eligible: Some(false),
+            status: Some(nervix_client::TaskStatus::Completed),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(last.items.len() >= 9);
+    let total_mine = last
+        .items
+        .iter()
+        .filter(|t| t.assigned_agent_id.map(|a| a.to_string()) == Some(me.clone()))
+        .count();
+    assert!(total_mine >= mine);
+    assert_eq!(status["agent"]["total_tasks_completed"], total_mine as u64);
+    assert_eq!(status["active_tasks"], serde_json::json!([]));
+    if total_mine > 0 {
+        assert_ne!(status["earnings"]["total_earned"], "0.00", "{status}");
+    }
+
+    p.server.shutdown().await;
+}
+
+/// A profile whose token is in the last tenth of its life is renewed with the profile's key by
+/// the next command, and the new token is saved back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_profile_token_is_renewed_and_saved() {
+    let p = platform(|c| c.token_ttl = chrono::Duration::seconds(6)).await;
+    let cfg = p.enroll_cli("renewer", "writing").await;
+    let read = || -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(&cfg).unwrap()).unwrap()
+    };
+    let before = read();
+    // At most 0.5 s of its 6 s left: due (the last 0.6 s), perhaps already expired.
+    tokio::time::sleep(Duration::from_millis(5500)).await;
+
+    let out = ok_with(&cfg, &["agent", "status", "--json"]).await;
+    assert_eq!(json(&out)["agent"]["agent_id"], "renewer");
+    let after = read();
+    assert_ne!(after["token"], before["token"], "a new token was saved");
+    let (was, now): (chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>) = (
+        before["expires_at"].as_str().unwrap().parse().unwrap(),
+        after["expires_at"].as_str().unwrap().parse().unwrap(),
+    );
+    assert!(now > was, "{was} -> {now}");
+    #[cfg(unix)]
+    assert_eq!(mode(Path::new(&cfg)), 0o600);
+    // The saved token is the server's.
+    let v = p.profile_client(&cfg).verify().await.unwrap();
+    assert_eq!(v.agent_id, "renewer");
+
+    p.server.shutdown().await;
 }

@@ -25,7 +25,8 @@ echo "The summary covers each region in turn, compares this quarter with last ye
 
 fn nervix() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_nervix"));
-    c.env_remove("NERVIX_AGENT_CONFIG").env_remove("NERVIX_SERVER");
+    c.env_remove("NERVIX_AGENT_CONFIG")
+        .env_remove("NERVIX_SERVER");
     c
 }
 
@@ -59,7 +60,14 @@ async fn agent_run_completes_a_workflow_with_a_shell_script() {
     std::fs::write(&script, SCRIPT).unwrap();
     let cfg = dir.path().join("agent.json");
     let status = nervix()
-        .args(["agent", "enroll", "--server", &url, "--agent-id", "script-agent"])
+        .args([
+            "agent",
+            "enroll",
+            "--server",
+            &url,
+            "--agent-id",
+            "script-agent",
+        ])
         .args(["--capabilities", "research", "--config"])
         .arg(&cfg)
         .stdout(Stdio::null())
@@ -71,7 +79,14 @@ async fn agent_run_completes_a_workflow_with_a_shell_script() {
     // The runner advertises `writing` itself (--capabilities) before it starts listening.
     let mut runner = nervix()
         .args(["agent", "run", "--json", "--capabilities", "writing"])
-        .args(["--max-concurrent", "2", "--max-tasks", "3", "--timeout", "20"])
+        .args([
+            "--max-concurrent",
+            "2",
+            "--max-tasks",
+            "3",
+            "--timeout",
+            "20",
+        ])
         .arg("--exec")
         .arg(format!("sh {}", script.display()))
         .arg("--config")
@@ -89,8 +104,15 @@ async fn agent_run_completes_a_workflow_with_a_shell_script() {
         async move { admin.agent(&handle).await.unwrap() }
     };
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while !me("script-agent").await.capabilities.contains(&"writing".to_owned()) {
-        assert!(tokio::time::Instant::now() < deadline, "the runner never started");
+    while !me("script-agent")
+        .await
+        .capabilities
+        .contains(&"writing".to_owned())
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the runner never started"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
@@ -122,7 +144,10 @@ async fn agent_run_completes_a_workflow_with_a_shell_script() {
     let mut out = String::new();
     stdout.read_to_string(&mut out).await.unwrap();
     assert!(exit.success(), "{out}");
-    let events: Vec<Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let events: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     let of = |kind: &str| events.iter().filter(|e| e["event"] == kind).count();
     assert_eq!(of("submitted"), 3, "{out}");
     assert!(events
@@ -142,7 +167,7 @@ async fn agent_run_completes_a_workflow_with_a_shell_script() {
     );
 
     let wf = admin.workflow(workflow.id).await.unwrap();
-    assert_eq!(wf.status, "completed", "{wf:?}");
+    assert_eq!(wf.status, nervix_client::WorkflowStatus::Completed, "{wf:?}");
     let agent = me("script-agent").await;
     for t in &wf.tasks {
         assert_eq!(t.assigned_agent_id, Some(agent.id));

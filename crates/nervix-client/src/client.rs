@@ -1,22 +1,33 @@
-//! The REST client.
+//! The REST client: one typed method per route of the contract, token renewal, pagination.
 
 use std::fmt;
-use std::time::Duration;
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::{Duration, Instant};
 
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use chrono::{DateTime, TimeZone as _, Utc};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, ACCEPT, CONTENT_TYPE, RETRY_AFTER};
 use reqwest::{Method, RequestBuilder, StatusCode, Url};
 use serde::de::DeserializeOwned;
+use serde::Deserialize;
 use serde_json::{json, Value};
 use uuid::Uuid;
 use zeroize::Zeroizing;
 
 use crate::error::{ClientError, Problem};
 use crate::keys::AgentKeys;
+use crate::pages::Pages;
 use crate::types::{
-    Agent, AgentQuery, AuthChallenge, ClaimRequest, ClaimResponse, Earnings, EnrollRequest,
-    EnrollResponse, Message, NewTask, NewWorkflow, Page, Reputation, SendMessage, SentMessage,
-    Submission, SubmitRequest, SubmitResponse, Task, TaskQuery, TokenResponse, VerifyResponse,
-    Workflow,
+    AdminWithdrawalQuery, Agent, AgentQuery, Announcement, AuditQuery, AuditRecord, AuthChallenge,
+    BonusPool, Channel, ChannelMembers, ChannelQuery, ClaimRequest, ClaimResponse, ConfigPatch,
+    ContributionsQuery, Earnings, EnrollRequest, EnrollResponse, Granted, Health, Leaderboard,
+    LedgerEntry, ListQuery, MarkRead, Message, MessageHistoryQuery, NewAnnouncement, NewChannel,
+    NewReview, NewTask, NewWorkflow, Notification, NotificationQuery, Page, Readiness, Reputation,
+    ReputationHistoryQuery, ReputationSnapshot, Review, ReviewQueueQuery, Role, SendMessage,
+    SentMessage, Stats, Submission, SubmitRequest, SubmitResponse, Task, TaskQuery, TokenResponse,
+    Transfer, VerifyResponse, Withdrawal, WithdrawalQuery, WithdrawalRequest, WorkHistoryEntry,
+    WorkHistoryQuery, Workflow,
 };
 
 type Result<T, E = ClientError> = std::result::Result<T, E>;
@@ -26,24 +37,142 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How much of a non-JSON error body is kept as the problem's `detail`.
 const MAX_ERROR_DETAIL: usize = 512;
+/// Renewal starts this long before expiry at the latest (unless a tenth of the lifetime is
+/// shorter), so a 90-day token is renewed on its last day.
+const MAX_RENEW_MARGIN: chrono::Duration = chrono::Duration::days(1);
+/// After a failed renewal, calls go on with the still-valid token and try again only after
+/// this pause, rather than doubling every request while the server refuses.
+const RENEW_RETRY_PAUSE: Duration = Duration::from_secs(10);
 
 /// A Nervix API client, optionally carrying an agent's bearer token.
 ///
-/// Cloning is cheap and shares the connection pool; give each clone its own token to act as
-/// several agents at once. Methods that obtain a token (enroll, log in, rotate) store it so the
-/// following calls are authenticated.
+/// Cloning is cheap and shares the connection pool. Clones also share the token (a *session*)
+/// until one of them gets a token of its own (enroll, log in, [`Client::set_token`]): so a
+/// renewal or rotation by one clone serves them all, while a clone given another agent's token
+/// acts as that agent without affecting the others.
+///
+/// **Token renewal.** The client knows when its token expires (from the auth response, or the
+/// token's own `exp` claim). Once it holds the agent's signing key ([`Client::login`],
+/// [`Client::set_signing_key`]), a call made when less than a tenth of the token's lifetime
+/// (at most one day) remains first gets a fresh token through `auth/challenge` and
+/// `auth/token`, transparently. Should that fail while the old token is still valid, the call
+/// goes on with the old one and renewal is retried a little later.
 #[derive(Clone)]
 pub struct Client {
     http: reqwest::Client,
     base: Url,
-    token: Option<Zeroizing<String>>,
+    session: Arc<Session>,
+    renew_margin: Option<Duration>,
+}
+
+/// The credentials that clones of one client share.
+#[derive(Default)]
+struct Session {
+    state: RwLock<AuthState>,
+    /// Serializes renewals, so concurrent calls that find the token due renew it once.
+    renewal: tokio::sync::Mutex<()>,
+}
+
+#[derive(Default)]
+struct AuthState {
+    credential: Option<Credential>,
+    signer: Option<Signer>,
+    last_failed_renewal: Option<Instant>,
+}
+
+struct Credential {
+    token: Zeroizing<String>,
+    issued_at: Option<DateTime<Utc>>,
+    expires_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Clone)]
+struct Signer {
+    keys: Arc<AgentKeys>,
+    agent_id: String,
+}
+
+impl Credential {
+    /// A token of unknown origin: its lifetime is read from its own claims, if it has them.
+    fn from_token(token: String) -> Self {
+        let (issued_at, expires_at) = jwt_times(&token).unzip();
+        Credential {
+            token: Zeroizing::new(token),
+            issued_at,
+            expires_at,
+        }
+    }
+
+    /// A token the server just issued: it expires when the response says.
+    fn from_response(t: &TokenResponse) -> Self {
+        let claims = jwt_times(&t.token);
+        Credential {
+            token: Zeroizing::new(t.token.clone()),
+            issued_at: Some(claims.map_or_else(Utc::now, |(iat, _)| iat)),
+            expires_at: Some(t.expires_at),
+        }
+    }
+
+    fn renewal_due(&self, now: DateTime<Utc>, margin: Option<Duration>) -> bool {
+        let Some(expires_at) = self.expires_at else {
+            return false;
+        };
+        let margin = match margin {
+            Some(m) => chrono::Duration::from_std(m).unwrap_or(MAX_RENEW_MARGIN),
+            None => {
+                let lifetime = expires_at - self.issued_at.unwrap_or(expires_at);
+                (lifetime / 10).min(MAX_RENEW_MARGIN)
+            }
+        };
+        expires_at - now < margin
+    }
+}
+
+/// `iat` and `exp` of a JWT, read without verifying it (only the server can, and it does).
+fn jwt_times(token: &str) -> Option<(DateTime<Utc>, DateTime<Utc>)> {
+    #[derive(Deserialize)]
+    struct Claims {
+        iat: i64,
+        exp: i64,
+    }
+    let payload = token.split('.').nth(1)?;
+    let bytes = URL_SAFE_NO_PAD.decode(payload.trim_end_matches('=')).ok()?;
+    let claims: Claims = serde_json::from_slice(&bytes).ok()?;
+    Some((
+        Utc.timestamp_opt(claims.iat, 0).single()?,
+        Utc.timestamp_opt(claims.exp, 0).single()?,
+    ))
+}
+
+impl Session {
+    fn new(credential: Option<Credential>, signer: Option<Signer>) -> Arc<Self> {
+        Arc::new(Session {
+            state: RwLock::new(AuthState {
+                credential,
+                signer,
+                last_failed_renewal: None,
+            }),
+            renewal: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    fn read<T>(&self, f: impl FnOnce(&AuthState) -> T) -> T {
+        f(&self.state.read().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    fn write<T>(&self, f: impl FnOnce(&mut AuthState) -> T) -> T {
+        f(&mut self.state.write().unwrap_or_else(PoisonError::into_inner))
+    }
 }
 
 /// A response from [`Client::request_raw`], whatever its status.
 #[derive(Debug, Clone)]
 pub struct RawResponse {
+    /// The HTTP status.
     pub status: u16,
+    /// The response headers.
     pub headers: HeaderMap,
+    /// The body as received.
     pub body: Vec<u8>,
 }
 
@@ -57,9 +186,16 @@ impl RawResponse {
             .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&self.body).into_owned()))
     }
 
+    /// A header's value, if present and printable.
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).and_then(|v| v.to_str().ok())
     }
+}
+
+/// A fresh random `Idempotency-Key` (a UUID). Keep it for the retries of one request: a
+/// retry with the same key and body returns the first response instead of acting twice.
+pub fn new_idempotency_key() -> String {
+    Uuid::new_v4().to_string()
 }
 
 impl Client {
@@ -90,28 +226,65 @@ impl Client {
         Ok(Self {
             http,
             base,
-            token: None,
+            session: Session::new(None, None),
+            renew_margin: None,
         })
     }
 
+    /// This client with `token` (see [`Client::set_token`]).
     pub fn with_token(mut self, token: impl Into<String>) -> Self {
         self.set_token(token);
         self
     }
 
+    /// Acts with `token` from now on, in a session of its own (clones made before keep theirs).
+    /// Its expiry is read from the token's `exp` claim; no signing key is known for it until
+    /// [`Client::set_signing_key`].
     pub fn set_token(&mut self, token: impl Into<String>) {
-        self.token = Some(Zeroizing::new(token.into()));
+        self.session = Session::new(Some(Credential::from_token(token.into())), None);
     }
 
+    /// Drops the token (and signing key): later calls are anonymous.
     pub fn clear_token(&mut self) {
-        self.token = None;
+        self.session = Session::new(None, None);
     }
 
     /// The bearer token in use, if any.
-    pub fn token(&self) -> Option<&str> {
-        self.token.as_deref().map(String::as_str)
+    pub fn token(&self) -> Option<String> {
+        self.session
+            .read(|s| s.credential.as_ref().map(|c| c.token.to_string()))
     }
 
+    /// When the token in use expires, if known.
+    pub fn token_expires_at(&self) -> Option<DateTime<Utc>> {
+        self.session
+            .read(|s| s.credential.as_ref().and_then(|c| c.expires_at))
+    }
+
+    /// Lets the client renew its token by itself, signing login challenges for `agent_id`
+    /// (handle or UUID) with `keys`. Shared with the clones that share this client's token.
+    pub fn set_signing_key(&mut self, keys: Arc<AgentKeys>, agent_id: impl Into<String>) {
+        let signer = Signer {
+            keys,
+            agent_id: agent_id.into(),
+        };
+        self.session.write(|s| s.signer = Some(signer));
+    }
+
+    /// This client with a signing key (see [`Client::set_signing_key`]).
+    pub fn with_signing_key(mut self, keys: Arc<AgentKeys>, agent_id: impl Into<String>) -> Self {
+        self.set_signing_key(keys, agent_id);
+        self
+    }
+
+    /// Renews the token when less than `margin` of its life remains, instead of the default
+    /// (a tenth of its lifetime, at most one day).
+    pub fn with_renew_margin(mut self, margin: Duration) -> Self {
+        self.renew_margin = Some(margin);
+        self
+    }
+
+    /// The server's base URL.
     pub fn base_url(&self) -> &Url {
         &self.base
     }
@@ -119,9 +292,10 @@ impl Client {
     // ---- enrollment and auth ----------------------------------------------------------------
 
     /// Enrolls a new agent: requests a challenge, signs it with `keys` and answers it. The new
-    /// token is stored in the client.
+    /// token is stored in the client (in a session of its own).
     ///
-    /// `request.public_key` must be `keys`' public key ([`EnrollRequest::new`] sets it).
+    /// `request.public_key` must be `keys`' public key ([`EnrollRequest::new`] sets it). Call
+    /// [`Client::set_signing_key`] afterwards for automatic renewal.
     pub async fn enroll(
         &mut self,
         keys: &AgentKeys,
@@ -135,7 +309,7 @@ impl Client {
     /// `POST /v1/enroll`: the first half of [`Client::enroll`].
     pub async fn start_enroll(&self, request: &EnrollRequest) -> Result<EnrollResponse> {
         let url = self.endpoint(&["v1", "enroll"])?;
-        self.send(self.http.post(url).json(request)).await
+        self.send_public(self.http.post(url).json(request)).await
     }
 
     /// `POST /v1/enroll/{id}/respond` with a base64 signature (any string is sent as is, so
@@ -147,8 +321,8 @@ impl Client {
     ) -> Result<TokenResponse> {
         let url = self.endpoint(&["v1", "enroll", &enrollment_id.to_string(), "respond"])?;
         let body = json!({ "signature": signature_b64 });
-        let token: TokenResponse = self.send(self.http.post(url).json(&body)).await?;
-        self.set_token(token.token.clone());
+        let token: TokenResponse = self.send_public(self.http.post(url).json(&body)).await?;
+        self.session = Session::new(Some(Credential::from_response(&token)), None);
         Ok(token)
     }
 
@@ -163,11 +337,19 @@ impl Client {
         self.auth_token(challenge.challenge_id, &signature).await
     }
 
-    /// `POST /v1/auth/challenge` for the agent with this handle.
+    /// Logs in like [`Client::authenticate`] and keeps `keys`, so the token is renewed before
+    /// it expires without the caller noticing.
+    pub async fn login(&mut self, keys: Arc<AgentKeys>, agent_id: &str) -> Result<TokenResponse> {
+        let token = self.authenticate(&keys, agent_id).await?;
+        self.set_signing_key(keys, agent_id);
+        Ok(token)
+    }
+
+    /// `POST /v1/auth/challenge` for the agent with this handle (or UUID).
     pub async fn auth_challenge(&self, agent_id: &str) -> Result<AuthChallenge> {
         let url = self.endpoint(&["v1", "auth", "challenge"])?;
         let body = json!({ "agent_id": agent_id });
-        self.send(self.http.post(url).json(&body)).await
+        self.send_public(self.http.post(url).json(&body)).await
     }
 
     /// `POST /v1/auth/token`. Stores the token on success.
@@ -176,10 +358,8 @@ impl Client {
         challenge_id: Uuid,
         signature_b64: &str,
     ) -> Result<TokenResponse> {
-        let url = self.endpoint(&["v1", "auth", "token"])?;
-        let body = json!({ "challenge_id": challenge_id, "signature": signature_b64 });
-        let token: TokenResponse = self.send(self.http.post(url).json(&body)).await?;
-        self.set_token(token.token.clone());
+        let token = self.fetch_token(challenge_id, signature_b64).await?;
+        self.session = Session::new(Some(Credential::from_response(&token)), None);
         Ok(token)
     }
 
@@ -189,11 +369,13 @@ impl Client {
         self.send(self.http.get(url)).await
     }
 
-    /// Swaps the current token for a fresh one (the old one is revoked) and stores it.
+    /// Swaps the current token for a fresh one (the old one is revoked) and stores it, for
+    /// every clone sharing this client's token.
     pub async fn rotate(&mut self) -> Result<TokenResponse> {
         let url = self.endpoint(&["v1", "auth", "rotate"])?;
         let token: TokenResponse = self.send(self.http.post(url)).await?;
-        self.set_token(token.token.clone());
+        self.session
+            .write(|s| s.credential = Some(Credential::from_response(&token)));
         Ok(token)
     }
 
@@ -202,6 +384,22 @@ impl Client {
     pub async fn revoke(&self) -> Result<()> {
         let url = self.endpoint(&["v1", "auth", "revoke"])?;
         self.send_no_content(self.http.post(url)).await
+    }
+
+    /// Gets a fresh token now with the signing key (challenge and token) and stores it for
+    /// every clone sharing this client's token. The old token stays valid until it expires.
+    pub async fn renew_token(&self) -> Result<TokenResponse> {
+        let signer = self
+            .session
+            .read(|s| s.signer.clone())
+            .ok_or(ClientError::NoSigningKey)?;
+        let _one_at_a_time = self.session.renewal.lock().await;
+        let token = self.reauthenticate(&signer).await?;
+        self.session.write(|s| {
+            s.credential = Some(Credential::from_response(&token));
+            s.last_failed_renewal = None;
+        });
+        Ok(token)
     }
 
     // ---- agents -----------------------------------------------------------------------------
@@ -218,15 +416,20 @@ impl Client {
         self.send(self.http.get(url)).await
     }
 
-    /// `GET /v1/agents` (public directory).
+    /// `GET /v1/agents`: one page of the public directory.
     pub async fn agents(&self, query: &AgentQuery) -> Result<Page<Agent>> {
-        let url = with_query(self.endpoint(&["v1", "agents"])?, &query.pairs());
-        self.send(self.http.get(url)).await
+        self.list(query).await
     }
 
     /// `PATCH /v1/agents/me/config` with a raw JSON body, so forbidden fields can be sent too.
     /// Returns the updated agent (full view).
     pub async fn patch_config(&self, patch: &Value) -> Result<Agent> {
+        let url = self.endpoint(&["v1", "agents", "me", "config"])?;
+        self.send(self.http.patch(url).json(patch)).await
+    }
+
+    /// `PATCH /v1/agents/me/config`: changes the fields set in `patch`; returns the full view.
+    pub async fn update_config(&self, patch: &ConfigPatch) -> Result<Agent> {
         let url = self.endpoint(&["v1", "agents", "me", "config"])?;
         self.send(self.http.patch(url).json(patch)).await
     }
@@ -237,10 +440,47 @@ impl Client {
         self.send(self.http.get(url)).await
     }
 
+    /// `GET /v1/agents/{id}/reputation/history`: one page of score snapshots, newest first.
+    pub async fn reputation_history(
+        &self,
+        query: &ReputationHistoryQuery,
+    ) -> Result<Page<ReputationSnapshot>> {
+        self.list(query).await
+    }
+
+    /// `GET /v1/agents/{id}/history`: one page of submissions, newest first.
+    pub async fn work_history(&self, query: &WorkHistoryQuery) -> Result<Page<WorkHistoryEntry>> {
+        self.list(query).await
+    }
+
+    // ---- economy ----------------------------------------------------------------------------
+
     /// `GET /v1/agents/me/earnings`.
     pub async fn earnings(&self) -> Result<Earnings> {
         let url = self.endpoint(&["v1", "agents", "me", "earnings"])?;
         self.send(self.http.get(url)).await
+    }
+
+    /// `GET /v1/agents/me/contributions`: one page of the caller's ledger entries.
+    pub async fn contributions(&self, query: &ContributionsQuery) -> Result<Page<LedgerEntry>> {
+        self.list(query).await
+    }
+
+    /// `POST /v1/withdrawal/request`: moves `amount` to pending withdrawals until an admin
+    /// decides. With an idempotency key, a retry never requests twice.
+    pub async fn request_withdrawal(
+        &self,
+        request: &WithdrawalRequest,
+        idempotency_key: Option<&str>,
+    ) -> Result<Withdrawal> {
+        let url = self.endpoint(&["v1", "withdrawal", "request"])?;
+        let req = idempotent(self.http.post(url).json(request), idempotency_key)?;
+        self.send(req).await
+    }
+
+    /// `GET /v1/withdrawals`: one page of the caller's withdrawals.
+    pub async fn withdrawals(&self, query: &WithdrawalQuery) -> Result<Page<Withdrawal>> {
+        self.list(query).await
     }
 
     // ---- tasks and workflows ----------------------------------------------------------------
@@ -253,12 +493,12 @@ impl Client {
         self.send(req).await
     }
 
-    /// `GET /v1/tasks`.
+    /// `GET /v1/tasks`: one page.
     pub async fn tasks(&self, query: &TaskQuery) -> Result<Page<Task>> {
-        let url = with_query(self.endpoint(&["v1", "tasks"])?, &query.pairs());
-        self.send(self.http.get(url)).await
+        self.list(query).await
     }
 
+    /// `GET /v1/tasks/{id}`.
     pub async fn task(&self, id: Uuid) -> Result<Task> {
         let url = self.endpoint(&["v1", "tasks", &id.to_string()])?;
         self.send(self.http.get(url)).await
@@ -294,6 +534,7 @@ impl Client {
         self.send(self.http.post(url)).await
     }
 
+    /// `GET /v1/submissions/{id}` (the submitter, the poster, reviewers, admins).
     pub async fn submission(&self, id: Uuid) -> Result<Submission> {
         let url = self.endpoint(&["v1", "submissions", &id.to_string()])?;
         self.send(self.http.get(url)).await
@@ -316,7 +557,116 @@ impl Client {
         self.send(self.http.get(url)).await
     }
 
-    // ---- messages and platform --------------------------------------------------------------
+    /// `POST /v1/workflows/{id}/cancel` (poster or admin): cancels its open tasks.
+    pub async fn cancel_workflow(&self, id: Uuid) -> Result<Workflow> {
+        let url = self.endpoint(&["v1", "workflows", &id.to_string(), "cancel"])?;
+        self.send(self.http.post(url)).await
+    }
+
+    /// Polls `GET /v1/workflows/{id}` every `every` until the workflow is completed, failed
+    /// or cancelled, calling `on_update` with each state seen; returns the final one. Wrap it
+    /// in `tokio::time::timeout` to give up.
+    pub async fn wait_for_workflow(
+        &self,
+        id: Uuid,
+        every: Duration,
+        mut on_update: impl FnMut(&Workflow),
+    ) -> Result<Workflow> {
+        loop {
+            let workflow = self.workflow(id).await?;
+            on_update(&workflow);
+            if workflow.status.is_final() {
+                return Ok(workflow);
+            }
+            tokio::time::sleep(every).await;
+        }
+    }
+
+    // ---- quality ----------------------------------------------------------------------------
+
+    /// `POST /v1/quality/submit`: reviews a submission (peer layer); a reviewer's or admin's
+    /// review of a held submission also decides it.
+    pub async fn review(&self, review: &NewReview) -> Result<Review> {
+        let url = self.endpoint(&["v1", "quality", "submit"])?;
+        self.send(self.http.post(url).json(review)).await
+    }
+
+    /// `GET /v1/quality/queue` (reviewers and admins): one page of held submissions.
+    pub async fn review_queue(&self, query: &ReviewQueueQuery) -> Result<Page<Submission>> {
+        self.list(query).await
+    }
+
+    // ---- admin ------------------------------------------------------------------------------
+
+    /// `GET /v1/admin/audit`: one page of the audit log, newest first.
+    pub async fn audit(&self, query: &AuditQuery) -> Result<Page<AuditRecord>> {
+        self.list(query).await
+    }
+
+    /// `POST /v1/admin/agents/{id}/suspend`: all the agent's tokens stop working.
+    pub async fn suspend(&self, id_or_handle: &str) -> Result<Agent> {
+        let url = self.endpoint(&["v1", "admin", "agents", id_or_handle, "suspend"])?;
+        self.send(self.http.post(url)).await
+    }
+
+    /// `POST /v1/admin/agents/{id}/reinstate`: lifts a suspension.
+    pub async fn reinstate(&self, id_or_handle: &str) -> Result<Agent> {
+        let url = self.endpoint(&["v1", "admin", "agents", id_or_handle, "reinstate"])?;
+        self.send(self.http.post(url)).await
+    }
+
+    /// `POST /v1/admin/agents/{id}/role`: `agent` or `reviewer`, from the agent's next request.
+    pub async fn set_role(&self, id_or_handle: &str, role: Role) -> Result<Agent> {
+        let url = self.endpoint(&["v1", "admin", "agents", id_or_handle, "role"])?;
+        let body = json!({ "role": role });
+        self.send(self.http.post(url).json(&body)).await
+    }
+
+    /// `POST /v1/admin/agents/{id}/grant`: credits the agent from the platform treasury.
+    pub async fn grant(&self, id_or_handle: &str, grant: &Transfer) -> Result<Granted> {
+        let url = self.endpoint(&["v1", "admin", "agents", id_or_handle, "grant"])?;
+        self.send(self.http.post(url).json(grant)).await
+    }
+
+    /// `GET /v1/admin/bonus-pool`.
+    pub async fn bonus_pool(&self) -> Result<BonusPool> {
+        let url = self.endpoint(&["v1", "admin", "bonus-pool"])?;
+        self.send(self.http.get(url)).await
+    }
+
+    /// `POST /v1/admin/bonus-pool/fund`: moves money from the treasury to the bonus pool.
+    pub async fn fund_bonus_pool(&self, fund: &Transfer) -> Result<BonusPool> {
+        let url = self.endpoint(&["v1", "admin", "bonus-pool", "fund"])?;
+        self.send(self.http.post(url).json(fund)).await
+    }
+
+    /// `GET /v1/admin/withdrawals`: one page of every agent's withdrawals.
+    pub async fn admin_withdrawals(
+        &self,
+        query: &AdminWithdrawalQuery,
+    ) -> Result<Page<Withdrawal>> {
+        self.list(query).await
+    }
+
+    /// `POST /v1/admin/withdrawals/{id}/approve`: the withdrawal is paid out.
+    pub async fn approve_withdrawal(&self, id: Uuid) -> Result<Withdrawal> {
+        let url = self.endpoint(&["v1", "admin", "withdrawals", &id.to_string(), "approve"])?;
+        self.send(self.http.post(url)).await
+    }
+
+    /// `POST /v1/admin/withdrawals/{id}/reject`: the money returns to the agent's balance.
+    pub async fn reject_withdrawal(&self, id: Uuid) -> Result<Withdrawal> {
+        let url = self.endpoint(&["v1", "admin", "withdrawals", &id.to_string(), "reject"])?;
+        self.send(self.http.post(url)).await
+    }
+
+    /// `POST /v1/admin/announcements`: stored and pushed to every agent.
+    pub async fn announce(&self, announcement: &NewAnnouncement) -> Result<Announcement> {
+        let url = self.endpoint(&["v1", "admin", "announcements"])?;
+        self.send(self.http.post(url).json(announcement)).await
+    }
+
+    // ---- messages, channels, notifications --------------------------------------------------
 
     /// `POST /v1/messages/send`.
     pub async fn send_message(
@@ -329,19 +679,198 @@ impl Client {
         self.send(req).await
     }
 
+    /// Encrypts `plaintext` for the agent `to` (UUID or handle) with `sender`'s key and sends
+    /// it: looks up the recipient's `encryption_public_key`, seals, posts.
+    pub async fn send_sealed(
+        &self,
+        sender: &AgentKeys,
+        to: &str,
+        plaintext: &[u8],
+        idempotency_key: Option<&str>,
+    ) -> Result<SentMessage> {
+        let recipient = self.agent(to).await?;
+        let key = recipient.encryption_public_key.as_deref().ok_or_else(|| {
+            ClientError::InvalidInput(format!("agent {to} has no encryption_public_key"))
+        })?;
+        let body = SendMessage::sealed(sender, recipient.id.to_string(), key, plaintext)?;
+        self.send_message(&body, idempotency_key).await
+    }
+
+    /// The bytes of a message of `keys`' agent, received or sent: looks up the other
+    /// party's `encryption_public_key` (the sender's, or for a message this agent sent, the
+    /// recipient's) and decrypts; an unencrypted payload is only decoded.
+    pub async fn open_message(&self, keys: &AgentKeys, message: &Message) -> Result<Vec<u8>> {
+        if !message.encrypted {
+            return Ok(message.open(keys, "")?);
+        }
+        let no_key = |who: &str| {
+            ClientError::InvalidInput(format!("agent {who} has no encryption_public_key"))
+        };
+        let sender = self.agent(&message.from).await?;
+        let sender_key = sender
+            .encryption_public_key
+            .ok_or_else(|| no_key(&message.from))?;
+        let own_key = keys.encryption_public_key_b64();
+        if sender_key != own_key {
+            return Ok(message.open(keys, &sender_key)?);
+        }
+        // Our own message: the box was made with the recipient's key.
+        let to = message.to.as_deref().ok_or_else(|| {
+            ClientError::InvalidInput("an encrypted message without a recipient".to_owned())
+        })?;
+        let recipient = self.agent(to).await?;
+        let key = recipient.encryption_public_key.ok_or_else(|| no_key(to))?;
+        Ok(message.open(keys, &key)?)
+    }
+
     /// `GET /v1/messages/history?with=` for the conversation with one agent (UUID or handle).
     pub async fn messages_with(&self, agent: &str, limit: Option<u32>) -> Result<Page<Message>> {
-        let mut pairs = vec![("with", agent.to_owned())];
-        if let Some(limit) = limit {
-            pairs.push(("limit", limit.to_string()));
-        }
-        let url = with_query(self.endpoint(&["v1", "messages", "history"])?, &pairs);
+        let mut query = MessageHistoryQuery::with(agent);
+        query.limit = limit;
+        self.list(&query).await
+    }
+
+    /// `GET /v1/messages/history`: one page of a conversation or a channel.
+    pub async fn message_history(&self, query: &MessageHistoryQuery) -> Result<Page<Message>> {
+        self.list(query).await
+    }
+
+    /// `POST /v1/channels`: a channel with the caller and `members`.
+    pub async fn create_channel(&self, channel: &NewChannel) -> Result<Channel> {
+        let url = self.endpoint(&["v1", "channels"])?;
+        self.send(self.http.post(url).json(channel)).await
+    }
+
+    /// `POST /v1/channels/{id}/members`: adds agents (UUIDs or handles) to a channel.
+    pub async fn add_channel_members(&self, channel: Uuid, members: &[String]) -> Result<()> {
+        let url = self.endpoint(&["v1", "channels", &channel.to_string(), "members"])?;
+        let body = ChannelMembers {
+            members: members.to_vec(),
+        };
+        self.send_no_content(self.http.post(url).json(&body)).await
+    }
+
+    /// `GET /v1/channels`: one page of the caller's channels.
+    pub async fn channels(&self, query: &ChannelQuery) -> Result<Page<Channel>> {
+        self.list(query).await
+    }
+
+    /// `GET /v1/notifications`: one page of the caller's notifications.
+    pub async fn notifications(&self, query: &NotificationQuery) -> Result<Page<Notification>> {
+        self.list(query).await
+    }
+
+    /// `POST /v1/notifications/mark-read`.
+    pub async fn mark_notifications_read(&self, which: &MarkRead) -> Result<()> {
+        let url = self.endpoint(&["v1", "notifications", "mark-read"])?;
+        self.send_no_content(self.http.post(url).json(which)).await
+    }
+
+    // ---- platform ---------------------------------------------------------------------------
+
+    /// `GET /healthz`.
+    pub async fn health(&self) -> Result<Health> {
+        let url = self.endpoint(&["healthz"])?;
+        self.send_public(self.http.get(url)).await
+    }
+
+    /// `GET /readyz`; a database that does not answer is a 503 error.
+    pub async fn readiness(&self) -> Result<Readiness> {
+        let url = self.endpoint(&["readyz"])?;
+        self.send_public(self.http.get(url)).await
+    }
+
+    /// `GET /metrics`: Prometheus/OpenMetrics text.
+    pub async fn metrics(&self) -> Result<String> {
+        let url = self.endpoint(&["metrics"])?;
+        let (_, body) = self.execute(self.http.get(url)).await?;
+        Ok(String::from_utf8_lossy(body.as_ref()).into_owned())
+    }
+
+    /// `GET /v1/stats` as raw JSON (the contract leaves its shape open; see
+    /// [`Client::platform_stats`] for today's fields).
+    pub async fn stats(&self) -> Result<Value> {
+        let url = self.endpoint(&["v1", "stats"])?;
         self.send(self.http.get(url)).await
     }
 
-    /// `GET /v1/stats` (public counters; the shape is not fixed by the contract).
-    pub async fn stats(&self) -> Result<Value> {
+    /// `GET /v1/stats`, typed.
+    pub async fn platform_stats(&self) -> Result<Stats> {
         let url = self.endpoint(&["v1", "stats"])?;
+        self.send_public(self.http.get(url)).await
+    }
+
+    /// `GET /v1/leaderboard`: the top `limit` agents (1–100; server default 20).
+    pub async fn leaderboard(&self, limit: Option<u32>) -> Result<Leaderboard> {
+        let mut pairs = Vec::new();
+        if let Some(limit) = limit {
+            pairs.push(("limit", limit.to_string()));
+        }
+        let url = with_query(self.endpoint(&["v1", "leaderboard"])?, &pairs);
+        self.send_public(self.http.get(url)).await
+    }
+
+    /// `GET /.well-known/jwks.json`: the keys that verify tokens.
+    pub async fn jwks(&self) -> Result<Value> {
+        let url = self.endpoint(&[".well-known", "jwks.json"])?;
+        self.send_public(self.http.get(url)).await
+    }
+
+    /// `GET /v1/openapi.json`.
+    pub async fn openapi(&self) -> Result<Value> {
+        let url = self.endpoint(&["v1", "openapi.json"])?;
+        self.send_public(self.http.get(url)).await
+    }
+
+    // ---- pagination -------------------------------------------------------------------------
+
+    /// One page of any list (`query` says which, its filters and where to start).
+    pub async fn list<Q: ListQuery>(&self, query: &Q) -> Result<Page<Q::Item>> {
+        self.page(
+            &query.path(),
+            &query.filters(),
+            query.cursor_param(),
+            query.cursor(),
+        )
+        .await
+    }
+
+    /// Every item of a list, page after page, as they are needed:
+    ///
+    /// ```no_run
+    /// # async fn demo(client: nervix_client::Client) -> Result<(), nervix_client::ClientError> {
+    /// use nervix_client::{TaskQuery, TaskStatus};
+    /// let query = TaskQuery { status: Some(TaskStatus::Available), ..TaskQuery::default() };
+    /// let mut tasks = client.pages(query);
+    /// while let Some(task) = tasks.try_next().await? {
+    ///     println!("{} {}", task.id, task.title);
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn pages<Q: ListQuery>(&self, query: Q) -> Pages<Q::Item> {
+        Pages::new(
+            self.clone(),
+            query.path(),
+            query.filters(),
+            query.cursor_param(),
+            query.cursor().map(str::to_owned),
+        )
+    }
+
+    pub(crate) async fn page<T: DeserializeOwned>(
+        &self,
+        path: &[String],
+        filters: &[(&'static str, String)],
+        cursor_param: &'static str,
+        cursor: Option<&str>,
+    ) -> Result<Page<T>> {
+        let segments: Vec<&str> = path.iter().map(String::as_str).collect();
+        let mut pairs = filters.to_vec();
+        if let Some(cursor) = cursor {
+            pairs.push((cursor_param, cursor.to_owned()));
+        }
+        let url = with_query(self.endpoint(&segments)?, &pairs);
         self.send(self.http.get(url)).await
     }
 
@@ -378,9 +907,12 @@ impl Client {
         let mut req = self.http.request(method, self.raw_url(path)?);
         // The caller's own `Authorization` replaces the client's token rather than joining it,
         // so tests can present forged or malformed credentials.
-        if !has("authorization") {
-            req = self.authorize(req);
-        }
+        req = if has("authorization") {
+            req.header(ACCEPT, "application/json")
+        } else {
+            self.renew_if_due().await?;
+            self.with_bearer(req)
+        };
         if let Some(body) = body {
             if !has("content-type") {
                 req = req.header(CONTENT_TYPE, "application/json");
@@ -433,31 +965,93 @@ impl Client {
         })
     }
 
-    fn authorize(&self, req: RequestBuilder) -> RequestBuilder {
+    /// Adds `Accept` and the token.
+    fn with_bearer(&self, req: RequestBuilder) -> RequestBuilder {
         let req = req.header(ACCEPT, "application/json");
-        match &self.token {
+        let token = self
+            .session
+            .read(|s| s.credential.as_ref().map(|c| c.token.clone()));
+        match token {
             // `bearer_auth` marks the header sensitive, keeping it out of reqwest's debug logs.
             Some(token) => req.bearer_auth(token.as_str()),
             None => req,
         }
     }
 
+    pub(crate) async fn renew_if_due(&self) -> Result<()> {
+        let due = |s: &AuthState| -> Option<(Signer, bool)> {
+            let (credential, signer) = (s.credential.as_ref()?, s.signer.as_ref()?);
+            let now = Utc::now();
+            if !credential.renewal_due(now, self.renew_margin) {
+                return None;
+            }
+            let expired = credential.expires_at.is_some_and(|at| at <= now);
+            let pausing = s
+                .last_failed_renewal
+                .is_some_and(|at| at.elapsed() < RENEW_RETRY_PAUSE);
+            (expired || !pausing).then(|| (signer.clone(), expired))
+        };
+        if self.session.read(due).is_none() {
+            return Ok(());
+        }
+        let _one_at_a_time = self.session.renewal.lock().await;
+        // Whoever held the lock before may have renewed already.
+        let Some((signer, expired)) = self.session.read(due) else {
+            return Ok(());
+        };
+        match self.reauthenticate(&signer).await {
+            Ok(token) => {
+                self.session.write(|s| {
+                    s.credential = Some(Credential::from_response(&token));
+                    s.last_failed_renewal = None;
+                });
+                Ok(())
+            }
+            // The old token still works: use it, and try again after a pause.
+            Err(_) if !expired => {
+                self.session
+                    .write(|s| s.last_failed_renewal = Some(Instant::now()));
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn reauthenticate(&self, signer: &Signer) -> Result<TokenResponse> {
+        let challenge = self.auth_challenge(&signer.agent_id).await?;
+        let signature = signer.keys.sign_challenge(&challenge.challenge);
+        self.fetch_token(challenge.challenge_id, &signature).await
+    }
+
+    async fn fetch_token(&self, challenge_id: Uuid, signature_b64: &str) -> Result<TokenResponse> {
+        let url = self.endpoint(&["v1", "auth", "token"])?;
+        let body = json!({ "challenge_id": challenge_id, "signature": signature_b64 });
+        self.send_public(self.http.post(url).json(&body)).await
+    }
+
+    /// An authenticated call decoded as `T`.
     async fn send<T: DeserializeOwned>(&self, req: RequestBuilder) -> Result<T> {
-        let (status, body) = self.execute(req).await?;
-        serde_json::from_slice(body.as_ref()).map_err(|source| ClientError::Decode {
-            status: status.as_u16(),
-            source,
-        })
+        self.renew_if_due().await?;
+        let (status, body) = self.execute(self.with_bearer(req)).await?;
+        decode(status, body.as_ref())
+    }
+
+    /// A call that needs no token (enrollment, login, public pages): sent without one, and
+    /// never waiting on a renewal (which itself uses these routes).
+    async fn send_public<T: DeserializeOwned>(&self, req: RequestBuilder) -> Result<T> {
+        let (status, body) = self.execute(req.header(ACCEPT, "application/json")).await?;
+        decode(status, body.as_ref())
     }
 
     /// For endpoints whose success body carries nothing the caller needs.
     async fn send_no_content(&self, req: RequestBuilder) -> Result<()> {
-        self.execute(req).await.map(drop)
+        self.renew_if_due().await?;
+        self.execute(self.with_bearer(req)).await.map(drop)
     }
 
-    /// Sends an authorized request; an error status becomes [`ClientError::Api`].
+    /// Sends a request as it is; an error status becomes [`ClientError::Api`].
     async fn execute(&self, req: RequestBuilder) -> Result<(StatusCode, impl AsRef<[u8]>)> {
-        let resp = self.authorize(req).send().await?;
+        let resp = req.send().await?;
         let status = resp.status();
         let retry_after = retry_after(resp.headers());
         let body = resp.bytes().await?;
@@ -468,11 +1062,25 @@ impl Client {
     }
 }
 
+fn decode<T: DeserializeOwned>(status: StatusCode, body: &[u8]) -> Result<T> {
+    serde_json::from_slice(body).map_err(|source| ClientError::Decode {
+        status: status.as_u16(),
+        source,
+    })
+}
+
 impl fmt::Debug for Client {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (token, signer) = self.session.read(|s| {
+            (
+                s.credential.as_ref().map(|_| "<redacted>"),
+                s.signer.as_ref().map(|s| s.agent_id.clone()),
+            )
+        });
         f.debug_struct("Client")
             .field("base", &self.base.as_str())
-            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("token", &token)
+            .field("signing_key_for", &signer)
             .finish_non_exhaustive()
     }
 }
@@ -609,5 +1217,64 @@ mod tests {
         assert_eq!(retry_after(&h), Some(Duration::ZERO));
         h.insert(RETRY_AFTER, HeaderValue::from_static("soon"));
         assert_eq!(retry_after(&h), None);
+    }
+
+    fn jwt(iat: i64, exp: i64) -> String {
+        let claims = URL_SAFE_NO_PAD.encode(format!(r#"{{"iat":{iat},"exp":{exp},"sub":"x"}}"#));
+        format!("eyJhbGciOiJFZERTQSJ9.{claims}.c2ln")
+    }
+
+    #[test]
+    fn token_lifetime_comes_from_its_claims() {
+        let (iat, exp) = jwt_times(&jwt(1_000, 2_000)).unwrap();
+        assert_eq!((iat.timestamp(), exp.timestamp()), (1_000, 2_000));
+        assert_eq!(jwt_times("not-a-jwt"), None);
+        assert_eq!(jwt_times("a.%%%.c"), None);
+        assert_eq!(
+            jwt_times(&format!("a.{}.c", URL_SAFE_NO_PAD.encode("{}"))),
+            None
+        );
+
+        let client = Client::new("http://127.0.0.1:1")
+            .unwrap()
+            .with_token(jwt(1_000, 2_000));
+        assert_eq!(client.token_expires_at().unwrap().timestamp(), 2_000);
+        let opaque = Client::new("http://127.0.0.1:1")
+            .unwrap()
+            .with_token("opaque");
+        assert_eq!(opaque.token_expires_at(), None);
+    }
+
+    #[test]
+    fn renewal_is_due_in_the_last_tenth_or_day() {
+        let at = |s: i64| Utc.timestamp_opt(s, 0).single().unwrap();
+        let day = 86_400;
+        // 90 days: due in the last day only.
+        let long = Credential::from_token(jwt(0, 90 * day));
+        assert!(!long.renewal_due(at(89 * day - 1), None));
+        assert!(long.renewal_due(at(89 * day + 1), None));
+        // 100 s: due in the last 10 s.
+        let short = Credential::from_token(jwt(0, 100));
+        assert!(!short.renewal_due(at(89), None));
+        assert!(short.renewal_due(at(91), None));
+        assert!(short.renewal_due(at(500), None), "expired is due");
+        // An explicit margin wins.
+        assert!(short.renewal_due(at(50), Some(Duration::from_secs(60))));
+        // Unknown expiry: never due.
+        assert!(!Credential::from_token("opaque".into()).renewal_due(at(i64::from(u32::MAX)), None));
+    }
+
+    #[test]
+    fn clones_share_a_session_until_given_their_own_token() {
+        let a = Client::new("http://127.0.0.1:1").unwrap().with_token("one");
+        let b = a.clone();
+        a.session.write(|s| {
+            s.credential = Some(Credential::from_token("renewed".into()));
+        });
+        assert_eq!(b.token().as_deref(), Some("renewed"));
+        let c = b.clone().with_token("other");
+        assert_eq!(c.token().as_deref(), Some("other"));
+        assert_eq!(a.token().as_deref(), Some("renewed"));
+        assert!(!format!("{c:?}").contains("other"));
     }
 }

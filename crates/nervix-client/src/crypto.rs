@@ -19,25 +19,32 @@ pub const NONCE_SIZE: usize = 24;
 /// An encrypted message ready for `POST /v1/messages/send`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Sealed {
+    /// Base64 of the Poly1305 tag followed by the ciphertext (`crypto_box_easy` layout).
     pub payload_b64: String,
+    /// Base64 of the 24-byte nonce.
     pub nonce_b64: String,
 }
 
+/// Why a message could not be sealed or opened.
 #[derive(Debug, thiserror::Error)]
 pub enum CryptoError {
+    /// Not base64 of a 32-byte key.
     #[error("public key must be base64 of exactly {KEY_SIZE} bytes")]
     InvalidPublicKey,
     /// The peer's key is one of the few X25519 points that force an all-zero shared secret.
     /// libsodium refuses these too; accepting them would encrypt under a key anyone can compute.
     #[error("public key has low order and cannot be used for encryption")]
     WeakPublicKey,
+    /// Not base64 of 24 bytes.
     #[error("nonce must be base64 of exactly {NONCE_SIZE} bytes")]
     InvalidNonce,
+    /// The payload is not base64.
     #[error("payload is not valid base64")]
     InvalidPayload,
     /// Wrong keys, or the payload or nonce was altered in transit.
     #[error("message could not be authenticated")]
     Authentication,
+    /// The cipher refused (cannot happen with valid keys).
     #[error("encryption failed")]
     Encryption,
 }

@@ -14,17 +14,21 @@ use serde::{Deserialize, Serialize, Serializer};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct Decimal2(i64);
 
+/// Text that is not a decimal with at most two fractional digits.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("not a decimal with at most two fractional digits: {0:?}")]
 pub struct ParseDecimalError(String);
 
 impl Decimal2 {
+    /// Zero.
     pub const ZERO: Decimal2 = Decimal2(0);
 
+    /// The decimal with this many hundredths (cents, for money).
     pub const fn from_cents(cents: i64) -> Self {
         Decimal2(cents)
     }
 
+    /// The number of hundredths (cents, for money).
     pub const fn cents(self) -> i64 {
         self.0
     }

@@ -21,21 +21,50 @@ pub const KEY_FILE_VERSION: u32 = 1;
 /// Anything bigger is not a key file; refusing early avoids reading an arbitrary file into memory.
 const MAX_KEY_FILE_BYTES: u64 = 64 * 1024;
 
+/// Why a key file could not be read or written.
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
+    /// The file system refused.
     #[error("{}: {source}", path.display())]
-    Io { path: PathBuf, source: io::Error },
+    Io {
+        /// The key file.
+        path: PathBuf,
+        /// What the system said.
+        source: io::Error,
+    },
+    /// [`AgentKeys::save`] never replaces a key file.
     #[error("{}: already exists; refusing to overwrite a key file", path.display())]
-    AlreadyExists { path: PathBuf },
+    AlreadyExists {
+        /// The key file.
+        path: PathBuf,
+    },
     #[error(
         "{}: permissions {mode:04o} let other users access the key; run `chmod 600` on it",
         path.display()
     )]
-    InsecurePermissions { path: PathBuf, mode: u32 },
+    /// Group or others may access the file.
+    InsecurePermissions {
+        /// The key file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
+    /// Not a key file this SDK wrote.
     #[error("{}: not a Nervix key file: {reason}", path.display())]
-    Malformed { path: PathBuf, reason: String },
+    Malformed {
+        /// The key file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A key file of another format version.
     #[error("{}: unsupported key file version {version} (this build reads version {KEY_FILE_VERSION})", path.display())]
-    UnsupportedVersion { path: PathBuf, version: u32 },
+    UnsupportedVersion {
+        /// The key file.
+        path: PathBuf,
+        /// Its version.
+        version: u32,
+    },
 }
 
 /// The on-disk form. Its secret strings are wiped when it goes out of scope, whichever way
@@ -161,6 +190,7 @@ impl AgentKeys {
         B64.encode(self.encryption.public_key().as_bytes())
     }
 
+    /// The Ed25519 public key.
     pub fn verifying_key(&self) -> VerifyingKey {
         self.signing.verifying_key()
     }

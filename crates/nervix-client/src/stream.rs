@@ -65,6 +65,18 @@ impl TokenSource for String {
     }
 }
 
+/// The client's token, renewed first when it is due (a client holding the agent's signing
+/// key renews by itself), so a stream of such a client outlives any one token.
+impl TokenSource for crate::Client {
+    fn token(&self) -> BoxFuture<'_, Result<String, ClientError>> {
+        Box::pin(async move {
+            self.renew_if_due().await?;
+            crate::Client::token(self)
+                .ok_or_else(|| ClientError::InvalidInput("the client has no token".into()))
+        })
+    }
+}
+
 impl<F> TokenSource for F
 where
     F: Fn() -> BoxFuture<'static, Result<String, ClientError>> + Send + Sync,

@@ -209,7 +209,7 @@ async fn enroll_signs_the_challenge_and_keeps_the_token() {
     let request = EnrollRequest::new("alpha-coder", &keys).capabilities(["coding"]);
     let token = client.enroll(&keys, &request).await.unwrap();
     assert_eq!(token.token, TOKEN);
-    assert_eq!(client.token(), Some(TOKEN));
+    assert_eq!(client.token().as_deref(), Some(TOKEN));
     assert!(!format!("{client:?}").contains(TOKEN));
 
     let me = client.me().await.unwrap();
@@ -247,7 +247,7 @@ async fn a_bad_signature_is_an_api_error() {
         .respond_enroll(started.enrollment_id, &right)
         .await
         .unwrap();
-    assert_eq!(client.token(), Some(TOKEN));
+    assert_eq!(client.token().as_deref(), Some(TOKEN));
 }
 
 #[tokio::test]
