@@ -465,6 +465,7 @@ fn sample_workflow() -> NewWorkflow {
                 },
                 reward: Decimal2::from_cents(2_500),
                 complexity: Complexity::Simple,
+                deadline: Some(chrono::Utc::now() + chrono::TimeDelta::hours(1)),
                 kind: Some(kind),
                 depends_on: deps.iter().map(|d| (*d).to_owned()).collect(),
                 ..NewTask::default()

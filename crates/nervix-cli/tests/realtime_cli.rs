@@ -33,6 +33,7 @@ fn nervix() -> Command {
 fn text_task(title: &str, deps: &[&str]) -> NewTask {
     NewTask {
         complexity: Complexity::Simple,
+        deadline: Some(chrono::Utc::now() + chrono::TimeDelta::hours(1)),
         depends_on: deps.iter().map(|d| (*d).to_owned()).collect(),
         ..NewTask::new(
             title,
