@@ -46,7 +46,8 @@ pub fn spawn_all(
                 let expired = a
                     .store
                     .expire_leases(Utc::now(), &a.config.retry, BATCH)
-                    .await?;
+                    .await?
+                    .changed;
                 for t in &expired {
                     tracing::info!(task = %t.id, status = %t.status, "lease expired");
                 }
