@@ -11,6 +11,7 @@ pub mod error;
 pub mod ids;
 pub mod matching;
 pub mod money;
+pub mod notice;
 pub mod quality;
 pub mod reputation;
 pub mod review;

@@ -1,4 +1,6 @@
 //! The event bus between parts of the server (task posted → matching → WebSocket push).
+//! Frames for agents are stored (each under its agent's next `seq`) before they are
+//! published, so the bus only ever carries what a reconnecting agent can also replay.
 //!
 //! In-process by default (a tokio broadcast channel). With `NERVIX_REDIS_URL`, events are
 //! published on a Redis channel and every node relays what it receives into its local
@@ -9,8 +11,11 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
+use nervix_core::notice::NotificationKind;
 use nervix_core::{Complexity, Level, Money, Reputation, TaskStatus};
+use nervix_store::{NewEvent, Store};
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -52,15 +57,57 @@ pub enum Frame {
         success: Reputation,
         peer: Reputation,
     },
+    /// A persisted notification (also listed by `GET /v1/notifications` until read and pruned).
+    Notification {
+        id: Uuid,
+        kind: NotificationKind,
+        title: String,
+        body: String,
+        /// What a program needs to act on it: ids, scores, amounts (by `kind`).
+        data: Value,
+        created_at: DateTime<Utc>,
+    },
+    /// An operator announcement, sent to every agent.
+    Announcement {
+        id: Uuid,
+        title: String,
+        body: String,
+        created_at: DateTime<Utc>,
+    },
+}
+
+impl Frame {
+    /// The frame's `type` and `data`, as they are stored and sent.
+    pub fn parts(&self) -> Result<(String, Value), serde_json::Error> {
+        let Value::Object(mut whole) = serde_json::to_value(self)? else {
+            return Err(serde::ser::Error::custom("a frame serializes to an object"));
+        };
+        let kind = match whole.remove("type") {
+            Some(Value::String(k)) => k,
+            _ => return Err(serde::ser::Error::custom("a frame has a string type")),
+        };
+        Ok((kind, whole.remove("data").unwrap_or(Value::Null)))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum Event {
-    /// A frame for one agent.
-    ToAgent { agent_id: Uuid, frame: Frame },
-    /// A frame for every connected agent.
-    Broadcast { frame: Frame },
+    /// A frame for one agent, stored as its event number `seq` before it was published.
+    ToAgent {
+        agent_id: Uuid,
+        seq: i64,
+        frame: Frame,
+    },
+    /// A frame for every agent, stored for each under the `seq` listed for it (agents
+    /// enrolled after it are not listed: they never get it).
+    Broadcast {
+        frame: Frame,
+        seqs: Arc<[(Uuid, i64)]>,
+    },
+    /// The agent's tokens or standing changed (a token revoked or rotated, the agent
+    /// suspended): open connections check their token again now.
+    AccessChanged { agent_id: Uuid },
     /// An agent's profile or workload changed (enrolled, config, suspension, a claim taken or
     /// given up): refresh caches.
     AgentChanged { agent_id: Uuid },
@@ -69,8 +116,52 @@ pub enum Event {
     WorkloadsChanged,
 }
 
+/// Stores each frame as its agent's next event, in one write, then publishes each with its
+/// `seq`; returns how many were published. The store is the record and the bus only the fast
+/// path: a connection that misses a published frame (a gap in `seq`, a lagging bus) reads it
+/// back from the store.
+///
+/// Called after the operation that caused the frames committed, in a transaction of its own,
+/// so that no operation's transaction grows by the event writes. The price is a small window:
+/// a crash between an operation's commit and this write loses that operation's frames (the
+/// change itself is kept, and readable through the REST API).
+pub async fn deliver(
+    store: &dyn Store,
+    bus: &dyn EventBus,
+    frames: Vec<(Uuid, Frame)>,
+) -> Result<usize, BusError> {
+    if frames.is_empty() {
+        return Ok(0);
+    }
+    let at = Utc::now();
+    let mut events = Vec::with_capacity(frames.len());
+    for (agent_id, frame) in &frames {
+        let (kind, data) = frame.parts()?;
+        events.push(NewEvent {
+            agent_id: *agent_id,
+            kind,
+            data,
+            created_at: at,
+        });
+    }
+    let stored = store.append_events(&events).await?;
+    let mut published = 0;
+    for (event, (agent_id, frame)) in stored.iter().zip(frames) {
+        bus.publish(Event::ToAgent {
+            agent_id,
+            seq: event.seq,
+            frame,
+        })
+        .await?;
+        published += 1;
+    }
+    Ok(published)
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum BusError {
+    #[error("storing events: {0}")]
+    Store(#[from] nervix_store::StoreError),
     #[error("redis: {0}")]
     Redis(#[from] redis::RedisError),
     #[error("encoding: {0}")]

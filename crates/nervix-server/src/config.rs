@@ -61,6 +61,9 @@ pub struct ServeArgs {
     /// every thread to the OS), or a CPU index. Ignored with PostgreSQL.
     #[arg(long, env = "NERVIX_SQLITE_WRITER_CPU", default_value = "auto")]
     pub sqlite_writer_cpu: nervix_store::WriterCpu,
+    /// Days stored agent events (what `since` can replay) and read notifications are kept.
+    #[arg(long, env = "NERVIX_EVENT_RETENTION_DAYS", default_value_t = 7)]
+    pub event_retention_days: u32,
     /// Log as JSON lines instead of human-readable text.
     #[arg(long, env = "NERVIX_LOG_JSON", default_value_t = false)]
     pub log_json: bool,
@@ -114,6 +117,47 @@ pub struct Config {
     pub worker_interval: Duration,
     /// How often the public counters (`GET /v1/stats`, `/`) are counted again.
     pub stats_interval: Duration,
+    /// How long stored agent events and read notifications are kept.
+    pub event_retention: chrono::Duration,
+    /// Agent connections (`GET /v1/agent/connect`).
+    pub ws: WsConfig,
+}
+
+/// Timings and bounds of agent WebSocket connections.
+#[derive(Debug, Clone)]
+pub struct WsConfig {
+    /// How long a connection without an `Authorization` header has to send its `auth` frame.
+    pub auth_timeout: Duration,
+    /// How often the server pings (and keeps the agent's presence fresh).
+    pub ping_interval: Duration,
+    /// Silence from the client (no frame, not even a pong) after which it is closed.
+    pub idle_timeout: Duration,
+    /// How often a connection's token is checked again (revoked, expired, agent suspended);
+    /// a revocation or suspension on any node is also acted on at once through the bus.
+    pub auth_recheck: Duration,
+    /// Frames queued for a connection in memory; frames beyond it are read back from the
+    /// store.
+    pub queue: usize,
+    /// Frames a connection may fall behind its agent's stream before it is closed as a slow
+    /// consumer (it resumes with `since`).
+    pub max_lag: usize,
+    /// How long one write to a client may wait for the client to read before the connection
+    /// is closed as a slow consumer.
+    pub write_timeout: Duration,
+}
+
+impl Default for WsConfig {
+    fn default() -> Self {
+        WsConfig {
+            auth_timeout: Duration::from_secs(5),
+            ping_interval: Duration::from_secs(20),
+            idle_timeout: Duration::from_secs(75),
+            auth_recheck: Duration::from_secs(30),
+            queue: 256,
+            max_lag: 4096,
+            write_timeout: Duration::from_secs(15),
+        }
+    }
 }
 
 impl Config {
@@ -144,6 +188,8 @@ impl Config {
             sqlite_writer_cpu: nervix_store::WriterCpu::Off,
             worker_interval: Duration::from_secs(1),
             stats_interval: Duration::from_secs(5),
+            event_retention: chrono::Duration::days(7),
+            ws: WsConfig::default(),
         }
     }
 }
@@ -171,6 +217,7 @@ impl From<&ServeArgs> for Config {
         c.match_top_n = a.match_top_n.max(1);
         c.match_window = Duration::from_secs(a.match_window.max(1));
         c.sqlite_writer_cpu = a.sqlite_writer_cpu;
+        c.event_retention = chrono::Duration::days(i64::from(a.event_retention_days.max(1)));
         c
     }
 }
@@ -238,6 +285,7 @@ mod tests {
         assert_eq!(config.rate_limit_enroll_per_minute, 30);
         assert_eq!(config.rate_limit_agent_per_second, 100);
         assert_eq!(config.max_reward_cents, defaults.max_reward_cents);
+        assert_eq!(config.event_retention, chrono::Duration::days(7));
         // `nervix serve` pins the SQLite writer unless told not to; a library user does not.
         assert_eq!(config.sqlite_writer_cpu, nervix_store::WriterCpu::Auto);
         assert_eq!(defaults.sqlite_writer_cpu, nervix_store::WriterCpu::Off);

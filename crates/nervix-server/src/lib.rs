@@ -4,7 +4,8 @@
 //! Layers, each importing only the ones below it: `api` (HTTP handlers, one module per area)
 //! → `http` (extractors, middleware), `wire` (shared JSON shapes), `error` (problem+json) →
 //! `app` (the operations and their events) → `matching`, `presence`, `bus`, `auth`, `metrics`,
-//! `config` → the store and the domain core. `workers` call `app`; `server` wires everything.
+//! `config` → the store and the domain core. The real-time `hub` sits beside `app`: it feeds
+//! agent connections from the bus and the store, and knows nothing of the operations. `workers` call `app`; `server` wires everything.
 
 pub mod api;
 pub mod app;
@@ -13,6 +14,7 @@ pub mod bus;
 pub mod config;
 pub mod error;
 pub mod http;
+pub mod hub;
 pub mod limits;
 pub mod matching;
 pub mod metrics;

@@ -18,7 +18,7 @@ use nervix_store::{AgentRecord, Store, TaskRecord};
 use parking_lot::RwLock;
 use uuid::Uuid;
 
-use crate::bus::{Event, EventBus, Frame};
+use crate::bus::{deliver, Event, EventBus, Frame};
 use crate::metrics::Metrics;
 
 const REBUILD_EVERY: std::time::Duration = std::time::Duration::from_secs(300);
@@ -124,6 +124,7 @@ impl Matcher {
         let excluded: HashSet<Uuid> = store.excluded_agents(task.id).await?.into_iter().collect();
         Ok(self
             .publish_round(
+                store,
                 bus,
                 metrics,
                 task,
@@ -134,9 +135,12 @@ impl Matcher {
             .await)
     }
 
-    /// Publishes `task_available` to the agents of `round`. Returns how many were told.
+    /// Stores and publishes `task_available` to the agents of `round`. Returns how many were
+    /// told.
+    #[allow(clippy::too_many_arguments)]
     pub async fn publish_round(
         &self,
+        store: &dyn Store,
         bus: &dyn EventBus,
         metrics: &Metrics,
         task: &TaskRecord,
@@ -145,24 +149,22 @@ impl Matcher {
         excluded: &HashSet<Uuid>,
     ) -> usize {
         let picks = self.round(task, round, excluded);
-        for (agent_id, score) in &picks {
-            let frame = Frame::TaskAvailable {
-                task_id: task.id,
-                title: task.title.clone(),
-                reward: Money::from_cents(task.reward_cents),
-                deadline: task.deadline,
-                complexity: task.complexity,
-                match_score: (score * 1000.0).round() / 1000.0,
-            };
-            if let Err(e) = bus
-                .publish(Event::ToAgent {
-                    agent_id: *agent_id,
-                    frame,
-                })
-                .await
-            {
-                tracing::warn!(error = %e, "publishing task_available failed");
-            }
+        let frames: Vec<(Uuid, Frame)> = picks
+            .iter()
+            .map(|(agent_id, score)| {
+                let frame = Frame::TaskAvailable {
+                    task_id: task.id,
+                    title: task.title.clone(),
+                    reward: Money::from_cents(task.reward_cents),
+                    deadline: task.deadline,
+                    complexity: task.complexity,
+                    match_score: (score * 1000.0).round() / 1000.0,
+                };
+                (*agent_id, frame)
+            })
+            .collect();
+        if let Err(e) = deliver(store, bus, frames).await {
+            tracing::warn!(error = %e, "storing or publishing task_available failed");
         }
         metrics.notifications.inc_by(picks.len() as u64);
         if round == 0 {

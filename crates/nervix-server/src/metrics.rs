@@ -3,6 +3,7 @@
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
@@ -20,6 +21,12 @@ pub struct Metrics {
     /// Seconds from a task becoming available to its `task_available` events being published.
     pub match_latency: Histogram,
     pub notifications: Counter,
+    /// Agent WebSocket connections open on this node.
+    pub ws_connections: Gauge,
+    /// Stored frames written to agent connections (not pongs or errors).
+    pub ws_frames_sent: Counter,
+    /// Connections closed because their client did not take frames fast enough.
+    pub ws_slow_consumer_closes: Counter,
 }
 
 impl Default for Metrics {
@@ -52,12 +59,33 @@ impl Default for Metrics {
             "task_available events sent",
             notifications.clone(),
         );
+        let ws_connections = Gauge::default();
+        let ws_frames_sent = Counter::default();
+        let ws_slow_consumer_closes = Counter::default();
+        registry.register(
+            "ws_connections",
+            "Agent WebSocket connections open on this node",
+            ws_connections.clone(),
+        );
+        registry.register(
+            "ws_frames_sent",
+            "Stored frames written to agent connections",
+            ws_frames_sent.clone(),
+        );
+        registry.register(
+            "ws_slow_consumer_closes",
+            "Connections closed because the client fell behind",
+            ws_slow_consumer_closes.clone(),
+        );
         Metrics {
             registry,
             requests,
             latency,
             match_latency,
             notifications,
+            ws_connections,
+            ws_frames_sent,
+            ws_slow_consumer_closes,
         }
     }
 }

@@ -787,6 +787,72 @@ pub fn task_dependencies() -> utoipa::openapi::schema::Array {
         .build()
 }
 
+/// A mark-read (`crate::wire::notifications::MarkReadBody`): `{"ids": [...]}` (1 to 200
+/// notification ids) or `{"all": true}`.
+pub fn mark_read_body() -> RefOr<Schema> {
+    let max = crate::app::notifications::MAX_MARK_IDS;
+    let ids = ObjectBuilder::new()
+        .property(
+            "ids",
+            ArrayBuilder::new()
+                .items(
+                    string()
+                        .pattern(Some(format!("^{WS}*(?:{}){WS}*$", uuid_any_spelling())))
+                        .description(Some("A notification's id.")),
+                )
+                .min_items(Some(1))
+                .max_items(Some(max))
+                .description(Some(format!(
+                    "1 to {max} of the caller's notification ids; others' match nothing."
+                ))),
+        )
+        .required("ids")
+        .additional_properties(Some(AdditionalProperties::FreeForm(false)));
+    let all = ObjectBuilder::new()
+        .property(
+            "all",
+            ObjectBuilder::new()
+                .schema_type(Type::Boolean)
+                .enum_values(Some([true]))
+                .description(Some("Every unread notification of the caller's.")),
+        )
+        .required("all")
+        .additional_properties(Some(AdditionalProperties::FreeForm(false)));
+    OneOfBuilder::new()
+        .item(ids)
+        .item(all)
+        .description(Some(
+            "`{\"ids\": [...]}` or `{\"all\": true}`: which notifications to mark read.",
+        ))
+        .into()
+}
+
+/// An announcement's title (`nervix_core::notice::Announcement`).
+pub fn announcement_title() -> Object {
+    use nervix_core::notice::Announcement;
+    string()
+        .pattern(Some(trimmed_chars(1, Announcement::MAX_TITLE_CHARS)))
+        .description(Some(format!(
+            "1–{} characters, not counting surrounding whitespace.",
+            Announcement::MAX_TITLE_CHARS
+        )))
+        .examples(["Maintenance tonight"])
+        .build()
+}
+
+/// An announcement's body (`nervix_core::notice::Announcement`).
+pub fn announcement_body() -> Object {
+    use nervix_core::notice::Announcement;
+    string()
+        .pattern(Some(trimmed_chars(1, Announcement::MAX_BODY_CHARS)))
+        .description(Some(format!(
+            "1–{} characters, not counting surrounding whitespace.",
+            Announcement::MAX_BODY_CHARS
+        )))
+        .examples(["The API is read-only from 22:00 to 22:15 UTC."])
+        .build()
+}
+
 /// A lone task has no `key`: absent or null.
 pub fn no_key() -> Object {
     ObjectBuilder::new()

@@ -1,4 +1,5 @@
-//! Who is online: agents seen (an authenticated request) in the last few minutes.
+//! Who is online: agents seen (an authenticated request, or a real-time connection kept open)
+//! in the last few minutes.
 //! Storage gets `last_seen_at` at most once a minute per agent, so presence costs no write
 //! per request while still being shared by every node through the database.
 
@@ -43,6 +44,21 @@ impl Presence {
                 }
             }
         }
+        let store = self.store.clone();
+        let matcher = self.matcher.clone();
+        tokio::spawn(async move {
+            if let Err(e) = store.touch_agent(agent, chrono::Utc::now()).await {
+                tracing::warn!(error = %e, "could not record agent presence");
+            }
+            matcher.set_online(agent, true);
+        });
+    }
+
+    /// Notes that `agent` opened a real-time connection: recorded now, whatever was recorded
+    /// lately, so the agent shows online at once. While it stays connected, the connection
+    /// calls [`Presence::seen`] on its pings; after it leaves, the usual window applies.
+    pub fn connected(&self, agent: Uuid) {
+        self.written.lock().insert(agent, Instant::now());
         let store = self.store.clone();
         let matcher = self.matcher.clone();
         tokio::spawn(async move {

@@ -29,6 +29,7 @@ use crate::auth::keys::KeyRing;
 use crate::auth::VerifiedTokens;
 use crate::bus::{EventBus, InProcessBus, RedisBus};
 use crate::config::{Config, ServeArgs};
+use crate::hub::Hub;
 use crate::limits::Limits;
 use crate::matching::Matcher;
 use crate::metrics::Metrics;
@@ -157,8 +158,20 @@ pub async fn start(listener: TcpListener, config: Config) -> Result<Running, Ser
         config.rate_limit_enroll_per_minute,
         config.rate_limit_agent_per_second,
     ));
-    let workers = workers::spawn_all(&app.with_store(worker_store), limits.clone(), &shutdown);
-    let state = AppState { app, limits };
+    let hub = Hub::new(
+        app.store.clone(),
+        app.bus.clone(),
+        app.metrics.clone(),
+        config.ws.queue,
+        config.ws.max_lag,
+    );
+    let workers = workers::spawn_all(
+        &app.with_store(worker_store),
+        hub.clone(),
+        limits.clone(),
+        &shutdown,
+    );
+    let state = AppState { app, limits, hub };
     let app = router(state.clone());
     let addr = listener.local_addr()?;
     let token = shutdown.clone();

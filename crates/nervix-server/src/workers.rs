@@ -1,5 +1,6 @@
 //! The background services: lease, deadline and review-deadline reapers, reputation
-//! recomputation, matching rounds, housekeeping, signing-key reload and the matching index.
+//! recomputation, matching rounds, housekeeping, event retention, signing-key reload, the
+//! matching index and the real-time hub's dispatcher.
 //! Each runs under the supervisor and calls the application layer; every one is safe on
 //! several nodes at once, because the writes they make are conditional.
 
@@ -10,8 +11,9 @@ use chrono::Utc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::app::{events, quality, reputation, App};
+use crate::app::{events, notifications, quality, reputation, App};
 use crate::auth::keys::{KeyError, KeyRing};
+use crate::hub::{Hub, HubError};
 use crate::limits::Limits;
 use crate::matching;
 use crate::supervisor::{every, supervise};
@@ -24,14 +26,20 @@ pub enum WorkerError {
     Keys(#[from] KeyError),
     #[error(transparent)]
     App(#[from] crate::app::Error),
+    #[error(transparent)]
+    Hub(#[from] HubError),
 }
 
 const BATCH: i64 = 200;
+/// Rows one retention delete removes: each batch is its own short write, so other writes
+/// (on SQLite, the one writer's queue) interleave with a large backlog.
+const PRUNE_BATCH: i64 = 1000;
 
 /// Starts every background service. `app` runs on the workers' own store (pool), apart from
-/// the API's.
+/// the API's; the hub's dispatcher feeds this node's agent connections.
 pub fn spawn_all(
     app: &App,
+    hub: Arc<Hub>,
     limits: Arc<Limits>,
     shutdown: &CancellationToken,
 ) -> Vec<JoinHandle<()>> {
@@ -43,15 +51,16 @@ pub fn spawn_all(
         let a = a.clone();
         async move {
             every(interval, sd, || async {
-                let expired = a
+                let reaped = a
                     .store
                     .expire_leases(Utc::now(), &a.config.retry, BATCH)
                     .await?;
-                for t in &expired {
+                for t in &reaped.changed {
                     tracing::info!(task = %t.id, status = %t.status, "lease expired");
                 }
-                settle_workloads(&a, &expired).await;
-                events::tasks_changed(&a, &expired).await;
+                settle_workloads(&a, &reaped.changed).await;
+                events::tasks_changed(&a, &reaped.changed).await;
+                notifications::leases_lost(&a, &reaped.lost, &reaped.changed).await;
                 Ok::<_, WorkerError>(())
             })
             .await
@@ -69,6 +78,7 @@ pub fn spawn_all(
                 }
                 settle_workloads(&a, &expired).await;
                 events::tasks_changed(&a, &expired).await;
+                notifications::tasks_expired(&a, &expired).await;
                 Ok::<_, WorkerError>(())
             })
             .await
@@ -171,6 +181,24 @@ pub fn spawn_all(
             })
             .await
         }
+    }));
+
+    let a = app.clone();
+    handles.push(supervise("event_retention", shutdown.clone(), move |sd| {
+        let a = a.clone();
+        async move {
+            // Once a minute with the default one-second tick.
+            every(interval * 60, sd, || async {
+                notifications::prune_expired(&a, PRUNE_BATCH).await?;
+                Ok::<_, WorkerError>(())
+            })
+            .await
+        }
+    }));
+
+    handles.push(supervise("realtime_hub", shutdown.clone(), move |sd| {
+        let hub = hub.clone();
+        async move { Ok::<_, WorkerError>(hub.run(sd).await?) }
     }));
 
     let a = app.clone();

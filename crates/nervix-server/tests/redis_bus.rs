@@ -1,5 +1,6 @@
 //! Two server nodes on one PostgreSQL database with the Redis event bus: what one node
-//! publishes reaches the other's subscribers (matching notifications, agent changes).
+//! publishes reaches the other's subscribers (matching notifications, agent changes) and the
+//! agents connected to it.
 //!
 //! Needs `NERVIX_TEST_REDIS_URL` and `NERVIX_TEST_POSTGRES_URL`. Without them the test prints a
 //! SKIP line and passes, except in CI (`CI=true`), where it fails.
@@ -14,7 +15,9 @@ use nervix_server::bus::{Event, Frame};
 use tokio::sync::broadcast;
 use uuid::Uuid;
 
-use common::{eventually, id_of, task_body, test_config, Backend, TestApp};
+use common::{eventually, id_of, task_body, test_config, Backend, TestApp, ANSWER};
+use nervix_client::Method;
+use serde_json::json;
 
 fn redis_url() -> Option<String> {
     match std::env::var("NERVIX_TEST_REDIS_URL") {
@@ -36,7 +39,10 @@ async fn notified(rx: &mut broadcast::Receiver<Event>, task: Uuid, want: usize) 
     let mut agents = Vec::new();
     let mut until = tokio::time::Instant::now() + Duration::from_secs(10);
     while let Ok(event) = tokio::time::timeout_at(until, rx.recv()).await {
-        let Event::ToAgent { agent_id, frame } = event.expect("bus") else {
+        let Event::ToAgent {
+            agent_id, frame, ..
+        } = event.expect("bus")
+        else {
             continue;
         };
         if let Frame::TaskAvailable {
@@ -155,6 +161,75 @@ async fn task_available_crosses_nodes() {
     let got = notified(&mut rx_a, id_of(&t), ids.len()).await;
     assert_eq!(got.into_iter().collect::<HashSet<_>>(), ids);
 
+    node_b.stop().await;
+    node_a.stop().await;
+}
+
+/// An agent connected to node B hears what its work on node A causes: task updates and the
+/// notification of its submission's feedback, in `seq` order; a revocation on A closes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_connected_to_one_node_hears_the_other() {
+    let Some(redis) = redis_url() else {
+        return;
+    };
+    let _serial = REDIS.lock().await;
+    let Some(node_a) = TestApp::start_with(Backend::Postgres, |c| {
+        c.redis_url = Some(redis.clone());
+    })
+    .await
+    else {
+        return;
+    };
+    let mut config_b = test_config(node_a.data_dir(), node_a.config.database_url.clone());
+    config_b.redis_url = Some(redis);
+    let node_b = TestApp::start_on(Backend::Postgres, tempfile::tempdir().unwrap(), config_b).await;
+
+    let agent = node_a.enroll("cross-ws", &["crossws"]).await;
+    let mut ws = node_b.ws(&agent.token, None).await;
+    let t = node_a
+        .admin_post(task_body("cross-node work", "4.00", &["crossws"]))
+        .await;
+    let task = id_of(&t);
+    let (s, v) = agent
+        .client
+        .request(
+            Method::POST,
+            &format!("/v1/tasks/{task}/claim"),
+            Some(&json!({})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(s, 200, "{v}");
+    let (s, v) = agent
+        .client
+        .request(
+            Method::POST,
+            &format!("/v1/tasks/{task}/submit"),
+            Some(&json!({"submission_data": {"content": ANSWER}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(s, 202, "{v}");
+    let mut seen = Vec::new();
+    let mut last = 0;
+    let notification = loop {
+        let f = ws.stored().await;
+        let seq = f["seq"].as_i64().unwrap();
+        assert_eq!(seq, last + 1, "in order, without a gap: {f}");
+        last = seq;
+        seen.push(f["type"].as_str().unwrap().to_owned());
+        if f["type"] == "notification" {
+            break f;
+        }
+    };
+    assert!(seen.iter().any(|t| t == "task_update"), "{seen:?}");
+    assert_eq!(notification["data"]["kind"], "submission_accepted");
+    assert_eq!(notification["data"]["data"]["task_id"], task.to_string());
+
+    // Revoked through node A: node B closes the connection.
+    agent.client.revoke().await.unwrap();
+    let (code, reason, _) = ws.closed().await;
+    assert_eq!((code, reason.as_str()), (4401, "token has been revoked"));
     node_b.stop().await;
     node_a.stop().await;
 }

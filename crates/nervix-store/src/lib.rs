@@ -205,13 +205,14 @@ pub trait Store: Send + Sync + 'static {
         at: DateTime<Utc>,
         audit: &AuditEntry,
     ) -> Result<(WorkflowRecord, Vec<TaskRecord>)>;
-    /// Returns tasks whose lease ran out to the pool (or fails them when out of attempts).
+    /// Returns tasks whose lease ran out to the pool (or fails them when out of attempts),
+    /// naming whose lease ran out on each.
     async fn expire_leases(
         &self,
         now: DateTime<Utc>,
         retry: &RetryPolicy,
         limit: i64,
-    ) -> Result<Vec<TaskRecord>>;
+    ) -> Result<ExpiredLeases>;
     /// Marks overdue tasks `expired` and refunds them.
     async fn expire_deadlines(&self, now: DateTime<Utc>, limit: i64) -> Result<Vec<TaskRecord>>;
     /// Available tasks due a (re)notification: back-off over, or nobody claimed in the window.
@@ -301,6 +302,42 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Option<IdempotentResponse>>;
     /// Drops responses stored before `before` (their keys may then be used again).
     async fn purge_idempotent_responses(&self, before: DateTime<Utc>) -> Result<u64>;
+
+    // ---- real time: per-agent event stream, notifications, announcements ------------------
+    /// Stores frames for agents in one transaction, each under the next `seq` of its agent
+    /// (an agent's events numbered in the order given, without gaps). On PostgreSQL one
+    /// agent's events commit in `seq` order.
+    async fn append_events(&self, events: &[NewEvent]) -> Result<Vec<StoredEvent>>;
+    /// Up to `limit` of the agent's stored events with a `seq` above `after`, in `seq` order.
+    async fn events_since(&self, agent: Uuid, after: i64, limit: i64) -> Result<Vec<StoredEvent>>;
+    /// The last `seq` allocated to the agent (0: none yet).
+    async fn last_event_seq(&self, agent: Uuid) -> Result<i64>;
+    /// Drops up to `limit` events stored before `before`; returns how many went. Numbering
+    /// continues where it was.
+    async fn prune_events(&self, before: DateTime<Utc>, limit: i64) -> Result<u64>;
+    /// Stores notifications and, in the same transaction, each as an event of its agent (type
+    /// `notification`, data [`NewNotification::frame_data`]). Returns the events.
+    async fn create_notifications(&self, ns: &[NewNotification]) -> Result<Vec<StoredEvent>>;
+    /// One agent's notifications, newest first, after `q.cursor`.
+    async fn notifications(&self, q: &NotificationQuery) -> Result<Vec<NotificationRecord>>;
+    /// Marks unread notifications of `agent` read (ids of other agents' notifications match
+    /// nothing); returns how many changed.
+    async fn mark_notifications_read(
+        &self,
+        agent: Uuid,
+        which: &MarkRead,
+        at: DateTime<Utc>,
+    ) -> Result<u64>;
+    /// Drops up to `limit` notifications read before `read_before`; returns how many went.
+    async fn prune_notifications(&self, read_before: DateTime<Utc>, limit: i64) -> Result<u64>;
+    /// Stores an announcement, fans it out as an `announcement` event (data
+    /// [`NewAnnouncement::frame_data`]) to every agent enrolled at the time, and records the
+    /// audit entry, in one transaction. Returns each agent's `seq` of the event.
+    async fn create_announcement(
+        &self,
+        a: &NewAnnouncement,
+        audit: &AuditEntry,
+    ) -> Result<Vec<(Uuid, i64)>>;
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use nervix_core::matching::AgentProfile;
+use nervix_core::notice::NotificationKind;
 use nervix_core::reputation::{Level, Reputation};
 use nervix_core::{Complexity, Role, TaskKind, TaskStatus};
 use serde_json::Value;
@@ -346,6 +347,17 @@ nervix_core::wire_enum!(WorkflowStatus {
     Failed = "failed",
     Cancelled = "cancelled",
 });
+
+/// What a pass of the lease reaper changed.
+#[derive(Debug, Clone, Default)]
+pub struct ExpiredLeases {
+    /// Every task whose status changed: the tasks taken back (to the pool, or failed when out
+    /// of attempts) and the dependents cancelled with those that failed.
+    pub changed: Vec<TaskRecord>,
+    /// `(task, agent)`: whose lease ran out on which task. The task record no longer names
+    /// the agent once it is back in the pool.
+    pub lost: Vec<(Uuid, Uuid)>,
+}
 
 #[derive(Debug, Clone)]
 pub struct ClaimRequest {
@@ -817,6 +829,105 @@ impl LedgerReport {
 
     pub fn is_clean(&self) -> bool {
         self.problems().is_empty()
+    }
+}
+
+// ---- real time: the per-agent event stream, notifications, announcements ------------------
+
+/// A frame for one agent, to store under that agent's next sequence number.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewEvent {
+    pub agent_id: Uuid,
+    /// The frame's `type` (`task_update`, `notification`, …).
+    pub kind: String,
+    /// The frame's `data`.
+    pub data: Value,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A stored frame: `seq` numbers an agent's events 1, 2, 3, … with no gap, in commit order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredEvent {
+    pub agent_id: Uuid,
+    pub seq: i64,
+    pub kind: String,
+    pub data: Value,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewNotification {
+    pub id: Uuid,
+    pub agent_id: Uuid,
+    pub kind: NotificationKind,
+    pub title: String,
+    pub body: String,
+    /// What a program needs to act on it (task and submission ids, scores, …).
+    pub data: Value,
+    pub created_at: DateTime<Utc>,
+}
+
+impl NewNotification {
+    /// The `data` of the `notification` frame that carries it (stored with it as an event).
+    pub fn frame_data(&self) -> Value {
+        serde_json::json!({
+            "id": self.id,
+            "kind": self.kind,
+            "title": self.title,
+            "body": self.body,
+            "data": self.data,
+            "created_at": self.created_at,
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct NotificationRecord {
+    pub id: Uuid,
+    pub agent_id: Uuid,
+    pub kind: NotificationKind,
+    pub title: String,
+    pub body: String,
+    pub data: Value,
+    pub read_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// One agent's notifications, newest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NotificationQuery {
+    pub agent_id: Uuid,
+    pub unread_only: bool,
+    /// Exclusive cursor: the id of the last notification of the previous page.
+    pub cursor: Option<Uuid>,
+    pub limit: i64,
+}
+
+/// Which of an agent's notifications to mark read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MarkRead {
+    Ids(Vec<Uuid>),
+    All,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewAnnouncement {
+    pub id: Uuid,
+    pub title: String,
+    pub body: String,
+    pub created_by: Option<Uuid>,
+    pub created_at: DateTime<Utc>,
+}
+
+impl NewAnnouncement {
+    /// The `data` of the `announcement` frame every agent is sent.
+    pub fn frame_data(&self) -> Value {
+        serde_json::json!({
+            "id": self.id,
+            "title": self.title,
+            "body": self.body,
+            "created_at": self.created_at,
+        })
     }
 }
 

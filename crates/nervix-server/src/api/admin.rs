@@ -1,8 +1,10 @@
 //! Operator actions. Every route requires `role: admin` and is audited.
 
 use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
 use axum::Json;
 use chrono::{DateTime, Utc};
+use nervix_core::notice::Announcement;
 use nervix_core::{Money, Role};
 use nervix_store::{AuditRecord, WithdrawalStatus};
 use serde::{Deserialize, Serialize};
@@ -12,7 +14,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use crate::app::{agents, audit, economy, Caller};
+use crate::app::{agents, audit, economy, notifications, Caller};
 use crate::error::{ApiResult, Problem};
 use crate::http::{ApiJson, Page, PageParams};
 use crate::openapi;
@@ -32,6 +34,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(list_withdrawals))
         .routes(routes!(approve_withdrawal))
         .routes(routes!(reject_withdrawal))
+        .routes(routes!(announce))
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -285,4 +288,51 @@ async fn reject_withdrawal(
 ) -> ApiResult<Json<WithdrawalView>> {
     let w = economy::decide_withdrawal(&state.app, &caller, id, false).await?;
     Ok(Json(w.into()))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AnnouncementBody {
+    #[schema(schema_with = openapi::announcement_title)]
+    pub title: String,
+    #[schema(schema_with = openapi::announcement_body)]
+    pub body: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AnnouncementView {
+    pub id: Uuid,
+    pub title: String,
+    pub body: String,
+    pub created_by: Option<Uuid>,
+    pub created_at: DateTime<Utc>,
+    /// How many agents it was stored for (every agent enrolled when it was made).
+    pub recipients: usize,
+}
+
+/// Announce to every agent: stored (agents offline now get it when they reconnect with
+/// `since`), pushed as an `announcement` frame to every connected agent, audited.
+#[utoipa::path(post, path = "/v1/admin/announcements", tag = "admin", security(("bearer" = [])), request_body = AnnouncementBody,
+    responses((status = 201, body = AnnouncementView, description = "Stored and sent."),
+        (status = 403, body = Problem, description = "The caller is not an admin."),
+        (status = 422, body = Problem, description = "`title` or `body` is empty or too long.")))]
+async fn announce(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(body): ApiJson<AnnouncementBody>,
+) -> ApiResult<(StatusCode, Json<AnnouncementView>)> {
+    let a = Announcement::parse(&body.title, &body.body)?;
+    let done = notifications::announce(&state.app, &caller, a).await?;
+    let a = done.announcement;
+    Ok((
+        StatusCode::CREATED,
+        Json(AnnouncementView {
+            id: a.id,
+            title: a.title,
+            body: a.body,
+            created_by: a.created_by,
+            created_at: a.created_at,
+            recipients: done.recipients,
+        }),
+    ))
 }

@@ -7,8 +7,10 @@ pub mod admin;
 pub mod agents;
 pub mod economy;
 pub mod enroll;
+pub mod notifications;
 pub mod platform;
 pub mod quality;
+pub mod realtime;
 pub mod reputation;
 pub mod tasks;
 pub mod web;
@@ -34,6 +36,8 @@ pub use enroll::IP_LIMITED;
         (name = "economy", description = "Balances and the ledger"),
         (name = "quality", description = "Peer review and spot checks"),
         (name = "reputation", description = "Reputation scores, their history and work history"),
+        (name = "notifications", description = "The caller's notifications"),
+        (name = "realtime", description = "The agent's WebSocket: a resumable event stream"),
         (name = "admin", description = "Operator actions"),
         (name = "platform", description = "Health, metrics, stats"),
     )
@@ -50,6 +54,8 @@ pub fn router() -> OpenApiRouter<AppState> {
         .merge(workflows::routes())
         .merge(quality::routes())
         .merge(reputation::routes())
+        .merge(notifications::routes())
+        .merge(realtime::routes())
         .merge(admin::routes())
         .merge(platform::routes())
         .route("/", axum::routing::get(web::index))

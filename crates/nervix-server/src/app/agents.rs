@@ -180,5 +180,6 @@ pub async fn set_suspended(
     );
     let a = app.store.set_suspended(agent.id, suspended, &entry).await?;
     events::agent_changed(app, a.id).await;
+    events::access_changed(app, a.id).await;
     Ok(a)
 }

@@ -400,6 +400,7 @@ pub async fn rotate(app: &App, caller: &Caller) -> Result<Session> {
     {
         return Err(Error::unauthenticated("token has been revoked"));
     }
+    events::access_changed(app, caller.id).await;
     Ok(Session {
         token: issued.token,
         expires_at: issued.record.expires_at,
@@ -415,8 +416,35 @@ pub async fn revoke(app: &App, caller: &Caller) -> Result<bool> {
         Some(caller.id.to_string()),
         json!({"jti": caller.jti}),
     );
-    Ok(app
+    let revoked = app
         .store
         .revoke_token(caller.jti, Utc::now(), &entry)
-        .await?)
+        .await?;
+    if revoked {
+        events::access_changed(app, caller.id).await;
+    }
+    Ok(revoked)
+}
+
+/// Checks again, for a long-lived connection, what [`authenticate`] checked when it opened:
+/// the token has not expired or been revoked, and the agent is not suspended.
+pub async fn recheck(app: &App, caller: &Caller) -> Result<()> {
+    if Utc::now() >= caller.expires_at {
+        return Err(Error::unauthenticated("token has expired"));
+    }
+    let state = app
+        .store
+        .auth_state(caller.jti, caller.id)
+        .await?
+        .ok_or_else(|| Error::unauthenticated("invalid or expired token"))?;
+    if state.revoked {
+        return Err(Error::unauthenticated("token has been revoked"));
+    }
+    if state.suspended {
+        return Err(Error::forbidden(
+            "agent_suspended",
+            "this agent is suspended",
+        ));
+    }
+    Ok(())
 }

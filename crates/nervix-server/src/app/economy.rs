@@ -12,7 +12,7 @@ use serde_json::json;
 use uuid::Uuid;
 
 use super::idempotency::{self, Outcome, Render};
-use super::{audit, App, Caller, Error, ErrorKind, Result};
+use super::{audit, notifications, App, Caller, Error, ErrorKind, Result};
 
 pub async fn balances(app: &App, caller: &Caller) -> Result<Balances> {
     Ok(app.store.balances(caller.id).await?)
@@ -172,6 +172,7 @@ pub async fn decide_withdrawal(
         }
         Err(e) => return Err(e.into()),
     };
+    notifications::withdrawal_decided(app, &w).await;
     Ok(w)
 }
 

@@ -9,12 +9,19 @@ use nervix_store::TaskRecord;
 use uuid::Uuid;
 
 use super::App;
-use crate::bus::{Event, Frame};
+use crate::bus::{self, Event, Frame};
 
-/// Publishes `frame` to one agent.
+/// Stores `frame` as the agent's next event and publishes it with its `seq`.
 pub async fn to_agent(app: &App, agent_id: Uuid, frame: Frame) {
-    if let Err(e) = app.bus.publish(Event::ToAgent { agent_id, frame }).await {
-        tracing::warn!(error = %e, %agent_id, "publishing a frame failed");
+    to_agents(app, vec![(agent_id, frame)]).await;
+}
+
+/// Stores frames for several agents in one write, then publishes each with its `seq` (see
+/// [`bus::deliver`] for the window between an operation's commit and this write).
+pub async fn to_agents(app: &App, frames: Vec<(Uuid, Frame)>) {
+    let n = frames.len();
+    if let Err(e) = bus::deliver(app.store.as_ref(), app.bus.as_ref(), frames).await {
+        tracing::warn!(error = %e, frames = n, "storing or publishing frames failed");
     }
 }
 
@@ -22,6 +29,14 @@ pub async fn to_agent(app: &App, agent_id: Uuid, frame: Frame) {
 pub async fn agent_changed(app: &App, agent_id: Uuid) {
     if let Err(e) = app.bus.publish(Event::AgentChanged { agent_id }).await {
         tracing::warn!(error = %e, %agent_id, "publishing an agent change failed");
+    }
+}
+
+/// An agent's tokens or standing changed (revoked, rotated, suspended): its open connections
+/// on every node check their token again at once.
+pub async fn access_changed(app: &App, agent_id: Uuid) {
+    if let Err(e) = app.bus.publish(Event::AccessChanged { agent_id }).await {
+        tracing::warn!(error = %e, %agent_id, "publishing an access change failed");
     }
 }
 
@@ -35,25 +50,30 @@ pub async fn workloads_changed(app: &App) {
 
 /// A task changed status: tell its poster and assignee, and offer it if it is claimable now.
 pub async fn task_changed(app: &App, t: &TaskRecord) {
-    let frame = Frame::TaskUpdate {
-        task_id: t.id,
-        status: t.status,
-        assigned_agent_id: t.assigned_agent_id,
-        updated_at: t.updated_at,
-    };
-    to_agent(app, t.posted_by, frame.clone()).await;
-    if let Some(assignee) = t.assigned_agent_id.filter(|a| *a != t.posted_by) {
-        to_agent(app, assignee, frame).await;
-    }
-    if t.status == TaskStatus::Available && t.retry_at.is_none_or(|r| r <= Utc::now()) {
-        offer(app, t.clone());
-    }
+    tasks_changed(app, std::slice::from_ref(t)).await;
 }
 
-/// [`task_changed`] for each task of a cascade (unblocked, cancelled or failed dependents).
+/// [`task_changed`] for several tasks (a cascade of unblocked, cancelled or failed
+/// dependents), their frames stored in one write.
 pub async fn tasks_changed(app: &App, tasks: &[TaskRecord]) {
+    let mut frames = Vec::with_capacity(tasks.len() * 2);
     for t in tasks {
-        task_changed(app, t).await;
+        let frame = Frame::TaskUpdate {
+            task_id: t.id,
+            status: t.status,
+            assigned_agent_id: t.assigned_agent_id,
+            updated_at: t.updated_at,
+        };
+        if let Some(assignee) = t.assigned_agent_id.filter(|a| *a != t.posted_by) {
+            frames.push((assignee, frame.clone()));
+        }
+        frames.push((t.posted_by, frame));
+    }
+    to_agents(app, frames).await;
+    for t in tasks {
+        if t.status == TaskStatus::Available && t.retry_at.is_none_or(|r| r <= Utc::now()) {
+            offer(app, t.clone());
+        }
     }
 }
 
@@ -65,6 +85,7 @@ pub fn announce(app: &App, t: TaskRecord) {
         app.matcher
             // Freshly posted: nobody has lost it yet.
             .publish_round(
+                app.store.as_ref(),
                 app.bus.as_ref(),
                 &app.metrics,
                 &t,

@@ -13,6 +13,7 @@ pub mod economy;
 mod error;
 pub mod events;
 pub mod idempotency;
+pub mod notifications;
 pub mod quality;
 pub mod reputation;
 pub mod tasks;

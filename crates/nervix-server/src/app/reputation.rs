@@ -18,7 +18,7 @@ use nervix_store::{
 };
 use uuid::Uuid;
 
-use super::{events, App, Result};
+use super::{events, notifications, App, Result};
 use crate::bus::Frame;
 
 /// Recomputes up to `limit` agents whose evidence changed; returns how many were recorded.
@@ -59,6 +59,7 @@ async fn recompute(app: &App, s: StaleReputation) -> Result<bool> {
     events::agent_changed(app, s.agent_id).await;
     if previous != level {
         tracing::info!(agent = %s.agent_id, from = %previous, to = %level, "level changed");
+        notifications::level_changed(app, s.agent_id, previous, level, score).await;
     }
     let frame = Frame::ReputationUpdate {
         score,

@@ -17,7 +17,7 @@ use uuid::Uuid;
 
 use super::idempotency::{self, Outcome, Render};
 
-use super::{audit, events, App, Caller, Error, ErrorKind, Result};
+use super::{audit, events, notifications, App, Caller, Error, ErrorKind, Result};
 use crate::bus::Frame;
 
 /// The row a spec becomes; its place in a workflow (key, dependencies) is the caller's.
@@ -305,6 +305,7 @@ pub async fn submit(
             };
             events::to_agent(app, caller.id, frame).await;
         }
+        notifications::submission_decided(app, &submission, &task).await;
         Ok(Submitted { submission, task })
     })
     .await

@@ -4,5 +4,6 @@
 pub mod agents;
 pub mod economy;
 pub mod int;
+pub mod notifications;
 pub mod submissions;
 pub mod tasks;

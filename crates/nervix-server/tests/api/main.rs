@@ -10,4 +10,5 @@ mod contract;
 mod economy;
 mod foundation;
 mod quality;
+mod realtime;
 mod tasks;

@@ -328,7 +328,10 @@ async fn reputation_follows_work(backend: Backend) {
             .await
             .expect("a reputation_update frame within 10 s")
             .expect("bus");
-        if let Event::ToAgent { agent_id, frame } = event {
+        if let Event::ToAgent {
+            agent_id, frame, ..
+        } = event
+        {
             if agent_id == worker.id && matches!(frame, Frame::ReputationUpdate { .. }) {
                 break frame;
             }

@@ -1159,7 +1159,10 @@ async fn matching_notifies_top_n(backend: Backend) {
             Err(_) => break,
             Ok(e) => e.expect("bus"),
         };
-        let Event::ToAgent { agent_id, frame } = event else {
+        let Event::ToAgent {
+            agent_id, frame, ..
+        } = event
+        else {
             continue;
         };
         // The frame as an agent receives it: `{"type", "data"}`.
@@ -1406,6 +1409,7 @@ async fn cancelling_announces_every_changed_task(backend: Backend) {
             frame: Frame::TaskUpdate {
                 task_id, status, ..
             },
+            ..
         } = event.expect("bus")
         {
             assert_eq!(agent_id, app.admin_id);

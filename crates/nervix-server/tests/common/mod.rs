@@ -232,18 +232,25 @@ impl TestApp {
     pub async fn backdate_lease(&self, task: Uuid) {
         let past = Utc::now() - chrono::Duration::seconds(5);
         let sql = "UPDATE tasks SET lease_expires_at = $1 WHERE id = $2 AND status = 'claimed'";
-        let updated = match self.backend {
+        let updated = self.set_time(sql, past, task).await;
+        assert_eq!(updated, 1, "task {task} was not claimed");
+    }
+
+    /// Runs `sql` (an UPDATE binding a time as `$1` and an id as `$2`) straight in the
+    /// database, past the server; returns the rows it changed.
+    pub async fn set_time(&self, sql: &str, at: DateTime<Utc>, id: Uuid) -> u64 {
+        match self.backend {
             Backend::Sqlite => {
                 let opts = sqlx::sqlite::SqliteConnectOptions::from_str(&self.config.database_url)
                     .expect("sqlite url")
                     .busy_timeout(Duration::from_secs(10));
                 let pool = sqlx::SqlitePool::connect_with(opts).await.expect("sqlite");
                 let n = sqlx::query(sql)
-                    .bind(past)
-                    .bind(task)
+                    .bind(at)
+                    .bind(id)
                     .execute(&pool)
                     .await
-                    .expect("backdate lease")
+                    .expect("update")
                     .rows_affected();
                 pool.close().await;
                 n
@@ -253,17 +260,16 @@ impl TestApp {
                     .await
                     .expect("postgres");
                 let n = sqlx::query(sql)
-                    .bind(past)
-                    .bind(task)
+                    .bind(at)
+                    .bind(id)
                     .execute(&pool)
                     .await
-                    .expect("backdate lease")
+                    .expect("update")
                     .rows_affected();
                 pool.close().await;
                 n
             }
-        };
-        assert_eq!(updated, 1, "task {task} was not claimed");
+        }
     }
 }
 
@@ -496,4 +502,179 @@ pub fn sign_eddsa(seed: &[u8; 32], kid: &str, claims: &Value) -> String {
         &jsonwebtoken::EncodingKey::from_ed_der(der.as_bytes()),
     )
     .expect("sign")
+}
+
+// ---- the agent WebSocket ----------------------------------------------------------------------
+
+pub use tokio_tungstenite::tungstenite;
+
+/// How long a test waits for one frame before it fails.
+pub const FRAME_WAIT: Duration = Duration::from_secs(15);
+
+/// A stock WebSocket client on `GET /v1/agent/connect`.
+pub struct Ws {
+    pub stream: tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>,
+}
+
+impl TestApp {
+    /// The agent connection's URL, with `?since=` when given.
+    pub fn ws_url(&self, since: Option<i64>) -> String {
+        let base = self.base.replacen("http://", "ws://", 1);
+        match since {
+            Some(n) => format!("{base}/v1/agent/connect?since={n}"),
+            None => format!("{base}/v1/agent/connect"),
+        }
+    }
+
+    /// Opens the agent connection, with `token` as a bearer header when given, on a socket
+    /// whose receive buffer is `recv_buffer` bytes when given. The handshake's error when the
+    /// server refuses the upgrade.
+    pub async fn ws_try(
+        &self,
+        token: Option<&str>,
+        since: Option<i64>,
+        recv_buffer: Option<u32>,
+    ) -> Result<Ws, tungstenite::Error> {
+        use tungstenite::client::IntoClientRequest;
+        let mut req = self.ws_url(since).into_client_request()?;
+        if let Some(t) = token {
+            req.headers_mut().insert(
+                "authorization",
+                format!("Bearer {t}").parse().expect("header value"),
+            );
+        }
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        if let Some(bytes) = recv_buffer {
+            socket.set_recv_buffer_size(bytes).expect("receive buffer");
+        }
+        let tcp = socket.connect(self.running().addr).await.expect("connect");
+        let (stream, _) = tokio_tungstenite::client_async(req, tcp).await?;
+        Ok(Ws { stream })
+    }
+
+    /// The agent connection authenticated by header, after its `ready` frame.
+    pub async fn ws(&self, token: &str, since: Option<i64>) -> Ws {
+        let mut ws = self
+            .ws_try(Some(token), since, None)
+            .await
+            .expect("websocket upgrade");
+        ws.ready().await;
+        ws
+    }
+}
+
+impl Ws {
+    pub async fn send_json(&mut self, v: &Value) {
+        use futures::SinkExt;
+        self.stream
+            .send(tungstenite::Message::text(v.to_string()))
+            .await
+            .expect("send frame");
+    }
+
+    /// The next message that is not a ping or pong, or `None` at the end of the stream;
+    /// `Err` after `wait`.
+    pub async fn message(
+        &mut self,
+        wait: Duration,
+    ) -> Result<Option<tungstenite::Message>, tokio::time::error::Elapsed> {
+        use futures::StreamExt;
+        tokio::time::timeout(wait, async {
+            loop {
+                match self.stream.next().await {
+                    Some(Ok(tungstenite::Message::Ping(_) | tungstenite::Message::Pong(_))) => {}
+                    Some(Ok(m)) => return Some(m),
+                    Some(Err(_)) | None => return None,
+                }
+            }
+        })
+        .await
+    }
+
+    /// The next JSON frame within `wait`, `None` if none came; panics on a close.
+    pub async fn frame_within(&mut self, wait: Duration) -> Option<Value> {
+        match self.message(wait).await {
+            Err(_) => None,
+            Ok(Some(tungstenite::Message::Text(t))) => {
+                Some(serde_json::from_str(t.as_str()).expect("a JSON frame"))
+            }
+            Ok(other) => panic!("expected a frame, got {other:?}"),
+        }
+    }
+
+    /// The next JSON frame; panics after [`FRAME_WAIT`] or on a close.
+    pub async fn frame(&mut self) -> Value {
+        self.frame_within(FRAME_WAIT)
+            .await
+            .expect("a frame in time")
+    }
+
+    /// The next stored frame (one with a `seq`), skipping unstored ones.
+    pub async fn stored(&mut self) -> Value {
+        loop {
+            let f = self.frame().await;
+            if f.get("seq").is_some() {
+                return f;
+            }
+        }
+    }
+
+    /// The next frame that is not stored (a reply: `pong`, `error`, `notifications.marked`),
+    /// skipping stored ones.
+    pub async fn reply(&mut self) -> Value {
+        loop {
+            let f = self.frame().await;
+            if f.get("seq").is_none() {
+                return f;
+            }
+        }
+    }
+
+    /// The next stored frame of type `kind`, skipping others.
+    pub async fn next_of(&mut self, kind: &str) -> Value {
+        loop {
+            let f = self.stored().await;
+            if f["type"] == kind {
+                return f;
+            }
+        }
+    }
+
+    /// Every frame that arrives within `wait`.
+    pub async fn drain(&mut self, wait: Duration) -> Vec<Value> {
+        let until = tokio::time::Instant::now() + wait;
+        let mut out = Vec::new();
+        while let Some(f) = self
+            .frame_within(until.saturating_duration_since(tokio::time::Instant::now()))
+            .await
+        {
+            out.push(f);
+        }
+        out
+    }
+
+    /// The `ready` frame that opens the stream.
+    pub async fn ready(&mut self) -> Value {
+        let f = self.frame().await;
+        assert_eq!(f["type"], "ready", "{f}");
+        f
+    }
+
+    /// Reads until the server's close frame: its code and reason. Frames before it are
+    /// returned too, in order.
+    pub async fn closed(&mut self) -> (u16, String, Vec<Value>) {
+        let mut before = Vec::new();
+        loop {
+            match self.message(FRAME_WAIT).await {
+                Err(_) => panic!("no close within {FRAME_WAIT:?}; got {before:?}"),
+                Ok(Some(tungstenite::Message::Close(Some(f)))) => {
+                    return (u16::from(f.code), f.reason.as_str().to_owned(), before)
+                }
+                Ok(Some(tungstenite::Message::Text(t))) => {
+                    before.push(serde_json::from_str(t.as_str()).expect("a JSON frame"));
+                }
+                Ok(other) => panic!("expected a close frame, got {other:?}"),
+            }
+        }
+    }
 }

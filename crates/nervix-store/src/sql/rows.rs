@@ -360,3 +360,58 @@ impl TryFrom<WithdrawalRow> for WithdrawalRecord {
         })
     }
 }
+
+pub(crate) const EVENT_COLUMNS: &str = "agent_id, seq, kind, data, created_at";
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct EventRow {
+    agent_id: Uuid,
+    seq: i64,
+    kind: String,
+    data: Json<Value>,
+    created_at: DateTime<Utc>,
+}
+
+impl From<EventRow> for StoredEvent {
+    fn from(r: EventRow) -> Self {
+        StoredEvent {
+            agent_id: r.agent_id,
+            seq: r.seq,
+            kind: r.kind,
+            data: r.data.0,
+            created_at: r.created_at,
+        }
+    }
+}
+
+pub(crate) const NOTIFICATION_COLUMNS: &str =
+    "id, agent_id, kind, title, body, data, read_at, created_at";
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct NotificationRow {
+    id: Uuid,
+    agent_id: Uuid,
+    kind: String,
+    title: String,
+    body: String,
+    data: Json<Value>,
+    read_at: Option<DateTime<Utc>>,
+    created_at: DateTime<Utc>,
+}
+
+impl TryFrom<NotificationRow> for NotificationRecord {
+    type Error = StoreError;
+
+    fn try_from(r: NotificationRow) -> Result<Self, StoreError> {
+        Ok(NotificationRecord {
+            id: r.id,
+            agent_id: r.agent_id,
+            kind: parse("notification kind", &r.kind)?,
+            title: r.title,
+            body: r.body,
+            data: r.data.0,
+            read_at: r.read_at,
+            created_at: r.created_at,
+        })
+    }
+}

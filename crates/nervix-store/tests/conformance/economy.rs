@@ -336,7 +336,8 @@ pub async fn lost_lease_is_not_claimed_again(store: Arc<dyn Store>) {
         .expire_leases(later, &RetryPolicy::default(), 100)
         .await
         .unwrap();
-    assert_eq!(ids(&reaped), vec![t.id]);
+    assert_eq!(ids(&reaped.changed), vec![t.id]);
+    assert_eq!(reaped.lost, vec![(t.id, w1.id)]);
     // After the retry back-off.
     assert_excluded(
         &store,

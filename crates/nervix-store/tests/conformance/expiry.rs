@@ -81,11 +81,23 @@ pub async fn expire_leases_retry_or_fail(store: Arc<dyn Store>) {
         .expire_leases(t0 + Duration::seconds(30), &retry, 100)
         .await
         .unwrap()
+        .changed
         .is_empty());
 
     let later = t0 + Duration::seconds(120);
-    let changed = store.expire_leases(later, &retry, 100).await.unwrap();
-    assert_eq!(ids(&changed), sorted(vec![twice.id, once.id, dep.id]));
+    let reaped = store.expire_leases(later, &retry, 100).await.unwrap();
+    assert_eq!(
+        ids(&reaped.changed),
+        sorted(vec![twice.id, once.id, dep.id])
+    );
+    // The reaped records no longer name the agent (back in the pool); the pass does.
+    let mut lost = reaped.lost.clone();
+    lost.sort();
+    assert_eq!(lost, {
+        let mut want = vec![(twice.id, worker.id), (once.id, worker.id)];
+        want.sort();
+        want
+    });
 
     // Attempts left: back to the pool, attempt counted, back-off.
     let back = task_of(&store, twice.id).await;
@@ -134,11 +146,16 @@ pub async fn expire_leases_retry_or_fail(store: Arc<dyn Store>) {
             .unwrap(),
         ClaimOutcome::Claimed(_)
     ));
-    let changed = store
+    let reaped = store
         .expire_leases(later + Duration::hours(1), &retry, 100)
         .await
         .unwrap();
-    assert_eq!(ids(&changed), sorted(vec![twice.id, long.id]));
+    assert_eq!(ids(&reaped.changed), sorted(vec![twice.id, long.id]));
+    let mut lost = reaped.lost.clone();
+    lost.sort();
+    let mut want = vec![(twice.id, second.id), (long.id, worker.id)];
+    want.sort();
+    assert_eq!(lost, want);
     assert_eq!(task_of(&store, twice.id).await.status, TaskStatus::Failed);
     assert_eq!(task_of(&store, long.id).await.status, TaskStatus::Available);
     let b = balances(&store, poster.id).await;
@@ -147,6 +164,7 @@ pub async fn expire_leases_retry_or_fail(store: Arc<dyn Store>) {
         .expire_leases(later + Duration::hours(2), &retry, 100)
         .await
         .unwrap()
+        .changed
         .is_empty());
     assert_ledger_consistent(&store).await;
 }

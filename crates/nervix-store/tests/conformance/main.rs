@@ -14,6 +14,7 @@ mod cancellation;
 mod claims;
 mod economy;
 mod enrollment;
+mod events;
 mod expiry;
 mod idempotency;
 mod invariants;

@@ -144,7 +144,7 @@ pub(super) async fn expire_leases(
     now: DateTime<Utc>,
     retry: &RetryPolicy,
     limit: i64,
-) -> Result<Vec<TaskRecord>> {
+) -> Result<ExpiredLeases> {
     store
         .write((now, *retry, limit), |mut tx, &(now, ref retry, limit)| {
             Box::pin(async move {
@@ -156,7 +156,7 @@ pub(super) async fn expire_leases(
                 .bind(limit)
                 .fetch_all(&mut *tx)
                 .await?;
-                let mut changed = Vec::new();
+                let mut out = ExpiredLeases::default();
                 for task in rows::collect::<_, TaskRecord>(rows)? {
                     let (after, cancelled) = retry_or_fail(
                         &mut tx,
@@ -168,12 +168,13 @@ pub(super) async fn expire_leases(
                     .await?;
                     if let (Some(_), Some(holder)) = (&after, task.assigned_agent_id) {
                         exclude(&mut tx, task.id, holder, ExclusionReason::LeaseLost, now).await?;
+                        out.lost.push((task.id, holder));
                     }
-                    changed.extend(after);
-                    changed.extend(cancelled);
+                    out.changed.extend(after);
+                    out.changed.extend(cancelled);
                 }
                 tx.commit().await?;
-                Ok(changed)
+                Ok(out)
             })
         })
         .await

@@ -22,7 +22,8 @@
 //! `ledger` (postings, balances, grants), `economy` (bonus pool, withdrawals, re-claim
 //! exclusions, ledger verification), `idempotency` (responses stored with the work they
 //! answer), `reviews` (peer reviews and the spot checks they decide), `reputation` (evidence,
-//! recorded scores, histories) and `housekeeping` (audit, stats, purges). Every store
+//! recorded scores, histories), `events` (the per-agent event stream, notifications,
+//! announcements) and `housekeeping` (audit, stats, purges). Every store
 //! operation runs in a `tracing` span named `store.<operation>`
 //! (level debug); on SQLite the span follows the write onto the writer thread.
 //!
@@ -35,6 +36,7 @@ mod agents;
 mod auth;
 mod claims;
 mod economy;
+mod events;
 mod housekeeping;
 mod idempotency;
 mod ledger;
@@ -289,7 +291,7 @@ impl Store for Backend {
         now: DateTime<Utc>,
         retry: &RetryPolicy,
         limit: i64,
-    ) -> Result<Vec<TaskRecord>> {
+    ) -> Result<ExpiredLeases> {
         lifecycle::expire_leases(self, now, retry, limit).await
     }
 
@@ -428,5 +430,50 @@ impl Store for Backend {
 
     async fn purge_idempotent_responses(&self, before: DateTime<Utc>) -> Result<u64> {
         housekeeping::purge_idempotent_responses(self, before).await
+    }
+
+    async fn append_events(&self, events: &[NewEvent]) -> Result<Vec<StoredEvent>> {
+        events::append_events(self, events).await
+    }
+
+    async fn events_since(&self, agent: Uuid, after: i64, limit: i64) -> Result<Vec<StoredEvent>> {
+        events::events_since(self, agent, after, limit).await
+    }
+
+    async fn last_event_seq(&self, agent: Uuid) -> Result<i64> {
+        events::last_event_seq(self, agent).await
+    }
+
+    async fn prune_events(&self, before: DateTime<Utc>, limit: i64) -> Result<u64> {
+        events::prune_events(self, before, limit).await
+    }
+
+    async fn create_notifications(&self, ns: &[NewNotification]) -> Result<Vec<StoredEvent>> {
+        events::create_notifications(self, ns).await
+    }
+
+    async fn notifications(&self, q: &NotificationQuery) -> Result<Vec<NotificationRecord>> {
+        events::notifications(self, q).await
+    }
+
+    async fn mark_notifications_read(
+        &self,
+        agent: Uuid,
+        which: &MarkRead,
+        at: DateTime<Utc>,
+    ) -> Result<u64> {
+        events::mark_notifications_read(self, agent, which, at).await
+    }
+
+    async fn prune_notifications(&self, read_before: DateTime<Utc>, limit: i64) -> Result<u64> {
+        events::prune_notifications(self, read_before, limit).await
+    }
+
+    async fn create_announcement(
+        &self,
+        a: &NewAnnouncement,
+        audit: &AuditEntry,
+    ) -> Result<Vec<(Uuid, i64)>> {
+        events::create_announcement(self, a, audit).await
     }
 }
