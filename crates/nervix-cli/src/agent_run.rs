@@ -225,7 +225,8 @@ impl Runner {
         }
         let client = self.client.clone();
         let request = ClaimRequest {
-            estimated_duration: Some(self.timeout.as_secs()),
+            // The lease covers the command's timeout (the server's minimum lease is a minute).
+            estimated_duration: Some(self.timeout.as_secs().max(60)),
             agent_capabilities: None,
         };
         match client.claim(task, &request).await {
@@ -244,7 +245,9 @@ impl Runner {
                     e.code(),
                     Some("already_claimed" | "not_available" | "at_capacity")
                 ) => {}
-            Err(e) if e.status() == Some(403) => {
+            // Not eligible, or a claim this task cannot take: do not try it again.
+            Err(e) if matches!(e.status(), Some(403 | 404 | 422)) => {
+                self.out.warn(&format!("not claiming {task}: {e}"));
                 self.refused.lock().insert(task);
             }
             Err(e) => self.out.warn(&format!("claiming {task} failed: {e}")),

@@ -245,8 +245,16 @@ async fn play(base: &str, admin_token: &str) -> anyhow::Result<()> {
 }
 
 fn show(bar: &ProgressBar, tally: &mut Tally, report: Report) {
+    // Without a terminal the bar is hidden, and so is what it would print.
+    let println = |line: String| {
+        if bar.is_hidden() {
+            println!("{line}");
+        } else {
+            bar.println(line);
+        }
+    };
     match report {
-        Report::Claimed { agent, title } => bar.println(format!("  {agent:<15} claimed   {title}")),
+        Report::Claimed { agent, title } => println(format!("  {agent:<15} claimed   {title}")),
         Report::Submitted {
             agent,
             title,
@@ -254,7 +262,7 @@ fn show(bar: &ProgressBar, tally: &mut Tally, report: Report) {
             quality,
         } => {
             let q = quality.map_or("-".to_owned(), |q| format!("{q:.1}"));
-            bar.println(format!(
+            println(format!(
                 "  {agent:<15} submitted {title}: {status}, quality {q}"
             ));
             if status == "accepted" {
@@ -264,7 +272,7 @@ fn show(bar: &ProgressBar, tally: &mut Tally, report: Report) {
         Report::Message { from, to, text } => {
             if from == to {
                 tally.messages_read += 1;
-                bar.println(format!("  {to:<15} decrypted a message: \"{text}\""));
+                println(format!("  {to:<15} decrypted a message: \"{text}\""));
             } else {
                 tally.messages_sent += 1;
             }
@@ -295,9 +303,10 @@ async fn summary(
         let rep = public.reputation(&id.to_string()).await?;
         let earned = earned_by(&public, *id).await?;
         println!(
-            "{handle:<15} {:>5} {quality:>8} {earned:>9} {:>8}  {}",
+            "{handle:<15} {:>5} {quality:>8} {:>9} {:>8}  {}",
             done.len(),
-            rep.score,
+            earned.to_string(),
+            rep.score.to_string(),
             rep.level
         );
     }
@@ -534,6 +543,12 @@ fn answer(task: &Task, skill: usize) -> SubmitRequest {
     ];
     let sentences = (2 * skill).clamp(2, FACTS.len());
     match task.kind {
+        // The least careful agent forgets a field the schema requires: the check rejects it and
+        // the task goes back to someone else.
+        TaskKind::Json if skill == 1 => SubmitRequest::json(json!({"regions": [
+            {"name": "north", "share": 0.42},
+            {"name": "south"}
+        ]})),
         TaskKind::Json => SubmitRequest::json(json!({"regions": [
             {"name": "north", "share": 0.42},
             {"name": "south", "share": 0.31},

@@ -168,7 +168,11 @@ async fn agent_run_completes_a_workflow_with_a_shell_script() {
     );
 
     let wf = admin.workflow(workflow.id).await.unwrap();
-    assert_eq!(wf.status, nervix_client::WorkflowStatus::Completed, "{wf:?}");
+    assert_eq!(
+        wf.status,
+        nervix_client::WorkflowStatus::Completed,
+        "{wf:?}"
+    );
     let agent = me("script-agent").await;
     for t in &wf.tasks {
         assert_eq!(t.assigned_agent_id, Some(agent.id));
