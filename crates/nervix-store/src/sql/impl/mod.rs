@@ -22,7 +22,8 @@
 //! `ledger` (postings, balances, grants), `economy` (bonus pool, withdrawals, re-claim
 //! exclusions, ledger verification), `idempotency` (responses stored with the work they
 //! answer), `reviews` (peer reviews and the spot checks they decide), `reputation` (evidence,
-//! recorded scores, histories) and `housekeeping` (audit, stats, purges). Every store
+//! recorded scores, histories), `messages` (direct and channel messages, channels and their
+//! members) and `housekeeping` (audit, stats, purges). Every store
 //! operation runs in a `tracing` span named `store.<operation>`
 //! (level debug); on SQLite the span follows the write onto the writer thread.
 //!
@@ -39,6 +40,7 @@ mod housekeeping;
 mod idempotency;
 mod ledger;
 mod lifecycle;
+mod messages;
 mod reputation;
 mod reviews;
 mod tasks;
@@ -417,6 +419,42 @@ impl Store for Backend {
 
     async fn verify_ledger(&self) -> Result<LedgerReport> {
         economy::verify_ledger(self).await
+    }
+
+    async fn send_message(
+        &self,
+        m: &NewMessage,
+        save: Option<SaveResponse<SentMessage>>,
+    ) -> Result<SentMessage> {
+        messages::send_message(self, m, save).await
+    }
+
+    async fn message_history(&self, q: &HistoryQuery) -> Result<Vec<MessageRecord>> {
+        messages::message_history(self, q).await
+    }
+
+    async fn create_channel(&self, c: &NewChannel, audit: &AuditEntry) -> Result<ChannelDetail> {
+        messages::create_channel(self, c, audit).await
+    }
+
+    async fn add_channel_members(
+        &self,
+        a: &NewMembers,
+        audit: &AuditEntry,
+    ) -> Result<ChannelDetail> {
+        messages::add_channel_members(self, a, audit).await
+    }
+
+    async fn leave_channel(&self, channel: Uuid, agent: Uuid, audit: &AuditEntry) -> Result<()> {
+        messages::leave_channel(self, channel, agent, audit).await
+    }
+
+    async fn channel(&self, id: Uuid, viewer: Uuid) -> Result<Option<ChannelDetail>> {
+        messages::channel(self, id, viewer).await
+    }
+
+    async fn channels_of(&self, agent: Uuid, q: &PageQuery) -> Result<Vec<ChannelRecord>> {
+        messages::channels_of(self, agent, q).await
     }
 
     async fn idempotent_response(
