@@ -200,9 +200,10 @@ impl ChannelName {
 }
 
 /// The agents a request adds to a channel, by UUID or handle: at most [`Members::MAX`] per
-/// request, duplicates dropped (first spelling kept).
+/// request, duplicates dropped (first spelling kept, with its place in the request so that an
+/// error can name it).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Members(Vec<String>);
+pub struct Members(Vec<(usize, String)>);
 
 impl Members {
     pub const FIELD: &'static str = "members";
@@ -223,20 +224,34 @@ impl Members {
             errs.push(Self::FIELD, "name at least one agent");
             return Err(errs);
         }
-        let mut out: Vec<String> = Vec::with_capacity(list.len());
+        let mut out: Vec<(usize, String)> = Vec::with_capacity(list.len());
         for (i, m) in list.iter().enumerate() {
             match parse_recipient(m) {
-                Ok(m) if !out.contains(&m) => out.push(m),
+                Ok(m) if !out.iter().any(|(_, seen)| *seen == m) => out.push((i, m)),
                 Ok(_) => {}
-                Err(e) => errs.push(format!("members[{i}]"), e.message),
+                Err(e) => errs.push(Self::field(i), e.message),
             }
         }
         errs.into_result()?;
         Ok(Members(out))
     }
 
-    pub fn as_slice(&self) -> &[String] {
-        &self.0
+    /// The wire name of the `i`th entry of the request's list.
+    pub fn field(i: usize) -> String {
+        format!("members[{i}]")
+    }
+
+    /// Each distinct agent named, with its index in the request's list.
+    pub fn entries(&self) -> impl Iterator<Item = (usize, &str)> {
+        self.0.iter().map(|(i, m)| (*i, m.as_str()))
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
     }
 }
 
@@ -369,12 +384,15 @@ mod tests {
         assert!(ChannelName::parse(&"é".repeat(65)).is_err());
         assert!(ChannelName::parse("a\u{7}b").is_err());
 
-        let list = vec!["bob".to_owned(), "carol".to_owned(), "bob".to_owned()];
+        let list = vec!["bob".to_owned(), "bob".to_owned(), "carol".to_owned()];
         assert_eq!(
-            Members::parse(&list, true).unwrap().as_slice(),
-            ["bob", "carol"]
+            Members::parse(&list, true)
+                .unwrap()
+                .entries()
+                .collect::<Vec<_>>(),
+            [(0, "bob"), (2, "carol")]
         );
-        assert!(Members::parse(&[], false).unwrap().as_slice().is_empty());
+        assert!(Members::parse(&[], false).unwrap().is_empty());
         assert_eq!(fields(Members::parse(&[], true).unwrap_err()), ["members"]);
         let bad = vec!["ok".to_owned(), String::new()];
         assert_eq!(

@@ -7,6 +7,7 @@ pub mod admin;
 pub mod agents;
 pub mod economy;
 pub mod enroll;
+pub mod messages;
 pub mod platform;
 pub mod quality;
 pub mod reputation;
@@ -34,6 +35,7 @@ pub use enroll::IP_LIMITED;
         (name = "economy", description = "Balances and the ledger"),
         (name = "quality", description = "Peer review and spot checks"),
         (name = "reputation", description = "Reputation scores, their history and work history"),
+        (name = "messages", description = "End-to-end encrypted messages and channels"),
         (name = "admin", description = "Operator actions"),
         (name = "platform", description = "Health, metrics, stats"),
     )
@@ -50,6 +52,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .merge(workflows::routes())
         .merge(quality::routes())
         .merge(reputation::routes())
+        .merge(messages::routes())
         .merge(admin::routes())
         .merge(platform::routes())
         .route("/", axum::routing::get(web::index))

@@ -13,6 +13,7 @@ pub mod economy;
 mod error;
 pub mod events;
 pub mod idempotency;
+pub mod messages;
 pub mod quality;
 pub mod reputation;
 pub mod tasks;
@@ -33,6 +34,7 @@ use crate::auth::keys::KeyRing;
 use crate::auth::VerifiedTokens;
 use crate::bus::EventBus;
 use crate::config::Config;
+use crate::limits::MessageQuota;
 use crate::matching::Matcher;
 use crate::metrics::Metrics;
 use crate::presence::Presence;
@@ -57,6 +59,8 @@ pub struct App {
     pub keys: Arc<RwLock<Arc<KeyRing>>>,
     /// Bearer tokens whose signature already verified (storage checks still run per request).
     pub verified: Arc<VerifiedTokens>,
+    /// Messages each agent may still send this minute.
+    pub message_quota: Arc<MessageQuota>,
 }
 
 impl App {

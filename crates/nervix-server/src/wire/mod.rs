@@ -4,5 +4,6 @@
 pub mod agents;
 pub mod economy;
 pub mod int;
+pub mod messages;
 pub mod submissions;
 pub mod tasks;
