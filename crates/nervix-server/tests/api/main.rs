@@ -9,5 +9,6 @@ mod common;
 mod contract;
 mod economy;
 mod foundation;
+mod messages;
 mod quality;
 mod tasks;
