@@ -1,5 +1,6 @@
 //! GCRA rate limits (governor): per client IP on enrollment/auth (an IPv6 client per /64),
-//! per agent elsewhere, and per agent on the messages it sends ([`MessageQuota`]).
+//! per agent elsewhere. (The per-agent message quota is the application layer's:
+//! `quota::MessageQuota`, charged by the application layer.)
 
 use std::net::{IpAddr, Ipv6Addr};
 use std::num::NonZeroU32;
@@ -83,44 +84,6 @@ impl Limits {
         }
     }
 }
-/// How many messages an agent may send per minute, over REST and WebSocket together: the
-/// application layer charges every send (`app::messages::send`), wherever it came from.
-pub struct MessageQuota {
-    limiter: Option<DefaultKeyedRateLimiter<Uuid>>,
-    clock: DefaultClock,
-}
-
-impl MessageQuota {
-    /// `0` turns the limit off. A full minute's quota may be sent in a burst.
-    pub fn new(per_minute: u32) -> Self {
-        MessageQuota {
-            limiter: NonZeroU32::new(per_minute).map(|n| RateLimiter::keyed(Quota::per_minute(n))),
-            clock: DefaultClock::default(),
-        }
-    }
-
-    /// Charges one message to `agent`.
-    pub fn check(&self, agent: Uuid) -> Result<(), RateLimited> {
-        match &self.limiter {
-            Some(l) => l.check_key(&agent).map_err(|n| {
-                let wait = n.wait_time_from(self.clock.now());
-                RateLimited {
-                    retry_after_secs: (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1),
-                }
-            }),
-            None => Ok(()),
-        }
-    }
-
-    /// Forgets idle agents so the map does not grow without bound.
-    pub fn shrink(&self) {
-        if let Some(l) = &self.limiter {
-            l.retain_recent();
-            l.shrink_to_fit();
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -162,22 +125,6 @@ mod tests {
         assert!(limits.check_ip(ip("2001:db8::abcd")).is_err());
         // The next /64 is someone else.
         limits.check_ip(ip("2001:db8:0:1::1")).unwrap();
-    }
-
-    #[test]
-    fn messages_are_counted_per_agent() {
-        let quota = MessageQuota::new(2);
-        let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
-        quota.check(a).unwrap();
-        quota.check(a).unwrap();
-        let over = quota.check(a).unwrap_err();
-        // One message's share of a minute, rounded up to whole seconds.
-        assert!((1..=30).contains(&over.retry_after_secs), "{over:?}");
-        quota.check(b).unwrap();
-        let off = MessageQuota::new(0);
-        for _ in 0..1000 {
-            off.check(a).unwrap();
-        }
     }
 
     #[test]

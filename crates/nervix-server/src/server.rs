@@ -29,7 +29,7 @@ use crate::auth::keys::KeyRing;
 use crate::auth::VerifiedTokens;
 use crate::bus::{EventBus, InProcessBus, RedisBus};
 use crate::config::{Config, ServeArgs};
-use crate::limits::{Limits, MessageQuota};
+use crate::limits::Limits;
 use crate::matching::Matcher;
 use crate::metrics::Metrics;
 use crate::presence::Presence;
@@ -149,7 +149,9 @@ pub async fn start(listener: TcpListener, config: Config) -> Result<Running, Ser
         store,
         keys: Arc::new(RwLock::new(Arc::new(keys))),
         verified: Arc::new(VerifiedTokens::default()),
-        message_quota: Arc::new(MessageQuota::new(config.rate_limit_messages_per_minute)),
+        message_quota: Arc::new(crate::quota::MessageQuota::new(
+            config.rate_limit_messages_per_minute,
+        )),
         bus,
         metrics: Arc::new(Metrics::default()),
         matcher,

@@ -8,7 +8,7 @@ use axum::Json;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use chrono::{DateTime, Utc};
-use nervix_core::message::{ChannelName, Members};
+use nervix_core::message::{parse_recipient, ChannelName, Members};
 use nervix_core::{FieldError, FieldErrors};
 use nervix_store::{ChannelDetail, ChannelMember, ChannelRecord, MessageRecord};
 use serde::{Deserialize, Serialize};
@@ -49,7 +49,8 @@ pub struct SentView {
     responses((status = 201, body = SentView, description = "Stored, and delivered to the recipients' connections."),
         (status = 404, body = Problem, description = "No such recipient, or a channel the caller is not a member of (or that does not exist)."),
         (status = 422, body = Problem, description = "`validation_failed` (`errors` names each field); `no_encryption_key`: `encrypted` to an agent without an `encryption_public_key`; `idempotency_key_reused`."),
-        (status = 429, body = Problem, description = "`rate_limited`: over the caller's messages per minute (`NERVIX_RATE_LIMIT_MESSAGES`) or its request rate.")))]
+        (status = 429, body = Problem, description = "`rate_limited`: over the caller's messages per minute (`NERVIX_RATE_LIMIT_MESSAGES`) or its request rate.",
+            headers(("Retry-After" = u64, description = "Seconds after which a retry may succeed.")))))]
 async fn send(
     State(state): State<AppState>,
     caller: Caller,
@@ -143,7 +144,9 @@ async fn history(
         .cursor()
         .map_err(|_| ApiError::field("before", "is not a cursor from this API"))?;
     let of = match (q.with, q.channel) {
-        (Some(with), None) => HistoryOf::Agent(with),
+        (Some(with), None) => HistoryOf::Agent(
+            parse_recipient(&with).map_err(|e| ApiError::field("with", e.message))?,
+        ),
         (None, Some(channel)) => HistoryOf::Channel(
             Uuid::parse_str(channel.trim())
                 .map_err(|_| ApiError::field("channel", "must be a UUID"))?,

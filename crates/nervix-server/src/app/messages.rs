@@ -8,7 +8,7 @@
 //! (404, never 403, which would confirm it does).
 //!
 //! [`send`] is the one way in, for `POST /v1/messages/send` and the WebSocket `message.send`
-//! frame alike: it charges the sender's message quota, honours an Idempotency-Key (see
+//! frame alike: it charges the sender's message quota (`crate::quota`), honours an Idempotency-Key (see
 //! [`idempotency_key`]) and returns the response body the REST route sends.
 
 use base64::engine::general_purpose::STANDARD;
@@ -58,13 +58,13 @@ pub async fn send(
     req: SendMessage,
     key: Option<&Key>,
 ) -> Result<Stored> {
-    app.message_quota.check(caller.id).map_err(|r| {
+    app.message_quota.check(caller.id).map_err(|secs| {
         Error::new(
             ErrorKind::RateLimited,
             "rate_limited",
             "too many messages; retry later",
         )
-        .retry_after(r.retry_after_secs)
+        .retry_after(secs)
     })?;
     let outcome = idempotency::once(app, caller, key, |saver| async {
         let to = match &req.target {

@@ -34,10 +34,10 @@ use crate::auth::keys::KeyRing;
 use crate::auth::VerifiedTokens;
 use crate::bus::EventBus;
 use crate::config::Config;
-use crate::limits::MessageQuota;
 use crate::matching::Matcher;
 use crate::metrics::Metrics;
 use crate::presence::Presence;
+use crate::quota::MessageQuota;
 use crate::spot_checks::SpotChecks;
 use crate::stats::PlatformStats;
 

@@ -424,6 +424,8 @@ pub async fn validation_errors_name_the_field(backend: Backend) {
     assert_field_error(status, &problem, "with");
     let (status, problem) = history(&a, &format!("with={}&channel={ch}", b.handle)).await;
     assert_field_error(status, &problem, "channel");
+    let (status, problem) = history(&a, "with=").await;
+    assert_field_error(status, &problem, "with");
     let (status, problem) = history(&a, "channel=xyz").await;
     assert_field_error(status, &problem, "channel");
     let (status, problem) = history(&a, &format!("with={}&before=zzz", b.handle)).await;
