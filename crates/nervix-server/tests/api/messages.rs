@@ -494,8 +494,30 @@ pub async fn idempotent_send_replays(backend: Backend) {
     let other = keyed(&sealed(&a, &b, "something else")).await;
     assert_eq!(other.status, 422);
     assert_eq!(other.json()["code"], "idempotency_key_reused");
+    // Concurrent duplicates under a fresh key: one message, one answer for all.
+    let body = sealed(&a, &b, "raced");
+    let bytes = serde_json::to_vec(&body).unwrap();
+    let racers = (0..6).map(|_| {
+        let (client, bytes) = (a.client.clone(), bytes.clone());
+        async move {
+            client
+                .request_raw(
+                    Method::POST,
+                    "/v1/messages/send",
+                    &[("Idempotency-Key", "send-2")],
+                    Some(bytes),
+                )
+                .await
+                .unwrap()
+        }
+    });
+    let answers = futures::future::join_all(racers).await;
+    for r in &answers {
+        assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+        assert_eq!(r.json(), answers[0].json());
+    }
     let items = history_items(&b, &format!("with={}", a.handle)).await;
-    assert_eq!(items.len(), 1, "stored once");
+    assert_eq!(items.len(), 2, "each message stored once");
     app.stop().await;
 }
 
