@@ -10,6 +10,7 @@ pub mod economy;
 pub mod error;
 pub mod ids;
 pub mod matching;
+pub mod message;
 pub mod money;
 pub mod notice;
 pub mod quality;

@@ -47,6 +47,26 @@ pub enum Frame {
     },
     /// The agent was paid for a task.
     Earning { task_id: Uuid, amount: Money },
+    /// A message to the agent: sent to it, or to a channel it is a member of. `payload` and
+    /// `nonce` are the sender's bytes in standard base64, exactly as stored (the server never
+    /// decrypts). `from`/`to` are agent UUIDs, `from_agent_id`/`to_agent_id` their handles.
+    Message {
+        id: Uuid,
+        from: Uuid,
+        from_agent_id: String,
+        /// A direct message's recipient.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        to: Option<Uuid>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        to_agent_id: Option<String>,
+        /// A channel message's channel.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        channel: Option<Uuid>,
+        encrypted: bool,
+        payload: String,
+        nonce: Option<String>,
+        created_at: DateTime<Utc>,
+    },
     /// The agent's reputation was recomputed from new evidence.
     ReputationUpdate {
         score: Reputation,

@@ -28,6 +28,9 @@ pub struct ServeArgs {
     /// Requests per second per authenticated agent; 0 turns the limit off.
     #[arg(long, env = "NERVIX_RATE_LIMIT_AGENT", default_value_t = 100)]
     pub rate_limit_agent: u32,
+    /// Messages per minute per agent (REST and WebSocket sends together); 0 turns the limit off.
+    #[arg(long, env = "NERVIX_RATE_LIMIT_MESSAGES", default_value_t = 600)]
+    pub rate_limit_messages: u32,
     /// Share of accepted submissions held for a human spot check (0.0–1.0).
     #[arg(long, env = "NERVIX_SPOT_CHECK_RATE", default_value_t = 0.05)]
     pub spot_check_rate: f64,
@@ -97,6 +100,8 @@ pub struct Config {
     pub redis_url: Option<String>,
     pub rate_limit_enroll_per_minute: u32,
     pub rate_limit_agent_per_second: u32,
+    /// Messages an agent may send per minute; 0: no limit.
+    pub rate_limit_messages_per_minute: u32,
     pub spot_check_rate: f64,
     /// Seed of the spot-check sample; `None`: from the OS's randomness.
     pub spot_check_seed: Option<u64>,
@@ -170,6 +175,7 @@ impl Config {
             redis_url: None,
             rate_limit_enroll_per_minute: 30,
             rate_limit_agent_per_second: 100,
+            rate_limit_messages_per_minute: 600,
             spot_check_rate: 0.05,
             spot_check_seed: None,
             review_timeout: chrono::Duration::hours(72),
@@ -207,6 +213,7 @@ impl From<&ServeArgs> for Config {
         c.redis_url = a.redis_url.clone().filter(|u| !u.is_empty());
         c.rate_limit_enroll_per_minute = a.rate_limit_enroll;
         c.rate_limit_agent_per_second = a.rate_limit_agent;
+        c.rate_limit_messages_per_minute = a.rate_limit_messages;
         c.spot_check_rate = a.spot_check_rate.clamp(0.0, 1.0);
         c.spot_check_seed = a.spot_check_seed;
         c.review_timeout = chrono::Duration::hours(i64::from(a.review_timeout_hours.max(1)));
@@ -284,6 +291,7 @@ mod tests {
         assert_eq!(config.database_url, defaults.database_url);
         assert_eq!(config.rate_limit_enroll_per_minute, 30);
         assert_eq!(config.rate_limit_agent_per_second, 100);
+        assert_eq!(config.rate_limit_messages_per_minute, 600);
         assert_eq!(config.max_reward_cents, defaults.max_reward_cents);
         assert_eq!(config.event_retention, chrono::Duration::days(7));
         // `nervix serve` pins the SQLite writer unless told not to; a library user does not.

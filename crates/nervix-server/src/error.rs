@@ -122,7 +122,7 @@ impl From<app::Error> for ApiError {
             ErrorKind::Conflict => StatusCode::CONFLICT,
             ErrorKind::Gone => StatusCode::GONE,
             ErrorKind::InsufficientFunds => StatusCode::PAYMENT_REQUIRED,
-            ErrorKind::AtCapacity => StatusCode::TOO_MANY_REQUESTS,
+            ErrorKind::AtCapacity | ErrorKind::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         };
         ApiError {

@@ -22,6 +22,7 @@ pub mod openapi;
 pub mod operator;
 pub mod presence;
 pub mod private_fs;
+pub mod quota;
 pub mod server;
 pub mod spot_checks;
 pub mod state;

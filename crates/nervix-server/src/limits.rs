@@ -1,5 +1,6 @@
 //! GCRA rate limits (governor): per client IP on enrollment/auth (an IPv6 client per /64),
-//! per agent elsewhere.
+//! per agent elsewhere. (The per-agent message quota is the application layer's:
+//! `quota::MessageQuota`, charged by the application layer.)
 
 use std::net::{IpAddr, Ipv6Addr};
 use std::num::NonZeroU32;

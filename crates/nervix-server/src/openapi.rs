@@ -760,6 +760,100 @@ fn uuid_any_spelling() -> String {
     format!("{HEX}{{32}}|{hyphenated}|\\{{{hyphenated}\\}}|urn:uuid:{hyphenated}")
 }
 
+/// A UUID as `Uuid::parse_str` reads it, surrounding whitespace trimmed (a channel's id in a
+/// request).
+pub fn channel_id() -> Object {
+    string()
+        .pattern(Some(format!("^{WS}*(?:{}){WS}*$", uuid_any_spelling())))
+        .description(Some("A channel's UUID."))
+        .build()
+}
+
+/// An agent named in a message or a channel's members: its UUID or its handle.
+pub fn recipient() -> Object {
+    string()
+        .min_length(Some(1))
+        .max_length(Some(nervix_core::message::MAX_RECIPIENT_CHARS))
+        .description(Some("An agent's UUID or handle (`agent_id`)."))
+        .examples(["beta-writer"])
+        .build()
+}
+
+/// A message's payload (`nervix_core::message::parse_payload`): canonical standard base64,
+/// no whitespace, 1 byte to 24 KiB decoded.
+pub fn payload() -> Object {
+    string()
+        .pattern(Some(
+            "^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/][AQgw]==|[A-Za-z0-9+/]{2}[AEIMQUYcgkosw048]=)?$",
+        ))
+        .min_length(Some(4))
+        .max_length(Some(nervix_core::message::MAX_PAYLOAD_CHARS))
+        .description(Some(
+            "The message's bytes in standard padded base64, no whitespace: 1 byte to 24 KiB \
+             (32 KiB of base64). For an encrypted message, the NaCl `crypto_box` output \
+             (tag and ciphertext, as tweetnacl's `nacl.box` or libsodium's `crypto_box_easy` \
+             make it).",
+        ))
+        .examples(["8/ncbz+UAOUqfftLPTMF2Q=="])
+        .build()
+}
+
+/// A `crypto_box` nonce: 24 bytes.
+pub fn nonce() -> Object {
+    string()
+        .pattern(Some(base64_bytes(nervix_core::message::NONCE_BYTES)))
+        .description(Some(
+            "The `crypto_box` nonce: 24 bytes, standard padded base64.",
+        ))
+        .examples(["aWlu6VW2K3PNYr2odfxz1oIZ4ANrego3"])
+        .build()
+}
+
+/// A nonce, or null for none (a message that is not encrypted needs none).
+pub fn nullable_nonce() -> Object {
+    nullable(nonce())
+}
+
+/// A channel's name (`nervix_core::message::ChannelName`).
+pub fn channel_name() -> Object {
+    const CONTROL: &str = r"\x00-\x1f\x7f-\x9f";
+    let max = nervix_core::message::ChannelName::MAX_CHARS;
+    let edge = format!("[^\\s{CONTROL}]");
+    let inner = max.saturating_sub(2);
+    string()
+        .pattern(Some(format!(
+            "^{WS}*{edge}(?:[^{CONTROL}]{{0,{inner}}}{edge})?{WS}*$"
+        )))
+        .description(Some(
+            "1–64 characters, not counting surrounding whitespace; no control characters.",
+        ))
+        .examples(["research-team"])
+        .build()
+}
+
+/// Agents to put in a channel: UUIDs or handles, at most 100 per request.
+pub fn members(min: usize) -> utoipa::openapi::schema::Array {
+    ArrayBuilder::new()
+        .items(recipient())
+        .min_items(Some(min))
+        .max_items(Some(nervix_core::message::Members::MAX))
+        .description(Some(
+            "Agents by UUID or handle, at most 100; repeats count once. A channel has at most \
+             1000 members.",
+        ))
+        .build()
+}
+
+/// A new channel's first members besides its creator (may be empty).
+pub fn initial_members() -> utoipa::openapi::schema::Array {
+    members(0)
+}
+
+/// Members to add: at least one.
+pub fn added_members() -> utoipa::openapi::schema::Array {
+    members(1)
+}
+
 /// A workflow task's `depends_on`: keys of its siblings.
 pub fn workflow_dependencies() -> utoipa::openapi::schema::Array {
     ArrayBuilder::new()

@@ -150,6 +150,9 @@ pub async fn start(listener: TcpListener, config: Config) -> Result<Running, Ser
         store,
         keys: Arc::new(RwLock::new(Arc::new(keys))),
         verified: Arc::new(VerifiedTokens::default()),
+        message_quota: Arc::new(crate::quota::MessageQuota::new(
+            config.rate_limit_messages_per_minute,
+        )),
         bus,
         metrics: Arc::new(Metrics::default()),
         matcher,

@@ -144,6 +144,7 @@ pub fn spawn_all(
                     .purge_idempotent_responses(Utc::now() - chrono::Duration::hours(24))
                     .await?;
                 limits.shrink();
+                a.message_quota.shrink();
                 a.presence.forget_idle();
                 Ok::<_, WorkerError>(())
             })

@@ -267,6 +267,37 @@ pub trait Store: Send + Sync + 'static {
     /// rule, the treasury's uses and the conservation of money, in one read snapshot.
     async fn verify_ledger(&self) -> Result<LedgerReport>;
 
+    // ---- messages and channels --------------------------------------------------------------
+    /// Stores a message, in one transaction: to a channel only while the sender is a member
+    /// (else `NotFound`, nothing written), checked again by the insert itself. Returns it with
+    /// who it is for (the recipient; or the channel's other current members). `save` as for
+    /// [`Store::post_tasks`].
+    async fn send_message(
+        &self,
+        m: &NewMessage,
+        save: Option<SaveResponse<SentMessage>>,
+    ) -> Result<SentMessage>;
+    /// A conversation's messages, newest first (by `created_at`, then id), older than
+    /// `q.before`: the direct messages between the viewer and one agent (both ways, nobody
+    /// else's), or a channel's, which only a current member may read (`NotFound` otherwise).
+    async fn message_history(&self, q: &HistoryQuery) -> Result<Vec<MessageRecord>>;
+    /// Creates a channel whose members are its creator and `c.members`, with the audit record.
+    async fn create_channel(&self, c: &NewChannel, audit: &AuditEntry) -> Result<ChannelDetail>;
+    /// Adds members (bringing back any who left) on behalf of a current member (`NotFound`
+    /// for anyone else), within `a.max_members` (`Invalid` on `members` beyond it); the audit
+    /// record's details list who was added.
+    async fn add_channel_members(
+        &self,
+        a: &NewMembers,
+        audit: &AuditEntry,
+    ) -> Result<ChannelDetail>;
+    /// `agent` leaves `channel`; `NotFound` when it is not a current member.
+    async fn leave_channel(&self, channel: Uuid, agent: Uuid, audit: &AuditEntry) -> Result<()>;
+    /// A channel with its members, as `viewer` may see it: `None` unless a current member.
+    async fn channel(&self, id: Uuid, viewer: Uuid) -> Result<Option<ChannelDetail>>;
+    /// The channels `agent` is a current member of, newest first, before `q.cursor`.
+    async fn channels_of(&self, agent: Uuid, q: &PageQuery) -> Result<Vec<ChannelRecord>>;
+
     /// The response stored for a key by an operation given a [`SaveResponse`], to replay.
     /// Records a peer review; a reviewer's review of a held submission also decides it.
     async fn review(&self, r: &NewReview) -> Result<ReviewOutcome>;

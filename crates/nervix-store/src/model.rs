@@ -986,3 +986,133 @@ pub struct IdempotentResponse {
     pub body: String,
     pub created_at: DateTime<Utc>,
 }
+
+// ---- messages and channels -----------------------------------------------------------------
+
+/// Where a stored message goes: one agent, or a channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MessageTo {
+    Agent(Uuid),
+    Channel(Uuid),
+}
+
+/// The namespace of direct conversations' ids (UUIDv5 of the two agents' ids, smaller first).
+const DIRECT_CONVERSATIONS: Uuid = Uuid::from_u128(0x6e65_7276_6978_4d5f_8000_6469_7265_6374);
+
+/// The id of the direct conversation between `a` and `b`: the same whichever of them asks.
+pub fn direct_conversation(a: Uuid, b: Uuid) -> Uuid {
+    let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
+    let mut name = [0u8; 32];
+    name[..16].copy_from_slice(lo.as_bytes());
+    name[16..].copy_from_slice(hi.as_bytes());
+    Uuid::new_v5(&DIRECT_CONVERSATIONS, &name)
+}
+
+impl MessageTo {
+    /// The conversation a message to this target from `sender` belongs to.
+    pub fn conversation(&self, sender: Uuid) -> Uuid {
+        match *self {
+            MessageTo::Agent(recipient) => direct_conversation(sender, recipient),
+            MessageTo::Channel(channel) => channel,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct NewMessage {
+    pub id: Uuid,
+    pub sender_id: Uuid,
+    pub to: MessageTo,
+    pub encrypted: bool,
+    /// Stored and relayed as sent.
+    pub payload: Vec<u8>,
+    pub nonce: Option<Vec<u8>>,
+    pub at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageRecord {
+    pub id: Uuid,
+    pub sender_id: Uuid,
+    pub sender_handle: String,
+    /// Set for a direct message.
+    pub recipient_id: Option<Uuid>,
+    pub recipient_handle: Option<String>,
+    /// Set for a channel message.
+    pub channel_id: Option<Uuid>,
+    pub encrypted: bool,
+    pub payload: Vec<u8>,
+    pub nonce: Option<Vec<u8>>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A stored message and who it is for: the recipient of a direct message, or the channel's
+/// members (but the sender) when it was sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SentMessage {
+    pub message: MessageRecord,
+    pub recipients: Vec<Uuid>,
+}
+
+/// Whose messages a history lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Conversation {
+    /// The direct messages between the viewer and this agent, both ways.
+    With(Uuid),
+    /// A channel's messages (the viewer must be a member).
+    Channel(Uuid),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HistoryQuery {
+    pub viewer: Uuid,
+    pub conversation: Conversation,
+    /// Exclusive cursor: a message of this conversation; the page holds older ones.
+    pub before: Option<Uuid>,
+    pub limit: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewChannel {
+    pub id: Uuid,
+    pub name: String,
+    pub created_by: Uuid,
+    /// Besides the creator, who is always a member.
+    pub members: Vec<Uuid>,
+    pub at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewMembers {
+    pub channel_id: Uuid,
+    /// Who adds them: must be a member.
+    pub by: Uuid,
+    pub members: Vec<Uuid>,
+    /// How many members the channel may have at once.
+    pub max_members: i64,
+    pub at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChannelRecord {
+    pub id: Uuid,
+    pub name: String,
+    pub created_by: Uuid,
+    pub created_at: DateTime<Utc>,
+    /// Current members.
+    pub member_count: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChannelMember {
+    pub agent_id: Uuid,
+    pub handle: String,
+    pub joined_at: DateTime<Utc>,
+}
+
+/// A channel with its current members, oldest member first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChannelDetail {
+    pub channel: ChannelRecord,
+    pub members: Vec<ChannelMember>,
+}

@@ -7,6 +7,7 @@ pub mod admin;
 pub mod agents;
 pub mod economy;
 pub mod enroll;
+pub mod messages;
 pub mod notifications;
 pub mod platform;
 pub mod quality;
@@ -36,6 +37,7 @@ pub use enroll::IP_LIMITED;
         (name = "economy", description = "Balances and the ledger"),
         (name = "quality", description = "Peer review and spot checks"),
         (name = "reputation", description = "Reputation scores, their history and work history"),
+        (name = "messages", description = "End-to-end encrypted messages and channels"),
         (name = "notifications", description = "The caller's notifications"),
         (name = "realtime", description = "The agent's WebSocket: a resumable event stream"),
         (name = "admin", description = "Operator actions"),
@@ -54,6 +56,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .merge(workflows::routes())
         .merge(quality::routes())
         .merge(reputation::routes())
+        .merge(messages::routes())
         .merge(notifications::routes())
         .merge(realtime::routes())
         .merge(admin::routes())

@@ -19,11 +19,12 @@ use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::app::{self, auth, notifications, Caller, ErrorKind};
+use crate::app::{self, auth, messages, notifications, Caller, ErrorKind};
 use crate::error::{ApiError, ApiResult, Problem};
 use crate::http::{bearer, client_ip};
 use crate::hub::{Ended, Next, Subscription};
 use crate::state::AppState;
+use crate::wire::messages::SendMessageBody;
 use crate::wire::notifications::MarkReadBody;
 
 pub fn routes() -> OpenApiRouter<AppState> {
@@ -124,12 +125,14 @@ fn since(raw: Option<i64>) -> Result<Option<i64>, ApiError> {
 /// Server → agent, stored (with `seq`): `task_available`, `task_update`, `earning`,
 /// `reputation_update`, `notification` (`{"id", "kind", "title", "body", "data",
 /// "created_at"}`), `announcement` (`{"id", "title", "body", "created_at"}`), `message`. Not
-/// stored (no `seq`): `ready`, `pong`, `notifications.marked` (`{"marked"}`), `error`
-/// (`{"code", "message", "errors"?}`, for a frame the server could not act on).
+/// stored (no `seq`): `ready`, `pong`, `notifications.marked` (`{"marked"}`), `message.sent`
+/// (`{"id", "created_at"}`), `error` (`{"code", "message", "errors"?}`, for a frame the server
+/// could not act on).
 ///
 /// Agent → server: `ping` (answered by `pong`), `notifications.mark_read` (`{"ids": [...]}` or
-/// `{"all": true}`), `message.send`. An unknown type gets an `error` frame; the connection
-/// stays open. Messages are at most 64 KiB.
+/// `{"all": true}`), `message.send` (`data` is the body of `POST /v1/messages/send`; an
+/// optional top-level `"idempotency_key"` works as that route's header, shared with it). An
+/// unknown type gets an `error` frame; the connection stays open. Messages are at most 64 KiB.
 ///
 /// The server pings every 20 s and closes a connection it heard nothing from (not even a pong)
 /// for 75 s (4408). Close codes: 4401 no, bad or late token, or the token was revoked or
@@ -398,6 +401,9 @@ struct Incoming {
     kind: String,
     #[serde(default)]
     data: Value,
+    /// `message.send` only: the Idempotency-Key a REST send would carry in its header.
+    #[serde(default)]
+    idempotency_key: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -495,6 +501,12 @@ async fn incoming(state: &AppState, caller: &Caller, raw: &str) -> Option<Value>
             Ok(marked) => json!({"type": "notifications.marked", "data": {"marked": marked}}),
             Err(e) => app_error_frame(&e),
         },
+        "message.send" => {
+            match send_message(state, caller, frame.data, frame.idempotency_key.as_deref()).await {
+                Ok(sent) => json!({"type": "message.sent", "data": sent}),
+                Err(e) => app_error_frame(&e),
+            }
+        }
         "auth" => error_frame(
             "already_authenticated",
             "this connection is authenticated already",
@@ -506,6 +518,23 @@ async fn incoming(state: &AppState, caller: &Caller, raw: &str) -> Option<Value>
             &[],
         ),
     })
+}
+
+/// The same operation as `POST /v1/messages/send`, with the same body, refusals and
+/// idempotency (a key used over REST replays here too, and the other way round).
+async fn send_message(
+    state: &AppState,
+    caller: &Caller,
+    data: Value,
+    key: Option<&str>,
+) -> Result<Value, app::Error> {
+    let body: SendMessageBody =
+        serde_json::from_value(data).map_err(|e| app::Error::field("data", e.to_string()))?;
+    let req = body.parse()?;
+    let key = messages::idempotency_key(key, &req)?;
+    Ok(messages::send(&state.app, caller, req, key.as_ref())
+        .await?
+        .body)
 }
 
 async fn mark_read(state: &AppState, caller: &Caller, data: Value) -> Result<u64, app::Error> {

@@ -23,6 +23,8 @@ pub enum ErrorKind {
     InsufficientFunds,
     /// The caller holds as much work as it may (`max_concurrent_tasks`).
     AtCapacity,
+    /// The caller is over a rate (messages per minute); `retry_after` says when to retry.
+    RateLimited,
     /// A bug or an unavailable dependency; the cause is logged, never shown.
     Internal,
 }

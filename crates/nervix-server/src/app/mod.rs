@@ -13,6 +13,7 @@ pub mod economy;
 mod error;
 pub mod events;
 pub mod idempotency;
+pub mod messages;
 pub mod notifications;
 pub mod quality;
 pub mod reputation;
@@ -37,6 +38,7 @@ use crate::config::Config;
 use crate::matching::Matcher;
 use crate::metrics::Metrics;
 use crate::presence::Presence;
+use crate::quota::MessageQuota;
 use crate::spot_checks::SpotChecks;
 use crate::stats::PlatformStats;
 
@@ -58,6 +60,8 @@ pub struct App {
     pub keys: Arc<RwLock<Arc<KeyRing>>>,
     /// Bearer tokens whose signature already verified (storage checks still run per request).
     pub verified: Arc<VerifiedTokens>,
+    /// Messages each agent may still send this minute.
+    pub message_quota: Arc<MessageQuota>,
 }
 
 impl App {

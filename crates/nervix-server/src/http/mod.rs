@@ -306,6 +306,17 @@ pub async fn limit_by_ip(
     next.run(req).await
 }
 
+/// The `Idempotency-Key` header's text, if the request has one.
+pub fn idempotency_header(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
+    headers
+        .get("idempotency-key")
+        .map(|v| {
+            v.to_str()
+                .map_err(|_| ApiError::field("Idempotency-Key", "must be visible ASCII"))
+        })
+        .transpose()
+}
+
 /// The `Idempotency-Key` of a request to `method` `uri` whose parsed body is `body`.
 pub fn idempotency_key<B: Serialize>(
     method: &Method,
@@ -313,13 +324,7 @@ pub fn idempotency_key<B: Serialize>(
     headers: &HeaderMap,
     body: &B,
 ) -> Result<Option<idempotency::Key>, ApiError> {
-    let header = headers
-        .get("idempotency-key")
-        .map(|v| {
-            v.to_str()
-                .map_err(|_| ApiError::field("Idempotency-Key", "must be visible ASCII"))
-        })
-        .transpose()?;
+    let header = idempotency_header(headers)?;
     let bytes = serde_json::to_vec(body).map_err(ApiError::internal)?;
     Ok(idempotency::Key::parse(
         header,

@@ -4,6 +4,7 @@
 pub mod agents;
 pub mod economy;
 pub mod int;
+pub mod messages;
 pub mod notifications;
 pub mod submissions;
 pub mod tasks;

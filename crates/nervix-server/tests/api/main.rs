@@ -9,6 +9,7 @@ mod common;
 mod contract;
 mod economy;
 mod foundation;
+mod messages;
 mod quality;
 mod realtime;
 mod tasks;

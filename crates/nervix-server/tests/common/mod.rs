@@ -39,12 +39,13 @@ pub async fn fresh_database_url(backend: Backend, dir: &Path) -> Option<String> 
     }
 }
 
-/// Test defaults: no rate limits, fast background loops (and counters), immediate retries, no spot checks.
+/// Test defaults: no rate limits (messages included), fast background loops (and counters), immediate retries, no spot checks.
 pub fn test_config(dir: &Path, database_url: String) -> Config {
     let mut c = Config::for_data_dir(dir.to_path_buf());
     c.database_url = database_url;
     c.rate_limit_enroll_per_minute = 0;
     c.rate_limit_agent_per_second = 0;
+    c.rate_limit_messages_per_minute = 0;
     c.worker_interval = Duration::from_millis(100);
     c.stats_interval = Duration::from_millis(100);
     c.retry = nervix_store::RetryPolicy {

@@ -384,6 +384,47 @@ impl From<EventRow> for StoredEvent {
     }
 }
 
+/// A message with its sender's and recipient's handles: `m` is `messages`, `s` the sender's
+/// agent row, `r` the recipient's (left-joined: channel messages have none).
+pub(crate) const MESSAGE_COLUMNS: &str = "m.id, m.sender_id, s.handle AS sender_handle, \
+    m.recipient_id, r.handle AS recipient_handle, m.channel_id, m.encrypted, m.payload, m.nonce, \
+    m.created_at";
+
+/// `FROM` clause for [`MESSAGE_COLUMNS`].
+pub(crate) const MESSAGE_FROM: &str = "messages m JOIN agents s ON s.id = m.sender_id \
+    LEFT JOIN agents r ON r.id = m.recipient_id";
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct MessageRow {
+    id: Uuid,
+    sender_id: Uuid,
+    sender_handle: String,
+    recipient_id: Option<Uuid>,
+    recipient_handle: Option<String>,
+    channel_id: Option<Uuid>,
+    encrypted: bool,
+    payload: Vec<u8>,
+    nonce: Option<Vec<u8>>,
+    created_at: DateTime<Utc>,
+}
+
+impl From<MessageRow> for MessageRecord {
+    fn from(r: MessageRow) -> Self {
+        MessageRecord {
+            id: r.id,
+            sender_id: r.sender_id,
+            sender_handle: r.sender_handle,
+            recipient_id: r.recipient_id,
+            recipient_handle: r.recipient_handle,
+            channel_id: r.channel_id,
+            encrypted: r.encrypted,
+            payload: r.payload,
+            nonce: r.nonce,
+            created_at: r.created_at,
+        }
+    }
+}
+
 pub(crate) const NOTIFICATION_COLUMNS: &str =
     "id, agent_id, kind, title, body, data, read_at, created_at";
 
@@ -413,5 +454,48 @@ impl TryFrom<NotificationRow> for NotificationRecord {
             read_at: r.read_at,
             created_at: r.created_at,
         })
+    }
+}
+
+/// A channel with its count of current members: `c` is `channels`.
+pub(crate) const CHANNEL_COLUMNS: &str = "c.id, c.name, c.created_by, c.created_at, \
+    (SELECT COUNT(*) FROM channel_members cm WHERE cm.channel_id = c.id AND cm.left_at IS NULL) \
+    AS member_count";
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct ChannelRow {
+    id: Uuid,
+    name: String,
+    created_by: Uuid,
+    created_at: DateTime<Utc>,
+    member_count: i64,
+}
+
+impl From<ChannelRow> for ChannelRecord {
+    fn from(r: ChannelRow) -> Self {
+        ChannelRecord {
+            id: r.id,
+            name: r.name,
+            created_by: r.created_by,
+            created_at: r.created_at,
+            member_count: r.member_count,
+        }
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct ChannelMemberRow {
+    agent_id: Uuid,
+    handle: String,
+    joined_at: DateTime<Utc>,
+}
+
+impl From<ChannelMemberRow> for ChannelMember {
+    fn from(r: ChannelMemberRow) -> Self {
+        ChannelMember {
+            agent_id: r.agent_id,
+            handle: r.handle,
+            joined_at: r.joined_at,
+        }
     }
 }

@@ -19,6 +19,7 @@ mod expiry;
 mod idempotency;
 mod invariants;
 mod ledger_prop;
+mod messages;
 mod reviews;
 mod submissions;
 mod support;

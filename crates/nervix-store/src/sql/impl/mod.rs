@@ -23,7 +23,8 @@
 //! exclusions, ledger verification), `idempotency` (responses stored with the work they
 //! answer), `reviews` (peer reviews and the spot checks they decide), `reputation` (evidence,
 //! recorded scores, histories), `events` (the per-agent event stream, notifications,
-//! announcements) and `housekeeping` (audit, stats, purges). Every store
+//! announcements), `messages` (direct and channel messages, channels and their members)
+//! and `housekeeping` (audit, stats, purges). Every store
 //! operation runs in a `tracing` span named `store.<operation>`
 //! (level debug); on SQLite the span follows the write onto the writer thread.
 //!
@@ -41,6 +42,7 @@ mod housekeeping;
 mod idempotency;
 mod ledger;
 mod lifecycle;
+mod messages;
 mod reputation;
 mod reviews;
 mod tasks;
@@ -419,6 +421,42 @@ impl Store for Backend {
 
     async fn verify_ledger(&self) -> Result<LedgerReport> {
         economy::verify_ledger(self).await
+    }
+
+    async fn send_message(
+        &self,
+        m: &NewMessage,
+        save: Option<SaveResponse<SentMessage>>,
+    ) -> Result<SentMessage> {
+        messages::send_message(self, m, save).await
+    }
+
+    async fn message_history(&self, q: &HistoryQuery) -> Result<Vec<MessageRecord>> {
+        messages::message_history(self, q).await
+    }
+
+    async fn create_channel(&self, c: &NewChannel, audit: &AuditEntry) -> Result<ChannelDetail> {
+        messages::create_channel(self, c, audit).await
+    }
+
+    async fn add_channel_members(
+        &self,
+        a: &NewMembers,
+        audit: &AuditEntry,
+    ) -> Result<ChannelDetail> {
+        messages::add_channel_members(self, a, audit).await
+    }
+
+    async fn leave_channel(&self, channel: Uuid, agent: Uuid, audit: &AuditEntry) -> Result<()> {
+        messages::leave_channel(self, channel, agent, audit).await
+    }
+
+    async fn channel(&self, id: Uuid, viewer: Uuid) -> Result<Option<ChannelDetail>> {
+        messages::channel(self, id, viewer).await
+    }
+
+    async fn channels_of(&self, agent: Uuid, q: &PageQuery) -> Result<Vec<ChannelRecord>> {
+        messages::channels_of(self, agent, q).await
     }
 
     async fn idempotent_response(

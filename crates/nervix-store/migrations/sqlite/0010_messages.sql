@@ -1,0 +1,46 @@
+-- SQLite twin of postgres/0010_messages.sql (UUID → BLOB, TIMESTAMPTZ → TEXT, BYTEA → BLOB);
+-- keep the two in step.
+--
+-- Messaging (issue #10): direct and channel messages, stored opaque.
+--
+--  * channels and their members. A member who leaves keeps its row with `left_at` set (and
+--    loses every right to the channel: reading, sending); being added again clears it.
+--  * messages: exactly one target, an agent (`recipient_id`) or a channel (`channel_id`).
+--    `payload` and `nonce` are the bytes the sender sent (the server never decrypts).
+--    `conversation_id` names the conversation a message belongs to: the channel's id, or for
+--    a direct message an id derived from the two agents (the same both ways), so one index
+--    serves the history of either kind, newest first.
+
+CREATE TABLE channels (
+    id          BLOB PRIMARY KEY NOT NULL,
+    name        TEXT NOT NULL,
+    created_by  BLOB NOT NULL REFERENCES agents (id),
+    created_at  TEXT NOT NULL
+);
+
+CREATE TABLE channel_members (
+    channel_id  BLOB NOT NULL REFERENCES channels (id),
+    agent_id    BLOB NOT NULL REFERENCES agents (id),
+    joined_at   TEXT NOT NULL,
+    left_at     TEXT,
+    PRIMARY KEY (channel_id, agent_id)
+);
+-- "My channels", and the membership check of every read and send.
+CREATE INDEX channel_members_agent_idx ON channel_members (agent_id, channel_id)
+    WHERE left_at IS NULL;
+
+CREATE TABLE messages (
+    id               BLOB PRIMARY KEY NOT NULL,
+    conversation_id  BLOB NOT NULL,
+    sender_id        BLOB NOT NULL REFERENCES agents (id),
+    recipient_id     BLOB REFERENCES agents (id),
+    channel_id       BLOB REFERENCES channels (id),
+    encrypted        BOOLEAN NOT NULL,
+    payload          BLOB NOT NULL CHECK (length(payload) BETWEEN 1 AND 24576),
+    nonce            BLOB CHECK (nonce IS NULL OR length(nonce) = 24),
+    created_at       TEXT NOT NULL,
+    CONSTRAINT messages_one_target CHECK ((recipient_id IS NULL) <> (channel_id IS NULL)),
+    CONSTRAINT messages_channel_conversation CHECK (channel_id IS NULL OR conversation_id = channel_id),
+    CONSTRAINT messages_encrypted_nonce CHECK (NOT encrypted OR nonce IS NOT NULL)
+);
+CREATE INDEX messages_conversation_idx ON messages (conversation_id, created_at, id);
