@@ -29,6 +29,8 @@ nervix_store::backend_matrix! {
     frames_from_the_agent,
     connected_agents_are_online,
     silent_clients_are_closed,
+    operations_notify_their_agents,
+    retention_prunes_old_events,
 }
 
 /// Fast timings, so failures show within seconds.
@@ -657,7 +659,21 @@ async fn notifications_by_rest_and_by_frame(backend: Backend) {
         .admin_post(task_body("Write the intro", "10.00", &["writing"]))
         .await;
     let submitted = claim_and_submit(&a, id_of(&t), ANSWER).await;
-    let n = ws.next_of("notification").await;
+    // The submit's frames come in the order it produced them: the task's update and the
+    // earning, then the notification.
+    let mut kinds = Vec::new();
+    let n = loop {
+        let f = ws.stored().await;
+        kinds.push(f["type"].as_str().unwrap().to_owned());
+        if f["type"] == "notification" {
+            break f;
+        }
+    };
+    let at = |k: &str| kinds.iter().rposition(|x| x == k);
+    assert!(
+        at("task_update") < at("earning") && at("earning") < at("notification"),
+        "{kinds:?}"
+    );
     let data = &n["data"];
     assert_eq!(data["kind"], "submission_accepted", "{n}");
     assert!(data["title"].as_str().unwrap().contains("Write the intro"));
@@ -879,5 +895,167 @@ async fn silent_clients_are_closed(backend: Backend) {
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let (code, reason, _) = ws.closed().await;
     assert_eq!(code, 4408, "{reason}");
+    app.stop().await;
+}
+
+/// Kinds of the notifications `agent` has, newest first.
+async fn kinds(agent: &TestAgent) -> Vec<String> {
+    let (status, list) = call(&agent.client, Method::GET, "/v1/notifications", None).await;
+    assert_eq!(status, 200, "{list}");
+    list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["kind"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// Withdrawals decided, a lease lost, a task expired: each reaches the agents concerned as a
+/// notification (pushed and listed).
+async fn operations_notify_their_agents(backend: Backend) {
+    let Some(app) = start(backend).await else {
+        return;
+    };
+    let a = app.enroll("ws-ops", &["ops"]).await;
+    let poster = app.enroll("ws-ops-poster", &[]).await;
+    let mut ws = app.ws(&a.token, None).await;
+
+    // Withdrawals: one approved, one rejected.
+    app.grant(a.id, "10.00").await;
+    for (amount, decision, kind) in [
+        ("3.00", "approve", "withdrawal_approved"),
+        ("2.00", "reject", "withdrawal_rejected"),
+    ] {
+        let (status, w) = call(
+            &a.client,
+            Method::POST,
+            "/v1/withdrawal/request",
+            Some(json!({"amount": amount, "destination": "iban:DE00"})),
+        )
+        .await;
+        assert_eq!(status, 201, "{w}");
+        let (status, d) = call(
+            &app.admin,
+            Method::POST,
+            &format!(
+                "/v1/admin/withdrawals/{}/{decision}",
+                w["id"].as_str().unwrap()
+            ),
+            None,
+        )
+        .await;
+        assert_eq!(status, 200, "{d}");
+        let n = ws.next_of("notification").await;
+        assert_eq!(n["data"]["kind"], kind, "{n}");
+        assert_eq!(n["data"]["data"]["withdrawal_id"], w["id"]);
+        assert_eq!(n["data"]["data"]["amount"], amount);
+    }
+
+    // A lease that runs out.
+    let t = app
+        .admin_post(task_body("Held too long", "5.00", &["ops"]))
+        .await;
+    let task = id_of(&t);
+    let (s, v) = call(
+        &a.client,
+        Method::POST,
+        &format!("/v1/tasks/{task}/claim"),
+        Some(json!({})),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    app.backdate_lease(task).await;
+    let n = ws.next_of("notification").await;
+    assert_eq!(n["data"]["kind"], "lease_lost", "{n}");
+    assert_eq!(n["data"]["data"]["task_id"], task.to_string());
+
+    // A task that passes its deadline: its poster hears of it.
+    app.grant(poster.id, "10.00").await;
+    let mut poster_ws = app.ws(&poster.token, None).await;
+    let mut body = task_body("Due soon", "5.00", &["nobody-has-this"]);
+    body["deadline"] = json!((Utc::now() + chrono::Duration::seconds(2)).to_rfc3339());
+    let (status, t) = call(&poster.client, Method::POST, "/v1/tasks", Some(body)).await;
+    assert_eq!(status, 201, "{t}");
+    let n = poster_ws.next_of("notification").await;
+    assert_eq!(n["data"]["kind"], "task_expired", "{n}");
+    assert_eq!(n["data"]["data"]["task_id"], t["id"]);
+    assert_eq!(kinds(&poster).await, ["task_expired"]);
+    assert_eq!(
+        kinds(&a).await,
+        ["lease_lost", "withdrawal_rejected", "withdrawal_approved"]
+    );
+    app.stop().await;
+}
+
+/// The retention worker drops stored events and read notifications past the retention
+/// period; unread notifications stay.
+async fn retention_prunes_old_events(backend: Backend) {
+    let Some(app) = TestApp::start_with(backend, |c| {
+        c.event_retention = chrono::Duration::seconds(1);
+    })
+    .await
+    else {
+        return;
+    };
+    let a = app.enroll("ws-retention", &[]).await;
+    announce(&app, "soon gone").await;
+    // Two notifications (withdrawals decided); one is read.
+    app.grant(a.id, "10.00").await;
+    for _ in 0..2 {
+        let (status, w) = call(
+            &a.client,
+            Method::POST,
+            "/v1/withdrawal/request",
+            Some(json!({"amount": "1.00", "destination": "iban:DE00"})),
+        )
+        .await;
+        assert_eq!(status, 201, "{w}");
+        let (status, d) = call(
+            &app.admin,
+            Method::POST,
+            &format!(
+                "/v1/admin/withdrawals/{}/approve",
+                w["id"].as_str().unwrap()
+            ),
+            None,
+        )
+        .await;
+        assert_eq!(status, 200, "{d}");
+    }
+    let store = app.running().state.app.store.clone();
+    assert!(!store.events_since(a.id, 0, 10).await.unwrap().is_empty());
+    let (_, list) = call(&a.client, Method::GET, "/v1/notifications", None).await;
+    let first = list["items"][0]["id"].as_str().unwrap().to_owned();
+    let (status, _) = call(
+        &a.client,
+        Method::POST,
+        "/v1/notifications/mark-read",
+        Some(json!({"ids": [first]})),
+    )
+    .await;
+    assert_eq!(status, 200);
+    crate::common::eventually(Duration::from_secs(30), "the events pruned", || {
+        let store = store.clone();
+        async move {
+            store
+                .events_since(a.id, 0, 10)
+                .await
+                .unwrap()
+                .is_empty()
+                .then_some(())
+        }
+    })
+    .await;
+    let (_, list) = call(&a.client, Method::GET, "/v1/notifications", None).await;
+    let left = list["items"].as_array().unwrap();
+    assert_eq!(left.len(), 1, "{list}");
+    assert_eq!(left[0]["read_at"], Value::Null);
+    // Numbering goes on where it was.
+    let last = store.last_event_seq(a.id).await.unwrap();
+    assert!(last >= 3, "{last}");
+    let mut ws = app.ws(&a.token, Some(0)).await;
+    announce(&app, "after").await;
+    let f = ws.next_of("announcement").await;
+    assert!(seq(&f) > last, "{f}");
     app.stop().await;
 }
