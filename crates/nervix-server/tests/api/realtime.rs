@@ -27,6 +27,7 @@ nervix_store::backend_matrix! {
     announcements_reach_connected_and_offline_agents,
     notifications_by_rest_and_by_frame,
     frames_from_the_agent,
+    frames_count_against_the_agents_rate,
     connected_agents_are_online,
     silent_clients_are_closed,
     operations_notify_their_agents,
@@ -231,8 +232,9 @@ async fn lost_access_closes_the_connection(backend: Backend) {
     app.stop().await;
 }
 
-/// Stores and publishes `n` notifications of about `size` bytes for each of `agents`.
-async fn flood(app: &TestApp, agents: &[Uuid], n: usize, size: usize) {
+/// Stores and publishes `n` notifications of about `size` bytes for each of `agents`, 20 at a
+/// time, `pace` apart.
+async fn flood_paced(app: &TestApp, agents: &[Uuid], n: usize, size: usize, pace: Duration) {
     let state = &app.running().state.app;
     let filler = "x".repeat(size);
     for chunk in 0..n.div_ceil(20) {
@@ -255,7 +257,13 @@ async fn flood(app: &TestApp, agents: &[Uuid], n: usize, size: usize) {
         nervix_server::bus::deliver(state.store.as_ref(), state.bus.as_ref(), frames)
             .await
             .unwrap();
+        tokio::time::sleep(pace).await;
     }
+}
+
+/// [`flood_paced`] as fast as storage goes.
+async fn flood(app: &TestApp, agents: &[Uuid], n: usize, size: usize) {
+    flood_paced(app, agents, n, size, Duration::ZERO).await;
 }
 
 /// The seqs of the stored frames among `frames`.
@@ -359,12 +367,12 @@ async fn slow_consumer_is_closed_and_others_keep_receiving(backend: Backend) {
 }
 
 /// A client that reads, but slower than its frames come, is closed once it is more than
-/// `max_lag` frames behind (its queue overflowed and the store says how far behind it is),
-/// having got a contiguous prefix; a reader that keeps up stays.
+/// `max_lag` frames behind what it was handed (found when its queue overflows), having got a
+/// contiguous prefix; a reader that keeps up stays.
 async fn lagging_client_is_closed(backend: Backend) {
     let Some(app) = TestApp::start_with(backend, |c| {
         c.ws.queue = 16;
-        c.ws.max_lag = 64;
+        c.ws.max_lag = 100;
     })
     .await
     else {
@@ -378,7 +386,7 @@ async fn lagging_client_is_closed(backend: Backend) {
         .unwrap();
     let first = slow.ready().await["data"]["seq"].as_i64().unwrap() + 1;
     let mut fast = app.ws(&fast_agent.token, None).await;
-    const N: usize = 300;
+    const N: usize = 400;
     let fast_reader = tokio::spawn(async move {
         let seqs = read_notifications(&mut fast, N).await;
         (fast, seqs)
@@ -398,7 +406,15 @@ async fn lagging_client_is_closed(backend: Backend) {
             }
         }
     });
-    flood(&app, &[slow_agent.id, fast_agent.id], N, 32 * 1024).await;
+    // 200 frames a second: ten times what the slow reader takes, nothing for the other.
+    flood_paced(
+        &app,
+        &[slow_agent.id, fast_agent.id],
+        N,
+        32 * 1024,
+        Duration::from_millis(100),
+    )
+    .await;
     let (mut fast, seqs) = fast_reader.await.unwrap();
     assert_contiguous(&seqs, seqs[0]);
     let (code, reason, frames) = slow_reader.await.unwrap();
@@ -880,7 +896,7 @@ async fn connected_agents_are_online(backend: Backend) {
 async fn silent_clients_are_closed(backend: Backend) {
     let Some(app) = TestApp::start_with(backend, |c| {
         c.ws.ping_interval = Duration::from_millis(200);
-        c.ws.idle_timeout = Duration::from_millis(800);
+        c.ws.idle_timeout = Duration::from_millis(1500);
     })
     .await
     else {
@@ -889,10 +905,10 @@ async fn silent_clients_are_closed(backend: Backend) {
     let a = app.enroll("ws-idle", &[]).await;
     let mut ws = app.ws(&a.token, None).await;
     // A client that answers pings stays (the stock client answers them while it reads).
-    let stayed = ws.drain(Duration::from_millis(1600)).await;
+    let stayed = ws.drain(Duration::from_millis(2500)).await;
     assert!(stayed.iter().all(|f| f.get("seq").is_some()), "{stayed:?}");
     // One that reads nothing (so answers nothing) is closed.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
     let (code, reason, _) = ws.closed().await;
     assert_eq!(code, 4408, "{reason}");
     app.stop().await;
@@ -1057,5 +1073,36 @@ async fn retention_prunes_old_events(backend: Backend) {
     announce(&app, "after").await;
     let f = ws.next_of("announcement").await;
     assert!(seq(&f) > last, "{f}");
+    app.stop().await;
+}
+
+/// Frames that act (all but `ping`) count against the agent's request rate, as REST requests
+/// do; over it, the frame gets an error, and the connection stays.
+async fn frames_count_against_the_agents_rate(backend: Backend) {
+    let Some(app) = TestApp::start_with(backend, |c| {
+        c.rate_limit_agent_per_second = 2;
+    })
+    .await
+    else {
+        return;
+    };
+    let a = app.enroll("ws-rate", &[]).await;
+    let mut ws = app.ws(&a.token, None).await;
+    let mut limited = None;
+    for _ in 0..6 {
+        ws.send_json(&json!({"type": "notifications.mark_read", "data": {"all": true}}))
+            .await;
+        let reply = ws.reply().await;
+        if reply["type"] == "error" {
+            limited = Some(reply);
+            break;
+        }
+        assert_eq!(reply["type"], "notifications.marked", "{reply}");
+    }
+    let limited = limited.expect("a rate-limited frame");
+    assert_eq!(limited["data"]["code"], "rate_limited", "{limited}");
+    assert!(limited["data"]["retry_after"].as_u64().unwrap() >= 1);
+    ws.send_json(&json!({"type": "ping"})).await;
+    assert_eq!(ws.reply().await["type"], "pong");
     app.stop().await;
 }
