@@ -31,6 +31,8 @@ nervix_store::backend_matrix! {
     connected_agents_are_online,
     silent_clients_are_closed,
     operations_notify_their_agents,
+    level_changes_are_notified,
+    shutdown_closes_connections,
     retention_prunes_old_events,
 }
 
@@ -1105,4 +1107,53 @@ async fn frames_count_against_the_agents_rate(backend: Backend) {
     ws.send_json(&json!({"type": "ping"})).await;
     assert_eq!(ws.reply().await["type"], "pong");
     app.stop().await;
+}
+
+/// Past probation with good work, the agent's level goes up: it is told so.
+async fn level_changes_are_notified(backend: Backend) {
+    let Some(app) = start(backend).await else {
+        return;
+    };
+    let a = app.enroll("ws-level", &["levels"]).await;
+    let mut ws = app.ws(&a.token, None).await;
+    for i in 0..5 {
+        let t = app
+            .admin_post(task_body(&format!("Level task {i}"), "5.00", &["levels"]))
+            .await;
+        claim_and_submit(&a, id_of(&t), ANSWER).await;
+    }
+    let n = loop {
+        let n = ws.next_of("notification").await;
+        if n["data"]["kind"] == "level_changed" {
+            break n;
+        }
+        assert_eq!(n["data"]["kind"], "submission_accepted", "{n}");
+    };
+    assert_eq!(n["data"]["data"]["previous_level"], "novice", "{n}");
+    assert_ne!(n["data"]["data"]["level"], "novice", "{n}");
+    let (_, rep) = call(
+        &a.client,
+        Method::GET,
+        &format!("/v1/agents/{}/reputation", a.id),
+        None,
+    )
+    .await;
+    assert_eq!(rep["level"], n["data"]["data"]["level"], "{rep}");
+    app.stop().await;
+}
+
+/// A server shutting down closes its connections with 1001 and where to resume.
+async fn shutdown_closes_connections(backend: Backend) {
+    let Some(app) = start(backend).await else {
+        return;
+    };
+    let a = app.enroll("ws-bye", &[]).await;
+    let mut ws = app.ws(&a.token, Some(0)).await;
+    announce(&app, "last words").await;
+    let last = seq(&ws.next_of("announcement").await);
+    let stopping = tokio::spawn(app.stop());
+    let (code, reason, _) = ws.closed().await;
+    assert_eq!(code, 1001, "{reason}");
+    assert!(since_in(&reason) >= last, "{reason}");
+    stopping.await.unwrap();
 }
