@@ -3,9 +3,10 @@
 //!
 //! An operation hands its frames over after it committed and returns at once; one writer takes
 //! whatever has queued up and stores it as agent events in one transaction
-//! ([`bus::deliver`]), then publishes each with its `seq`. An agent's frames are numbered in
-//! the order its operations produced them (on this node), and a burst of operations costs a
-//! write per batch rather than a write per frame. The queue is bounded: when storage falls
+//! ([`bus::deliver`]), and the batch's notifications in a second, then publishes each with its
+//! `seq`. An agent's frames are numbered in the order its operations produced them (on this
+//! node; a batch's notifications after its frames), and a burst of operations costs two
+//! writes per batch rather than one per frame. The queue is bounded: when storage falls
 //! behind, operations wait to hand over, which slows them instead of growing memory.
 //!
 //! Frames still queued when the process dies are lost, like those of an operation that
@@ -129,19 +130,23 @@ async fn run(
     }
 }
 
-/// Writes a batch in order: consecutive frames in one write, notifications in theirs.
+/// Writes a batch in two writes at most: its frames, in order, then its notifications, in
+/// order. An operation's notification therefore comes after its frames; one of another
+/// operation in the same batch (a few milliseconds' worth) may come after that one's frames
+/// too.
 async fn write(batch: Vec<Item>, store: &dyn Store, bus: &dyn EventBus) {
     let mut frames = Vec::new();
+    let mut notifications = Vec::new();
     for item in batch {
         match item {
             Item::Frames(f) => frames.extend(f),
-            Item::Notifications(ns) => {
-                flush(std::mem::take(&mut frames), store, bus).await;
-                notify(ns, store, bus).await;
-            }
+            Item::Notifications(ns) => notifications.extend(ns),
         }
     }
     flush(frames, store, bus).await;
+    if !notifications.is_empty() {
+        notify(notifications, store, bus).await;
+    }
 }
 
 async fn flush(frames: Vec<(Uuid, Frame)>, store: &dyn Store, bus: &dyn EventBus) {
