@@ -307,8 +307,9 @@ async fn serve(
     let mut heard = Instant::now();
     let mut checked = Instant::now();
     loop {
+        // Unbiased: a long replay (frames always ready) must not starve the client's frames
+        // and pongs, nor the idle and token checks.
         tokio::select! {
-            biased;
             next = sub.next() => match next {
                 Ok(Next::Frame(d)) => {
                     match send(socket, &sub, Message::Text(Utf8Bytes::from(&*d.text)), ws.write_timeout).await {
