@@ -157,7 +157,7 @@ async fn keygen_enroll_whoami_login_and_admin_token() {
 }
 
 /// Every `nervix serve` variable.
-const SERVE_VARS: [&str; 15] = [
+const SERVE_VARS: [&str; 16] = [
     "NERVIX_BIND",
     "NERVIX_DATA_DIR",
     "NERVIX_DATABASE_URL",
@@ -172,6 +172,7 @@ const SERVE_VARS: [&str; 15] = [
     "NERVIX_MATCH_TOP_N",
     "NERVIX_MATCH_WINDOW",
     "NERVIX_SQLITE_WRITER_CPU",
+    "NERVIX_EVENT_RETENTION_DAYS",
     "NERVIX_LOG_JSON",
 ];
 

@@ -303,3 +303,57 @@ impl EventBus for RedisBus {
         self.local.subscribe()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use chrono::SubsecRound;
+    use nervix_store::{NewAnnouncement, NewNotification};
+    use serde_json::json;
+
+    use super::*;
+
+    /// What the store writes as a notification's or an announcement's event is the `data` of
+    /// the frame pushed live: a replayed frame reads the same as a live one.
+    #[test]
+    fn stored_frames_match_live_ones() {
+        let at = Utc::now().trunc_subsecs(6);
+        let n = NewNotification {
+            id: Uuid::now_v7(),
+            agent_id: Uuid::now_v7(),
+            kind: NotificationKind::LeaseLost,
+            title: "Lease lost: x".into(),
+            body: "taken back".into(),
+            data: json!({"task_id": Uuid::nil()}),
+            created_at: at,
+        };
+        let live = Frame::Notification {
+            id: n.id,
+            kind: n.kind,
+            title: n.title.clone(),
+            body: n.body.clone(),
+            data: n.data.clone(),
+            created_at: n.created_at,
+        };
+        assert_eq!(
+            live.parts().unwrap(),
+            ("notification".to_owned(), n.frame_data())
+        );
+        let a = NewAnnouncement {
+            id: Uuid::now_v7(),
+            title: "t".into(),
+            body: "b".into(),
+            created_by: None,
+            created_at: at,
+        };
+        let live = Frame::Announcement {
+            id: a.id,
+            title: a.title.clone(),
+            body: a.body.clone(),
+            created_at: a.created_at,
+        };
+        assert_eq!(
+            live.parts().unwrap(),
+            ("announcement".to_owned(), a.frame_data())
+        );
+    }
+}

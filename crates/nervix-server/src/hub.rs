@@ -7,8 +7,9 @@
 //! for a slow connection, and no connection holds more than its queue in memory. A frame that
 //! finds the queue full is dropped there: it is in the store, and the connection reads it
 //! back. A burst (a cancelled workflow's cascade of task updates) therefore costs a healthy
-//! client nothing; a client that stays behind (more than `max_lag` frames) or stops reading
-//! (the connection's write timeout) is closed as a slow consumer and resumes with `since`.
+//! client nothing; a live client more than `max_lag` frames behind what it was handed (found
+//! when its queue overflows), or one that stops reading (the connection's write timeout), is
+//! closed as a slow consumer and resumes with `since`.
 //!
 //! The connection side is a [`Subscription`]. It is registered before it reads anything, so
 //! every frame published from then on reaches its queue; it then replays from the store what
@@ -18,7 +19,7 @@
 //! store numbers each agent's events in commit order, so what it returns has no hole.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -40,8 +41,8 @@ const PAGE: i64 = 200;
 const DRAIN: Duration = Duration::from_secs(3);
 
 /// Raised on a connection by the dispatcher; its [`Subscription`] acts on them.
-/// The queue overflowed while the connection was live: how far behind is it?
-const BEHIND: u8 = 1;
+/// More than `max_lag` frames behind: close it.
+const SLOW: u8 = 1;
 const RECHECK: u8 = 2;
 /// Frames may have been missed: read the store.
 const RESYNC: u8 = 4;
@@ -71,8 +72,11 @@ fn render(e: &StoredEvent) -> Delivery {
 struct Conn {
     id: u64,
     tx: mpsc::Sender<Delivery>,
-    /// Following the queue (not reading the store): only then is a full queue a slow consumer.
+    /// Following the queue (not replaying from the store, which the agent asked for).
     live: AtomicBool,
+    /// The last `seq` the connection handed to its socket: how far behind it is, is measured
+    /// from here.
+    sent: AtomicI64,
     flags: AtomicU8,
     attention: Notify,
 }
@@ -83,13 +87,20 @@ impl Conn {
         self.attention.notify_one();
     }
 
-    fn offer(&self, d: Delivery) {
+    /// Queues `d` without waiting. What does not fit is in the store, and the connection reads
+    /// it back; a live connection that is more than `max_lag` frames behind is told to close.
+    fn offer(&self, d: Delivery, max_lag: i64) {
+        let seq = d.seq;
         match self.tx.try_send(d) {
             Ok(()) | Err(TrySendError::Closed(_)) => {}
-            // What did not fit is in the store: the connection reads it back (and, when it was
-            // live, checks how far behind it is).
-            Err(TrySendError::Full(_)) if !self.live.load(Ordering::Acquire) => self.raise(RESYNC),
-            Err(TrySendError::Full(_)) => self.raise(RESYNC | BEHIND),
+            Err(TrySendError::Full(_)) => {
+                let live = self.live.load(Ordering::Acquire);
+                if live && seq - self.sent.load(Ordering::Acquire) > max_lag {
+                    self.raise(SLOW);
+                } else {
+                    self.raise(RESYNC);
+                }
+            }
         }
     }
 }
@@ -160,6 +171,7 @@ impl Hub {
             id: self.next_id.fetch_add(1, Ordering::Relaxed),
             tx,
             live: AtomicBool::new(false),
+            sent: AtomicI64::new(0),
             flags: AtomicU8::new(0),
             attention: Notify::new(),
         });
@@ -182,7 +194,6 @@ impl Hub {
             backlog: VecDeque::new(),
             early: VecDeque::new(),
             caught_up: false,
-            measure_lag: false,
             filled_for: None,
         };
         // Read after registering: whatever commits after this read is published after it,
@@ -195,6 +206,7 @@ impl Hub {
                 sub.go_live();
             }
         }
+        sub.conn.sent.store(sub.last, Ordering::Release);
         Ok(sub)
     }
 
@@ -262,10 +274,13 @@ impl Hub {
                 };
                 let text: Arc<str> = frame_text(&kind, seq, &data).into();
                 for c in list {
-                    c.offer(Delivery {
-                        seq,
-                        text: text.clone(),
-                    });
+                    c.offer(
+                        Delivery {
+                            seq,
+                            text: text.clone(),
+                        },
+                        self.max_lag,
+                    );
                 }
             }
             Event::Broadcast { frame, seqs } => {
@@ -280,10 +295,13 @@ impl Hub {
                     if let Some(list) = conns.get(&agent) {
                         let text: Arc<str> = frame_text(&kind, seq, &data).into();
                         for c in list {
-                            c.offer(Delivery {
-                                seq,
-                                text: text.clone(),
-                            });
+                            c.offer(
+                                Delivery {
+                                    seq,
+                                    text: text.clone(),
+                                },
+                                self.max_lag,
+                            );
                         }
                     }
                 }
@@ -327,7 +345,7 @@ pub enum HubError {
 /// Why a subscription ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Ended {
-    /// The connection fell more than `max_lag` frames behind.
+    /// The connection fell more than `max_lag` frames behind while live.
     SlowConsumer,
     /// The server is shutting down.
     Shutdown,
@@ -359,8 +377,6 @@ pub struct Subscription {
     early: VecDeque<Delivery>,
     /// Whether the store has been read up to what the queue carries.
     caught_up: bool,
-    /// The live queue overflowed: the next store pass first measures how far behind it is.
-    measure_lag: bool,
     /// The `seq` of the frame whose gap a store pass is filling: if the store did not have the
     /// events before it either (pruned meanwhile), it goes out anyway.
     filled_for: Option<i64>,
@@ -385,8 +401,8 @@ impl Subscription {
             if flags & SHUTDOWN != 0 {
                 return Ok(Next::Close(Ended::Shutdown));
             }
-            if flags & BEHIND != 0 {
-                self.measure_lag = true;
+            if flags & SLOW != 0 {
+                return Ok(Next::Close(Ended::SlowConsumer));
             }
             if flags & RESYNC != 0 {
                 self.start_pass();
@@ -398,17 +414,10 @@ impl Subscription {
                 if e.seq <= self.last {
                     continue;
                 }
-                self.last = e.seq;
+                self.hand_out(e.seq);
                 return Ok(Next::Frame(render(&e)));
             }
             if !self.caught_up {
-                if self.measure_lag {
-                    self.measure_lag = false;
-                    let newest = self.hub.store.last_event_seq(self.agent).await?;
-                    if newest - self.last > self.hub.max_lag {
-                        return Ok(Next::Close(Ended::SlowConsumer));
-                    }
-                }
                 let page = self
                     .hub
                     .store
@@ -439,7 +448,7 @@ impl Subscription {
             }
             if d.seq == self.last + 1 || self.filled_for == Some(d.seq) {
                 self.filled_for = None;
-                self.last = d.seq;
+                self.hand_out(d.seq);
                 return Ok(Next::Frame(d));
             }
             // An earlier frame has not arrived (yet): it is in the store.
@@ -449,17 +458,22 @@ impl Subscription {
         }
     }
 
-    /// Resolves when the connection must close (the server shuts down), for a caller busy
-    /// with something else than [`Subscription::next`] (a send to a client that stopped
-    /// reading). The reason stays for `next` to report.
+    /// Resolves when the connection must close (too far behind, or the server shuts down),
+    /// for a caller busy with something else than [`Subscription::next`] (a send to a client
+    /// that reads slowly). The reason stays for `next` to report.
     pub async fn interrupted(&self) {
         loop {
             let notified = self.conn.attention.notified();
-            if self.conn.flags.load(Ordering::Acquire) & SHUTDOWN != 0 {
+            if self.conn.flags.load(Ordering::Acquire) & (SLOW | SHUTDOWN) != 0 {
                 return;
             }
             notified.await;
         }
+    }
+
+    fn hand_out(&mut self, seq: i64) {
+        self.last = seq;
+        self.conn.sent.store(seq, Ordering::Release);
     }
 
     fn start_pass(&mut self) {

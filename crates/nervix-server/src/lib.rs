@@ -5,7 +5,8 @@
 //! → `http` (extractors, middleware), `wire` (shared JSON shapes), `error` (problem+json) →
 //! `app` (the operations and their events) → `matching`, `presence`, `bus`, `auth`, `metrics`,
 //! `config` → the store and the domain core. The real-time `hub` sits beside `app`: it feeds
-//! agent connections from the bus and the store, and knows nothing of the operations. `workers` call `app`; `server` wires everything.
+//! agent connections from the bus and the store, and knows nothing of the operations; the
+//! `outbox` stores and publishes the frames operations produce, off the request path. `workers` call `app`; `server` wires everything.
 
 pub mod api;
 pub mod app;
@@ -20,6 +21,7 @@ pub mod matching;
 pub mod metrics;
 pub mod openapi;
 pub mod operator;
+pub mod outbox;
 pub mod presence;
 pub mod private_fs;
 pub mod quota;

@@ -1125,6 +1125,18 @@ mod tests {
         for bad in ["", " \u{85}\u{2028}", &"é".repeat(501)] {
             assert!(!title.is_valid(&bad.into()), "{bad:?}");
         }
+        let title = regex(&pattern(announcement_title()));
+        let body = regex(&pattern(announcement_body()));
+        let long = "é".repeat(nervix_core::notice::Announcement::MAX_BODY_CHARS);
+        for (t, b) in [("a", "b"), (" a ", long.as_str())] {
+            assert!(title.is_valid(&t.into()) && body.is_valid(&b.into()));
+            assert!(nervix_core::notice::Announcement::parse(t, b).is_ok());
+        }
+        let longer = format!("{long}é");
+        for (t, b) in [(" ", "b"), ("a", longer.as_str())] {
+            assert!(!(title.is_valid(&t.into()) && body.is_valid(&b.into())));
+            assert!(nervix_core::notice::Announcement::parse(t, b).is_err());
+        }
         let key = regex(&pattern(public_key()));
         let sig = regex(&pattern(signature()));
         let b64 = |n: usize| {

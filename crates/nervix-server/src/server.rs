@@ -33,6 +33,7 @@ use crate::hub::Hub;
 use crate::limits::Limits;
 use crate::matching::Matcher;
 use crate::metrics::Metrics;
+use crate::outbox::Outbox;
 use crate::presence::Presence;
 use crate::private_fs::create_private_dir;
 use crate::spot_checks::SpotChecks;
@@ -91,10 +92,13 @@ pub struct Running {
     shutdown: CancellationToken,
     server: JoinHandle<Result<(), std::io::Error>>,
     workers: Vec<JoinHandle<()>>,
+    outbox_stop: CancellationToken,
+    outbox: JoinHandle<()>,
 }
 
 impl Running {
-    /// Stops accepting, lets in-flight requests finish, stops the workers, closes storage.
+    /// Stops accepting, lets in-flight requests finish, stops the workers, writes the frames
+    /// they queued, closes storage.
     pub async fn shutdown(self) {
         self.shutdown.cancel();
         match self.server.await {
@@ -105,6 +109,8 @@ impl Running {
         for w in self.workers {
             let _ = w.await;
         }
+        self.outbox_stop.cancel();
+        let _ = self.outbox.await;
         self.state.app.store.close().await;
     }
 
@@ -133,6 +139,9 @@ pub async fn start(listener: TcpListener, config: Config) -> Result<Running, Ser
         Some(url) => RedisBus::connect(url, shutdown.clone()).await?,
         None => Arc::new(InProcessBus::default()),
     };
+    // Stopped after the HTTP server and the workers, so it writes what they queued.
+    let outbox_stop = CancellationToken::new();
+    let (outbox, outbox_task) = Outbox::start(store.clone(), bus.clone(), outbox_stop.clone());
     let matcher = Arc::new(Matcher::new(config.match_top_n));
     let indexed = matcher.warm(store.as_ref()).await?;
     tracing::debug!(agents = indexed, "matching index warmed");
@@ -154,6 +163,7 @@ pub async fn start(listener: TcpListener, config: Config) -> Result<Running, Ser
             config.rate_limit_messages_per_minute,
         )),
         bus,
+        outbox,
         metrics: Arc::new(Metrics::default()),
         matcher,
     };
@@ -192,6 +202,8 @@ pub async fn start(listener: TcpListener, config: Config) -> Result<Running, Ser
         shutdown,
         server,
         workers,
+        outbox_stop,
+        outbox: outbox_task,
     })
 }
 

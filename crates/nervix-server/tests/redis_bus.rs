@@ -185,7 +185,11 @@ async fn agent_connected_to_one_node_hears_the_other() {
     let node_b = TestApp::start_on(Backend::Postgres, tempfile::tempdir().unwrap(), config_b).await;
 
     let agent = node_a.enroll("cross-ws", &["crossws"]).await;
-    let mut ws = node_b.ws(&agent.token, None).await;
+    let mut ws = node_b
+        .ws_try(Some(&agent.token), None, None)
+        .await
+        .expect("upgrade");
+    let ready = ws.ready().await;
     let t = node_a
         .admin_post(task_body("cross-node work", "4.00", &["crossws"]))
         .await;
@@ -211,7 +215,7 @@ async fn agent_connected_to_one_node_hears_the_other() {
         .unwrap();
     assert_eq!(s, 202, "{v}");
     let mut seen = Vec::new();
-    let mut last = 0;
+    let mut last = ready["data"]["seq"].as_i64().unwrap();
     let notification = loop {
         let f = ws.stored().await;
         let seq = f["seq"].as_i64().unwrap();

@@ -310,8 +310,9 @@ async fn serve(
     let mut heard = Instant::now();
     let mut checked = Instant::now();
     loop {
+        // Unbiased: a long replay (frames always ready) must not starve the client's frames
+        // and pongs, nor the idle and token checks.
         tokio::select! {
-            biased;
             next = sub.next() => match next {
                 Ok(Next::Frame(d)) => {
                     match send(socket, &sub, Message::Text(Utf8Bytes::from(&*d.text)), ws.write_timeout).await {
@@ -483,7 +484,8 @@ fn app_error_frame(e: &app::Error) -> Value {
 }
 
 /// Acts on one frame from the agent and returns the reply to send, if any. Every type an
-/// agent may send has its arm here, each calling one operation of `app/`.
+/// agent may send has its arm here, each calling one operation of `app/`; all but `ping`
+/// count against the agent's request rate, as a REST request would.
 async fn incoming(state: &AppState, caller: &Caller, raw: &str) -> Option<Value> {
     let frame = match serde_json::from_str::<Incoming>(raw) {
         Ok(f) => f,
@@ -495,6 +497,17 @@ async fn incoming(state: &AppState, caller: &Caller, raw: &str) -> Option<Value>
             ))
         }
     };
+    if frame.kind != "ping" {
+        if let Err(limited) = state.limits.check_agent(caller.id) {
+            let mut reply = error_frame(
+                "rate_limited",
+                "over the agent's request rate; retry later",
+                &[],
+            );
+            reply["data"]["retry_after"] = json!(limited.retry_after_secs);
+            return Some(reply);
+        }
+    }
     Some(match frame.kind.as_str() {
         "ping" => json!({"type": "pong", "data": {}}),
         "notifications.mark_read" => match mark_read(state, caller, frame.data).await {

@@ -9,20 +9,17 @@ use nervix_store::TaskRecord;
 use uuid::Uuid;
 
 use super::App;
-use crate::bus::{self, Event, Frame};
+use crate::bus::{Event, Frame};
 
-/// Stores `frame` as the agent's next event and publishes it with its `seq`.
+/// Queues `frame` for the agent: stored as its next event, then published with its `seq`.
 pub async fn to_agent(app: &App, agent_id: Uuid, frame: Frame) {
     to_agents(app, vec![(agent_id, frame)]).await;
 }
 
-/// Stores frames for several agents in one write, then publishes each with its `seq` (see
-/// [`bus::deliver`] for the window between an operation's commit and this write).
+/// Queues frames for several agents, in this order (see `crate::outbox`: they are stored
+/// and published off the request path, after the operation that produced them committed).
 pub async fn to_agents(app: &App, frames: Vec<(Uuid, Frame)>) {
-    let n = frames.len();
-    if let Err(e) = bus::deliver(app.store.as_ref(), app.bus.as_ref(), frames).await {
-        tracing::warn!(error = %e, frames = n, "storing or publishing frames failed");
-    }
+    app.outbox.frames(frames).await;
 }
 
 /// An agent's profile or workload changed: every node's matching index reads it back.

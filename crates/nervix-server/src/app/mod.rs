@@ -37,6 +37,7 @@ use crate::bus::EventBus;
 use crate::config::Config;
 use crate::matching::Matcher;
 use crate::metrics::Metrics;
+use crate::outbox::Outbox;
 use crate::presence::Presence;
 use crate::quota::MessageQuota;
 use crate::spot_checks::SpotChecks;
@@ -48,6 +49,8 @@ pub struct App {
     pub config: Arc<Config>,
     pub store: Arc<dyn Store>,
     pub bus: Arc<dyn EventBus>,
+    /// Frames and notifications for agents, stored and published off the request path.
+    pub outbox: Arc<Outbox>,
     pub matcher: Arc<Matcher>,
     pub metrics: Arc<Metrics>,
     pub presence: Arc<Presence>,

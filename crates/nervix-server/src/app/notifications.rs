@@ -3,7 +3,8 @@
 //! A notification is stored with its agent event in one write (the agent gets it as a
 //! `notification` frame, live or on resume) and stays listed by `GET /v1/notifications` until
 //! read and pruned. Like the other frames of an operation, it is written after the operation
-//! committed and never fails it (see `bus::deliver` for the window that leaves). An
+//! committed, by the outbox, and never fails it (see `bus::deliver` for the window that
+//! leaves). An
 //! announcement is the operator's: stored, fanned out to every agent in its own transaction,
 //! and pushed to every connection.
 
@@ -33,12 +34,9 @@ pub struct Notice {
     pub data: Value,
 }
 
-/// Stores the notices (each also an event of its agent, in one write) and pushes them. A
-/// failure is logged: the change that caused them is committed already.
+/// Queues the notices: each is stored with its agent event in one write and pushed (see
+/// `crate::outbox`). A failure is logged: the change that caused them is committed already.
 pub async fn notify(app: &App, notices: Vec<Notice>) {
-    if notices.is_empty() {
-        return;
-    }
     // The precision both backends keep, so the frame and the listed row agree.
     let at = Utc::now().trunc_subsecs(6);
     let rows: Vec<NewNotification> = notices
@@ -53,34 +51,7 @@ pub async fn notify(app: &App, notices: Vec<Notice>) {
             created_at: at,
         })
         .collect();
-    let events = match app.store.create_notifications(&rows).await {
-        Ok(events) => events,
-        Err(e) => {
-            tracing::warn!(error = %e, notifications = rows.len(), "storing notifications failed");
-            return;
-        }
-    };
-    for (event, n) in events.iter().zip(rows) {
-        let frame = Frame::Notification {
-            id: n.id,
-            kind: n.kind,
-            title: n.title,
-            body: n.body,
-            data: n.data,
-            created_at: n.created_at,
-        };
-        let published = app
-            .bus
-            .publish(Event::ToAgent {
-                agent_id: n.agent_id,
-                seq: event.seq,
-                frame,
-            })
-            .await;
-        if let Err(e) = published {
-            tracing::warn!(error = %e, agent_id = %n.agent_id, "publishing a notification failed");
-        }
-    }
+    app.outbox.notifications(rows).await;
 }
 
 /// The caller's notifications, newest first: up to `limit` after the cursor.

@@ -27,8 +27,13 @@ nervix_store::backend_matrix! {
     announcements_reach_connected_and_offline_agents,
     notifications_by_rest_and_by_frame,
     frames_from_the_agent,
+    frames_count_against_the_agents_rate,
     connected_agents_are_online,
     silent_clients_are_closed,
+    operations_notify_their_agents,
+    level_changes_are_notified,
+    shutdown_closes_connections,
+    retention_prunes_old_events,
 }
 
 /// Fast timings, so failures show within seconds.
@@ -77,7 +82,17 @@ async fn auth_by_header_or_first_frame(backend: Backend) {
     let mut by_header = app.ws_try(Some(&a.token), None, None).await.unwrap();
     let ready = by_header.ready().await;
     assert_eq!(ready["data"]["agent_id"], a.id.to_string(), "{ready}");
-    assert_eq!(ready["data"]["seq"], 0, "{ready}");
+    // Where the stream starts: the agent's last event (its first reputation update, say).
+    let start = ready["data"]["seq"].as_i64().unwrap();
+    let stored = app
+        .running()
+        .state
+        .app
+        .store
+        .last_event_seq(a.id)
+        .await
+        .unwrap();
+    assert!((0..=stored).contains(&start), "{ready}");
 
     let mut by_frame = bare(&app, None).await;
     by_frame
@@ -229,8 +244,9 @@ async fn lost_access_closes_the_connection(backend: Backend) {
     app.stop().await;
 }
 
-/// Stores and publishes `n` notifications of about `size` bytes for each of `agents`.
-async fn flood(app: &TestApp, agents: &[Uuid], n: usize, size: usize) {
+/// Stores and publishes `n` notifications of about `size` bytes for each of `agents`, 20 at a
+/// time, `pace` apart.
+async fn flood_paced(app: &TestApp, agents: &[Uuid], n: usize, size: usize, pace: Duration) {
     let state = &app.running().state.app;
     let filler = "x".repeat(size);
     for chunk in 0..n.div_ceil(20) {
@@ -253,7 +269,13 @@ async fn flood(app: &TestApp, agents: &[Uuid], n: usize, size: usize) {
         nervix_server::bus::deliver(state.store.as_ref(), state.bus.as_ref(), frames)
             .await
             .unwrap();
+        tokio::time::sleep(pace).await;
     }
+}
+
+/// [`flood_paced`] as fast as storage goes.
+async fn flood(app: &TestApp, agents: &[Uuid], n: usize, size: usize) {
+    flood_paced(app, agents, n, size, Duration::ZERO).await;
 }
 
 /// The seqs of the stored frames among `frames`.
@@ -357,12 +379,12 @@ async fn slow_consumer_is_closed_and_others_keep_receiving(backend: Backend) {
 }
 
 /// A client that reads, but slower than its frames come, is closed once it is more than
-/// `max_lag` frames behind (its queue overflowed and the store says how far behind it is),
-/// having got a contiguous prefix; a reader that keeps up stays.
+/// `max_lag` frames behind what it was handed (found when its queue overflows), having got a
+/// contiguous prefix; a reader that keeps up stays.
 async fn lagging_client_is_closed(backend: Backend) {
     let Some(app) = TestApp::start_with(backend, |c| {
         c.ws.queue = 16;
-        c.ws.max_lag = 64;
+        c.ws.max_lag = 100;
     })
     .await
     else {
@@ -376,7 +398,7 @@ async fn lagging_client_is_closed(backend: Backend) {
         .unwrap();
     let first = slow.ready().await["data"]["seq"].as_i64().unwrap() + 1;
     let mut fast = app.ws(&fast_agent.token, None).await;
-    const N: usize = 300;
+    const N: usize = 400;
     let fast_reader = tokio::spawn(async move {
         let seqs = read_notifications(&mut fast, N).await;
         (fast, seqs)
@@ -396,7 +418,15 @@ async fn lagging_client_is_closed(backend: Backend) {
             }
         }
     });
-    flood(&app, &[slow_agent.id, fast_agent.id], N, 32 * 1024).await;
+    // 200 frames a second: ten times what the slow reader takes, nothing for the other.
+    flood_paced(
+        &app,
+        &[slow_agent.id, fast_agent.id],
+        N,
+        32 * 1024,
+        Duration::from_millis(100),
+    )
+    .await;
     let (mut fast, seqs) = fast_reader.await.unwrap();
     assert_contiguous(&seqs, seqs[0]);
     let (code, reason, frames) = slow_reader.await.unwrap();
@@ -657,7 +687,21 @@ async fn notifications_by_rest_and_by_frame(backend: Backend) {
         .admin_post(task_body("Write the intro", "10.00", &["writing"]))
         .await;
     let submitted = claim_and_submit(&a, id_of(&t), ANSWER).await;
-    let n = ws.next_of("notification").await;
+    // The submit's frames come in the order it produced them: the task's update and the
+    // earning, then the notification.
+    let mut kinds = Vec::new();
+    let n = loop {
+        let f = ws.stored().await;
+        kinds.push(f["type"].as_str().unwrap().to_owned());
+        if f["type"] == "notification" {
+            break f;
+        }
+    };
+    let at = |k: &str| kinds.iter().rposition(|x| x == k);
+    assert!(
+        at("task_update") < at("earning") && at("earning") < at("notification"),
+        "{kinds:?}"
+    );
     let data = &n["data"];
     assert_eq!(data["kind"], "submission_accepted", "{n}");
     assert!(data["title"].as_str().unwrap().contains("Write the intro"));
@@ -864,7 +908,7 @@ async fn connected_agents_are_online(backend: Backend) {
 async fn silent_clients_are_closed(backend: Backend) {
     let Some(app) = TestApp::start_with(backend, |c| {
         c.ws.ping_interval = Duration::from_millis(200);
-        c.ws.idle_timeout = Duration::from_millis(800);
+        c.ws.idle_timeout = Duration::from_millis(1500);
     })
     .await
     else {
@@ -873,11 +917,251 @@ async fn silent_clients_are_closed(backend: Backend) {
     let a = app.enroll("ws-idle", &[]).await;
     let mut ws = app.ws(&a.token, None).await;
     // A client that answers pings stays (the stock client answers them while it reads).
-    let stayed = ws.drain(Duration::from_millis(1600)).await;
+    let stayed = ws.drain(Duration::from_millis(2500)).await;
     assert!(stayed.iter().all(|f| f.get("seq").is_some()), "{stayed:?}");
     // One that reads nothing (so answers nothing) is closed.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
     let (code, reason, _) = ws.closed().await;
     assert_eq!(code, 4408, "{reason}");
     app.stop().await;
+}
+
+/// Kinds of the notifications `agent` has, newest first.
+async fn kinds(agent: &TestAgent) -> Vec<String> {
+    let (status, list) = call(&agent.client, Method::GET, "/v1/notifications", None).await;
+    assert_eq!(status, 200, "{list}");
+    list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["kind"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// Withdrawals decided, a lease lost, a task expired: each reaches the agents concerned as a
+/// notification (pushed and listed).
+async fn operations_notify_their_agents(backend: Backend) {
+    let Some(app) = start(backend).await else {
+        return;
+    };
+    let a = app.enroll("ws-ops", &["ops"]).await;
+    let poster = app.enroll("ws-ops-poster", &[]).await;
+    let mut ws = app.ws(&a.token, None).await;
+
+    // Withdrawals: one approved, one rejected.
+    app.grant(a.id, "10.00").await;
+    for (amount, decision, kind) in [
+        ("3.00", "approve", "withdrawal_approved"),
+        ("2.00", "reject", "withdrawal_rejected"),
+    ] {
+        let (status, w) = call(
+            &a.client,
+            Method::POST,
+            "/v1/withdrawal/request",
+            Some(json!({"amount": amount, "destination": "iban:DE00"})),
+        )
+        .await;
+        assert_eq!(status, 201, "{w}");
+        let (status, d) = call(
+            &app.admin,
+            Method::POST,
+            &format!(
+                "/v1/admin/withdrawals/{}/{decision}",
+                w["id"].as_str().unwrap()
+            ),
+            None,
+        )
+        .await;
+        assert_eq!(status, 200, "{d}");
+        let n = ws.next_of("notification").await;
+        assert_eq!(n["data"]["kind"], kind, "{n}");
+        assert_eq!(n["data"]["data"]["withdrawal_id"], w["id"]);
+        assert_eq!(n["data"]["data"]["amount"], amount);
+    }
+
+    // A lease that runs out.
+    let t = app
+        .admin_post(task_body("Held too long", "5.00", &["ops"]))
+        .await;
+    let task = id_of(&t);
+    let (s, v) = call(
+        &a.client,
+        Method::POST,
+        &format!("/v1/tasks/{task}/claim"),
+        Some(json!({})),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    app.backdate_lease(task).await;
+    let n = ws.next_of("notification").await;
+    assert_eq!(n["data"]["kind"], "lease_lost", "{n}");
+    assert_eq!(n["data"]["data"]["task_id"], task.to_string());
+
+    // A task that passes its deadline: its poster hears of it.
+    app.grant(poster.id, "10.00").await;
+    let mut poster_ws = app.ws(&poster.token, None).await;
+    let mut body = task_body("Due soon", "5.00", &["nobody-has-this"]);
+    body["deadline"] = json!((Utc::now() + chrono::Duration::seconds(2)).to_rfc3339());
+    let (status, t) = call(&poster.client, Method::POST, "/v1/tasks", Some(body)).await;
+    assert_eq!(status, 201, "{t}");
+    let n = poster_ws.next_of("notification").await;
+    assert_eq!(n["data"]["kind"], "task_expired", "{n}");
+    assert_eq!(n["data"]["data"]["task_id"], t["id"]);
+    assert_eq!(kinds(&poster).await, ["task_expired"]);
+    assert_eq!(
+        kinds(&a).await,
+        ["lease_lost", "withdrawal_rejected", "withdrawal_approved"]
+    );
+    app.stop().await;
+}
+
+/// The retention worker drops stored events and read notifications past the retention
+/// period; unread notifications stay.
+async fn retention_prunes_old_events(backend: Backend) {
+    let Some(app) = TestApp::start_with(backend, |c| {
+        c.event_retention = chrono::Duration::seconds(1);
+    })
+    .await
+    else {
+        return;
+    };
+    let a = app.enroll("ws-retention", &[]).await;
+    announce(&app, "soon gone").await;
+    // Two notifications (withdrawals decided); one is read.
+    app.grant(a.id, "10.00").await;
+    for _ in 0..2 {
+        let (status, w) = call(
+            &a.client,
+            Method::POST,
+            "/v1/withdrawal/request",
+            Some(json!({"amount": "1.00", "destination": "iban:DE00"})),
+        )
+        .await;
+        assert_eq!(status, 201, "{w}");
+        let (status, d) = call(
+            &app.admin,
+            Method::POST,
+            &format!(
+                "/v1/admin/withdrawals/{}/approve",
+                w["id"].as_str().unwrap()
+            ),
+            None,
+        )
+        .await;
+        assert_eq!(status, 200, "{d}");
+    }
+    let store = app.running().state.app.store.clone();
+    assert!(!store.events_since(a.id, 0, 10).await.unwrap().is_empty());
+    let (_, list) = call(&a.client, Method::GET, "/v1/notifications", None).await;
+    let first = list["items"][0]["id"].as_str().unwrap().to_owned();
+    let (status, _) = call(
+        &a.client,
+        Method::POST,
+        "/v1/notifications/mark-read",
+        Some(json!({"ids": [first]})),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let list = crate::common::eventually(
+        Duration::from_secs(30),
+        "the events and the read notification pruned",
+        || {
+            let (store, client) = (store.clone(), a.client.clone());
+            async move {
+                let (_, list) = call(&client, Method::GET, "/v1/notifications", None).await;
+                let events = store.events_since(a.id, 0, 10).await.unwrap();
+                (events.is_empty() && list["items"].as_array().unwrap().len() == 1).then_some(list)
+            }
+        },
+    )
+    .await;
+    assert_eq!(list["items"][0]["read_at"], Value::Null, "{list}");
+    // Numbering goes on where it was.
+    let last = store.last_event_seq(a.id).await.unwrap();
+    assert!(last >= 3, "{last}");
+    let mut ws = app.ws(&a.token, Some(0)).await;
+    announce(&app, "after").await;
+    let f = ws.next_of("announcement").await;
+    assert!(seq(&f) > last, "{f}");
+    app.stop().await;
+}
+
+/// Frames that act (all but `ping`) count against the agent's request rate, as REST requests
+/// do; over it, the frame gets an error, and the connection stays.
+async fn frames_count_against_the_agents_rate(backend: Backend) {
+    let Some(app) = TestApp::start_with(backend, |c| {
+        c.rate_limit_agent_per_second = 2;
+    })
+    .await
+    else {
+        return;
+    };
+    let a = app.enroll("ws-rate", &[]).await;
+    let mut ws = app.ws(&a.token, None).await;
+    let mut limited = None;
+    for _ in 0..6 {
+        ws.send_json(&json!({"type": "notifications.mark_read", "data": {"all": true}}))
+            .await;
+        let reply = ws.reply().await;
+        if reply["type"] == "error" {
+            limited = Some(reply);
+            break;
+        }
+        assert_eq!(reply["type"], "notifications.marked", "{reply}");
+    }
+    let limited = limited.expect("a rate-limited frame");
+    assert_eq!(limited["data"]["code"], "rate_limited", "{limited}");
+    assert!(limited["data"]["retry_after"].as_u64().unwrap() >= 1);
+    ws.send_json(&json!({"type": "ping"})).await;
+    assert_eq!(ws.reply().await["type"], "pong");
+    app.stop().await;
+}
+
+/// Past probation with good work, the agent's level goes up: it is told so.
+async fn level_changes_are_notified(backend: Backend) {
+    let Some(app) = start(backend).await else {
+        return;
+    };
+    let a = app.enroll("ws-level", &["levels"]).await;
+    let mut ws = app.ws(&a.token, None).await;
+    for i in 0..5 {
+        let t = app
+            .admin_post(task_body(&format!("Level task {i}"), "5.00", &["levels"]))
+            .await;
+        claim_and_submit(&a, id_of(&t), ANSWER).await;
+    }
+    let n = loop {
+        let n = ws.next_of("notification").await;
+        if n["data"]["kind"] == "level_changed" {
+            break n;
+        }
+        assert_eq!(n["data"]["kind"], "submission_accepted", "{n}");
+    };
+    assert_eq!(n["data"]["data"]["previous_level"], "novice", "{n}");
+    assert_ne!(n["data"]["data"]["level"], "novice", "{n}");
+    let (_, rep) = call(
+        &a.client,
+        Method::GET,
+        &format!("/v1/agents/{}/reputation", a.id),
+        None,
+    )
+    .await;
+    assert_eq!(rep["level"], n["data"]["data"]["level"], "{rep}");
+    app.stop().await;
+}
+
+/// A server shutting down closes its connections with 1001 and where to resume.
+async fn shutdown_closes_connections(backend: Backend) {
+    let Some(app) = start(backend).await else {
+        return;
+    };
+    let a = app.enroll("ws-bye", &[]).await;
+    let mut ws = app.ws(&a.token, Some(0)).await;
+    announce(&app, "last words").await;
+    let last = seq(&ws.next_of("announcement").await);
+    let stopping = tokio::spawn(app.stop());
+    let (code, reason, _) = ws.closed().await;
+    assert_eq!(code, 1001, "{reason}");
+    assert!(since_in(&reason) >= last, "{reason}");
+    stopping.await.unwrap();
 }
