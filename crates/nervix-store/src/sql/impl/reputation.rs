@@ -123,10 +123,12 @@ pub(super) async fn reputation_evidence(store: &Backend, agent: Uuid) -> Result<
             outcome,
         });
     }
+    // From the agent's newest tasks (tasks_posted_idx) down, so the read stops at the limit
+    // instead of sorting all the work ever done for it.
     let posted_work: Vec<(Uuid, DateTime<Utc>)> = sqlx::query_as(
-        "SELECT s.agent_id, COALESCE(s.decided_at, s.created_at) FROM submissions s JOIN tasks t \
-         ON t.id = s.task_id WHERE t.posted_by = $1 AND t.funded_by_treasury = FALSE AND \
-         s.status IN ('accepted', 'rejected') ORDER BY s.id DESC LIMIT $2",
+        "SELECT s.agent_id, COALESCE(s.decided_at, s.created_at) FROM tasks t JOIN submissions s \
+         ON s.task_id = t.id WHERE t.posted_by = $1 AND t.funded_by_treasury = FALSE AND \
+         s.status IN ('accepted', 'rejected') ORDER BY t.id DESC, s.id DESC LIMIT $2",
     )
     .bind(agent)
     .bind(EVIDENCE_LIMIT)
