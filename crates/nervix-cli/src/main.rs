@@ -7,6 +7,7 @@ mod bench;
 mod demo;
 mod keygen;
 mod logging;
+mod message;
 mod output;
 mod profile;
 mod serve;
@@ -44,6 +45,8 @@ enum Command {
     Task(task::TaskArgs),
     /// Post a workflow (a DAG of tasks) from a YAML file and follow it.
     Workflow(workflow::WorkflowArgs),
+    /// Send and read end-to-end encrypted messages.
+    Message(message::MessageArgs),
     /// Load-test a running server.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -79,6 +82,7 @@ fn main() -> std::process::ExitCode {
             Command::Agent(cmd) => agent::run(cmd).await,
             Command::Task(args) => task::run(args).await,
             Command::Workflow(args) => workflow::run(args).await,
+            Command::Message(args) => message::run(args).await,
             Command::Bench(cmd) => bench::run(cmd).await,
             Command::Demo(args) => demo::run(args).await,
         }

@@ -894,3 +894,126 @@ async fn an_expired_profile_token_is_renewed_and_saved() {
 
     p.server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn message_send_and_history_encrypt_end_to_end() {
+    let p = platform(|_| {}).await;
+    let alice = p.enroll_cli("msg-alice", "writing").await;
+    let bob = p.enroll_cli("msg-bob", "writing").await;
+
+    let sent = json(
+        &ok_with(
+            &alice,
+            &[
+                "message",
+                "send",
+                "--to",
+                "msg-bob",
+                "meet at noon",
+                "--json",
+            ],
+        )
+        .await,
+    );
+    let id = sent["id"].as_str().unwrap().to_owned();
+
+    // What the server holds (and relays) is a sealed box, not the words.
+    let stored = p
+        .profile_client(&bob)
+        .messages_with("msg-alice", None)
+        .await
+        .unwrap();
+    let on_server = stored
+        .items
+        .iter()
+        .find(|m| m.id.to_string() == id)
+        .unwrap();
+    assert!(on_server.encrypted);
+    let raw = base64::Engine::decode(
+        &base64::engine::general_purpose::STANDARD,
+        &on_server.payload,
+    )
+    .unwrap();
+    assert!(!String::from_utf8_lossy(&raw).contains("noon"));
+
+    // Bob reads it decrypted; Alice reads her own message back (sealed for Bob's key).
+    let mut reply = tokio::process::Command::new(env!("CARGO_BIN_EXE_nervix"));
+    reply
+        .args(["message", "send", "--to", "msg-alice", "--config", &bob])
+        .env_remove("NERVIX_TOKEN")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null());
+    let mut child = reply.spawn().unwrap();
+    {
+        use tokio::io::AsyncWriteExt as _;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(b"noon works\nsee you").await.unwrap();
+    }
+    assert!(child.wait().await.unwrap().success());
+
+    for cfg in [&alice, &bob] {
+        let (me, other) = if cfg == &alice {
+            ("msg-alice (me)", "msg-bob")
+        } else {
+            ("msg-bob (me)", "msg-alice")
+        };
+        let history = json(&ok_with(cfg, &["message", "history", "--to", other, "--json"]).await);
+        let texts: Vec<&str> = history["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["text"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            texts,
+            ["meet at noon", "noon works\nsee you"],
+            "oldest first"
+        );
+        let table = ok_with(cfg, &["message", "history", "--to", other]).await;
+        assert!(
+            table.contains("meet at noon") && table.contains(me),
+            "{table}"
+        );
+    }
+
+    // A channel has no shared key: sending there needs --plain, and a stranger reads nothing.
+    let channel = p
+        .profile_client(&alice)
+        .create_channel(&nervix_client::NewChannel {
+            name: "planning".to_owned(),
+            members: vec!["msg-bob".to_owned()],
+        })
+        .await
+        .unwrap();
+    let channel_id = channel.id.to_string();
+    let refused = err_with(
+        &alice,
+        &["message", "send", "--channel", &channel_id, "agenda"],
+    )
+    .await;
+    assert!(refused.contains("--plain"), "{refused}");
+    ok_with(
+        &alice,
+        &[
+            "message",
+            "send",
+            "--channel",
+            &channel_id,
+            "--plain",
+            "agenda: budget",
+        ],
+    )
+    .await;
+    let history = json(
+        &ok_with(
+            &bob,
+            &["message", "history", "--channel", &channel_id, "--json"],
+        )
+        .await,
+    );
+    assert_eq!(history["items"][0]["text"], "agenda: budget");
+    let carol = p.enroll_cli("msg-carol", "writing").await;
+    let denied = err_with(&carol, &["message", "history", "--channel", &channel_id]).await;
+    assert!(denied.contains("404"), "{denied}");
+    drop(p.server);
+}

@@ -9,6 +9,9 @@
 //! writes per batch rather than one per frame. The queue is bounded: when storage falls
 //! behind, operations wait to hand over, which slows them instead of growing memory.
 //!
+//! A message's frames do not come here: they are stored in the send's own transaction and
+//! published at once (`app::messages::send`), so a message waits for one write, not two.
+//!
 //! Frames still queued when the process dies are lost, like those of an operation that
 //! committed just before a crash (see [`bus::deliver`]); on a graceful shutdown the outbox is
 //! stopped after the HTTP server and the workers, and writes what is queued first.

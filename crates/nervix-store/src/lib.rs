@@ -270,8 +270,9 @@ pub trait Store: Send + Sync + 'static {
     // ---- messages and channels --------------------------------------------------------------
     /// Stores a message, in one transaction: to a channel only while the sender is a member
     /// (else `NotFound`, nothing written), checked again by the insert itself. Returns it with
-    /// who it is for (the recipient; or the channel's other current members). `save` as for
-    /// [`Store::post_tasks`].
+    /// who it is for (the recipient; or the channel's other current members) and, when `m`
+    /// carries a frame, each recipient's event of it, stored in the same transaction. `save`
+    /// as for [`Store::post_tasks`].
     async fn send_message(
         &self,
         m: &NewMessage,

@@ -1028,6 +1028,17 @@ pub struct NewMessage {
     pub payload: Vec<u8>,
     pub nonce: Option<Vec<u8>>,
     pub at: DateTime<Utc>,
+    /// The frame each recipient is sent, stored in the send's own transaction as the
+    /// recipient's next event: delivery then waits for no second write, and a message is
+    /// never kept without its events (nor the other way round).
+    pub frame: Option<EventFrame>,
+}
+
+/// A frame's `type` and `data`, to be stored as an event of each agent it goes to.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventFrame {
+    pub kind: String,
+    pub data: Value,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -1048,10 +1059,13 @@ pub struct MessageRecord {
 
 /// A stored message and who it is for: the recipient of a direct message, or the channel's
 /// members (but the sender) when it was sent.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct SentMessage {
     pub message: MessageRecord,
     pub recipients: Vec<Uuid>,
+    /// The recipients' events of [`NewMessage::frame`], in `recipients` order (none without
+    /// a frame), committed with the message.
+    pub events: Vec<StoredEvent>,
 }
 
 /// Whose messages a history lists.

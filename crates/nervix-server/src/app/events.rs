@@ -5,7 +5,7 @@
 
 use chrono::Utc;
 use nervix_core::TaskStatus;
-use nervix_store::TaskRecord;
+use nervix_store::{StoredEvent, TaskRecord};
 use uuid::Uuid;
 
 use super::App;
@@ -20,6 +20,23 @@ pub async fn to_agent(app: &App, agent_id: Uuid, frame: Frame) {
 /// and published off the request path, after the operation that produced them committed).
 pub async fn to_agents(app: &App, frames: Vec<(Uuid, Frame)>) {
     app.outbox.frames(frames).await;
+}
+
+/// Publishes `frame` to the agents of `events`, which an operation stored in its own
+/// transaction (a message's), each under its `seq`. A publish that fails is caught up from
+/// the store: the connection reads what it missed when the next frame skips a `seq`, or on
+/// reconnect.
+pub async fn publish_stored(app: &App, events: &[StoredEvent], frame: &Frame) {
+    for e in events {
+        let event = Event::ToAgent {
+            agent_id: e.agent_id,
+            seq: e.seq,
+            frame: frame.clone(),
+        };
+        if let Err(err) = app.bus.publish(event).await {
+            tracing::warn!(error = %err, agent = %e.agent_id, seq = e.seq, "publishing a stored event failed");
+        }
+    }
 }
 
 /// An agent's profile or workload changed: every node's matching index reads it back.

@@ -17,8 +17,8 @@ use chrono::{SubsecRound, Utc};
 use nervix_core::message::{ChannelName, Members, MessageTarget, SendMessage};
 use nervix_core::FieldError;
 use nervix_store::{
-    ChannelDetail, ChannelRecord, Conversation, HistoryQuery, MessageRecord, MessageTo, NewChannel,
-    NewMembers, NewMessage, PageQuery, SentMessage, StoreError,
+    ChannelDetail, ChannelRecord, Conversation, EventFrame, HistoryQuery, MessageRecord, MessageTo,
+    NewChannel, NewMembers, NewMessage, PageQuery, SentMessage, StoreError,
 };
 use serde_json::{json, Value};
 use uuid::Uuid;
@@ -67,7 +67,7 @@ pub async fn send(
         .retry_after(secs)
     })?;
     let outcome = idempotency::once(app, caller, key, |saver| async {
-        let to = match &req.target {
+        let (to, to_handle) = match &req.target {
             MessageTarget::Agent(name) => {
                 let recipient = app.find_agent(name).await.map_err(|e| match e.kind {
                     ErrorKind::NotFound => Error::not_found("recipient agent"),
@@ -84,11 +84,11 @@ pub async fn send(
                     )];
                     return Err(e);
                 }
-                MessageTo::Agent(recipient.id)
+                (MessageTo::Agent(recipient.id), Some(recipient.handle))
             }
-            MessageTarget::Channel(c) => MessageTo::Channel(*c),
+            MessageTarget::Channel(c) => (MessageTo::Channel(*c), None),
         };
-        let m = NewMessage {
+        let mut m = NewMessage {
             id: Uuid::now_v7(),
             sender_id: caller.id,
             to,
@@ -97,21 +97,23 @@ pub async fn send(
             nonce: req.nonce.map(|n| n.to_vec()),
             // What both backends keep, so the response says what history will.
             at: Utc::now().trunc_subsecs(6),
+            frame: None,
         };
+        let frame = frame(&m, &caller.handle, to_handle);
+        let (kind, data) = frame.parts().map_err(Error::internal)?;
+        m.frame = Some(EventFrame { kind, data });
         let save = saver.map(|s| s.save(|sent: &SentMessage| Some(sent_body(sent))));
         match app.store.send_message(&m, save).await {
-            Ok(sent) => Ok(sent),
+            Ok(sent) => Ok((sent, frame)),
             Err(StoreError::NotFound) => Err(Error::not_found("channel")),
             Err(e) => Err(e.into()),
         }
     })
     .await?;
     match outcome {
-        Outcome::Done(sent) => {
-            let frame = frame(&sent.message);
-            for r in &sent.recipients {
-                events::to_agent(app, *r, frame.clone()).await;
-            }
+        Outcome::Done((sent, frame)) => {
+            // Stored with the message: published now, with no write in between.
+            events::publish_stored(app, &sent.events, &frame).await;
             let (status, body) = sent_body(&sent);
             Ok(Stored { status, body })
         }
@@ -120,19 +122,23 @@ pub async fn send(
     }
 }
 
-/// The `message` frame of a stored message.
-pub fn frame(m: &MessageRecord) -> Frame {
+/// The `message` frame of a message about to be stored.
+fn frame(m: &NewMessage, sender_handle: &str, recipient_handle: Option<String>) -> Frame {
+    let (to, channel) = match m.to {
+        MessageTo::Agent(a) => (Some(a), None),
+        MessageTo::Channel(c) => (None, Some(c)),
+    };
     Frame::Message {
         id: m.id,
         from: m.sender_id,
-        from_agent_id: m.sender_handle.clone(),
-        to: m.recipient_id,
-        to_agent_id: m.recipient_handle.clone(),
-        channel: m.channel_id,
+        from_agent_id: sender_handle.to_owned(),
+        to,
+        to_agent_id: recipient_handle,
+        channel,
         encrypted: m.encrypted,
         payload: STANDARD.encode(&m.payload),
         nonce: m.nonce.as_ref().map(|n| STANDARD.encode(n)),
-        created_at: m.created_at,
+        created_at: m.at,
     }
 }
 

@@ -18,6 +18,7 @@ nervix_store::backend_matrix! {
     idempotent_send_stores_once,
     the_database_refuses_malformed_messages,
     concurrent_channel_sends_are_each_stored_once [multi],
+    a_send_stores_its_recipients_events,
 }
 
 fn direct(from: Uuid, to: Uuid, payload: &[u8]) -> NewMessage {
@@ -29,6 +30,7 @@ fn direct(from: Uuid, to: Uuid, payload: &[u8]) -> NewMessage {
         payload: payload.to_vec(),
         nonce: Some(vec![9u8; 24]),
         at: now(),
+        frame: None,
     }
 }
 
@@ -449,4 +451,77 @@ pub async fn concurrent_channel_sends_are_each_stored_once(store: Arc<dyn Store>
     assert_eq!(seen.len(), 60, "every message once");
     assert_eq!(seen.iter().collect::<HashSet<_>>().len(), 60);
     assert_eq!(sorted(seen), sorted(sent));
+}
+
+/// A send that carries a frame stores it as each recipient's next event with the message
+/// (one transaction): after events the agents already had, never for the sender, and not
+/// at all when the send is refused.
+pub async fn a_send_stores_its_recipients_events(store: Arc<dyn Store>) {
+    let a = enroll(&store, &[]).await;
+    let b = enroll(&store, &[]).await;
+    let c = enroll(&store, &[]).await;
+    let outsider = enroll(&store, &[]).await;
+    // b already has an event: the message's is numbered after it.
+    store
+        .append_events(&[NewEvent {
+            agent_id: b.id,
+            kind: "task_update".to_owned(),
+            data: serde_json::json!({"n": 1}),
+            created_at: now(),
+        }])
+        .await
+        .unwrap();
+    let frame = |text: &str| EventFrame {
+        kind: "message".to_owned(),
+        data: serde_json::json!({ "text": text }),
+    };
+
+    let sent = store
+        .send_message(
+            &NewMessage {
+                frame: Some(frame("direct")),
+                ..direct(a.id, b.id, b"hi")
+            },
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(sent.events.len(), 1);
+    assert_eq!((sent.events[0].agent_id, sent.events[0].seq), (b.id, 2));
+    let stored = store.events_since(b.id, 1, 10).await.unwrap();
+    assert_eq!(stored, sent.events, "stored as returned");
+    assert_eq!(stored[0].data, serde_json::json!({ "text": "direct" }));
+    assert!(store.events_since(a.id, 0, 10).await.unwrap().is_empty());
+
+    let channel = channel_of(&store, a.id, vec![b.id, c.id]).await;
+    let sent = store
+        .send_message(
+            &NewMessage {
+                frame: Some(frame("channel")),
+                ..to_channel(a.id, channel.channel.id, b"all")
+            },
+            None,
+        )
+        .await
+        .unwrap();
+    let mut got: Vec<(Uuid, i64)> = sent.events.iter().map(|e| (e.agent_id, e.seq)).collect();
+    got.sort();
+    let mut want = vec![(b.id, 3), (c.id, 1)];
+    want.sort();
+    assert_eq!(got, want);
+
+    // Refused (not a member): no message and no event.
+    not_found(
+        store
+            .send_message(
+                &NewMessage {
+                    frame: Some(frame("nope")),
+                    ..to_channel(outsider.id, channel.channel.id, b"x")
+                },
+                None,
+            )
+            .await,
+    );
+    assert_eq!(store.events_since(b.id, 0, 10).await.unwrap().len(), 3);
+    assert_eq!(store.events_since(c.id, 0, 10).await.unwrap().len(), 1);
 }

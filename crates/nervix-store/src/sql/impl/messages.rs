@@ -10,6 +10,7 @@ use std::collections::HashSet;
 use sqlx::QueryBuilder;
 use uuid::Uuid;
 
+use super::events::append_in;
 use super::housekeeping::insert_audit;
 use super::idempotency::{claim_key, key_used, store_response, KEY_USED};
 use super::{Backend, Conn, Db};
@@ -161,9 +162,25 @@ pub(super) async fn send_message(
                         .await?
                     }
                 };
+                let events = match &m.frame {
+                    Some(frame) => {
+                        let events: Vec<NewEvent> = recipients
+                            .iter()
+                            .map(|&agent_id| NewEvent {
+                                agent_id,
+                                kind: frame.kind.clone(),
+                                data: frame.data.clone(),
+                                created_at: m.at,
+                            })
+                            .collect();
+                        append_in(&mut tx, &events).await?
+                    }
+                    None => Vec::new(),
+                };
                 let sent = SentMessage {
                     message: row.into(),
                     recipients,
+                    events,
                 };
                 if let Some(save) = save {
                     store_response(&mut tx, save, &sent).await?;
