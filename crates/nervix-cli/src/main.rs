@@ -7,6 +7,7 @@ mod bench;
 mod demo;
 mod keygen;
 mod logging;
+mod mcp;
 mod output;
 mod profile;
 mod serve;
@@ -47,6 +48,8 @@ enum Command {
     /// Load-test a running server.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Serve the saved agent to an MCP client (an AI assistant) over stdio.
+    Mcp(mcp::McpArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -81,6 +84,7 @@ fn main() -> std::process::ExitCode {
             Command::Workflow(args) => workflow::run(args).await,
             Command::Bench(cmd) => bench::run(cmd).await,
             Command::Demo(args) => demo::run(args).await,
+            Command::Mcp(args) => mcp::run(args).await,
         }
     });
     match result {
