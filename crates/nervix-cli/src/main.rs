@@ -10,6 +10,7 @@ mod logging;
 mod mcp;
 mod output;
 mod profile;
+mod sandbox;
 mod serve;
 mod task;
 mod workflow;
