@@ -362,12 +362,21 @@ mod imp {
         // Built here, in the parent: opening the paths and building the rules allocate.
         let mut ruleset =
             Some(ruleset(policy, workdir).context("cannot build the Landlock rules")?);
-        let (cpu, memory, file) = (policy.cpu_seconds, policy.memory_bytes, policy.file_bytes);
+        // Never above the runner's own hard limits: raising one is refused to non-root users.
+        let cap = |resource: Resource, wanted: u64| {
+            nix::sys::resource::getrlimit(resource).map_or(wanted, |(_, hard)| wanted.min(hard))
+        };
+        let cpu = cap(Resource::RLIMIT_CPU, policy.cpu_seconds);
+        let memory = cap(Resource::RLIMIT_AS, policy.memory_bytes);
+        let file = cap(Resource::RLIMIT_FSIZE, policy.file_bytes);
+        let cpu_ceiling =
+            nix::sys::resource::getrlimit(Resource::RLIMIT_CPU).map_or(u64::MAX, |(_, hard)| hard);
         let unshare = policy.network == NetworkCut::Namespace;
         let hook = move || -> io::Result<()> {
             // Only system calls from here on: no allocation, no lock (see the module's doc).
             // The hard CPU limit one second later turns an ignored SIGXCPU into SIGKILL.
-            nix::sys::resource::setrlimit(Resource::RLIMIT_CPU, cpu, cpu.saturating_add(1))?;
+            let cpu_hard = cpu.saturating_add(1).min(cpu_ceiling);
+            nix::sys::resource::setrlimit(Resource::RLIMIT_CPU, cpu, cpu_hard)?;
             nix::sys::resource::setrlimit(Resource::RLIMIT_AS, memory, memory)?;
             nix::sys::resource::setrlimit(Resource::RLIMIT_FSIZE, file, file)?;
             nix::sys::resource::setrlimit(Resource::RLIMIT_CORE, 0, 0)?;
