@@ -6,6 +6,10 @@
 //! prints the quality feedback. A command that fails or overruns `--timeout` gets its task
 //! released for someone else. Ctrl-C stops claiming and lets running tasks finish; a second
 //! Ctrl-C stops them and releases their tasks before exiting.
+//!
+//! CMD runs sandboxed by default (see `sandbox.rs`): a fresh folder per task, no file outside
+//! it and the system's programs, no network, limits on CPU, memory and file size, and none of
+//! the runner's environment (its token, its key).
 
 use std::collections::HashSet;
 use std::process::Stdio;
@@ -21,12 +25,12 @@ use nervix_client::{
 use parking_lot::Mutex;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::process::Command;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::profile::ConnectArgs;
+use crate::sandbox::{describe_exit, kill_group, Prepared, Sandbox, SandboxArgs};
 
 /// How often the runner looks for open tasks besides the offers pushed to it.
 const POLL_EVERY: Duration = Duration::from_secs(30);
@@ -56,10 +60,14 @@ pub struct RunArgs {
     #[arg(long)]
     json: bool,
     #[command(flatten)]
+    sandbox: SandboxArgs,
+    #[command(flatten)]
     connect: ConnectArgs,
 }
 
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
+    // Before anything else: a runner that cannot confine its command does not start.
+    let sandbox = Sandbox::new(&args.sandbox)?;
     // The profile's client holds the agent's signing key, so it renews its token before expiry
     // by itself: for its requests and for each reconnection of the stream.
     let connected = args.connect.connect()?;
@@ -89,10 +97,16 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         ),
         json!({"agent_id": agent_id}),
     );
+    out.event(
+        "sandbox",
+        &sandbox.describe(),
+        json!({"sandboxed": !args.sandbox.no_sandbox}),
+    );
 
     let runner = Arc::new(Runner {
         client,
         exec: args.exec,
+        sandbox,
         timeout: Duration::from_secs(args.timeout),
         out,
         refused: Mutex::new(HashSet::new()),
@@ -183,6 +197,7 @@ enum Outcome {
 struct Runner {
     client: Client,
     exec: String,
+    sandbox: Sandbox,
     timeout: Duration,
     out: Output,
     /// Tasks this agent may not claim (not eligible): not tried again.
@@ -255,10 +270,7 @@ impl Runner {
     }
 
     async fn work(&self, client: Client, task: Task, kill: CancellationToken) -> Outcome {
-        let result = tokio::select! {
-            r = run_command(&self.exec, &task, self.timeout) => r,
-            _ = kill.cancelled() => Err("stopped by Ctrl-C".to_owned()),
-        };
+        let result = run_command(&self.sandbox, &self.exec, &task, self.timeout, &kill).await;
         let output = match result {
             Ok(output) => output,
             Err(why) => return self.release(&client, &task, &why).await,
@@ -312,19 +324,30 @@ impl Runner {
     }
 }
 
-/// Runs the worker command with the task on stdin; its stdout on success, or why not.
-async fn run_command(exec: &str, task: &Task, timeout: Duration) -> Result<String, String> {
+/// Runs the worker command with the task on stdin, in the sandbox and its own folder; its
+/// stdout on success, or why not.
+async fn run_command(
+    sandbox: &Sandbox,
+    exec: &str,
+    task: &Task,
+    timeout: Duration,
+    kill: &CancellationToken,
+) -> Result<String, String> {
     let input = serde_json::to_vec(task).map_err(|e| e.to_string())?;
-    let mut child = Command::new("sh")
-        .arg("-c")
-        .arg(exec)
-        .env("NERVIX_TASK_ID", task.id.to_string())
+    let Prepared {
+        mut command,
+        workdir,
+    } = sandbox
+        .command(exec, &task.id.to_string())
+        .map_err(|e| format!("{e:#}"))?;
+    let mut child = command
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .kill_on_drop(true)
         .spawn()
         .map_err(|e| format!("cannot start the command: {e}"))?;
+    let group = child.id();
     let mut stdin = child.stdin.take().ok_or("no stdin")?;
     let mut stdout = child.stdout.take().ok_or("no stdout")?;
     let work = async move {
@@ -344,7 +367,7 @@ async fn run_command(exec: &str, task: &Task, timeout: Duration) -> Result<Strin
             return Err(format!("its output is over {MAX_OUTPUT} bytes"));
         }
         if !status.success() {
-            return Err(format!("the command failed ({status})"));
+            return Err(describe_exit(status));
         }
         let text = String::from_utf8(buf).map_err(|_| "its output is not UTF-8".to_owned())?;
         if text.trim().is_empty() {
@@ -352,9 +375,16 @@ async fn run_command(exec: &str, task: &Task, timeout: Duration) -> Result<Strin
         }
         Ok(text)
     };
-    tokio::time::timeout(timeout, work)
-        .await
-        .unwrap_or_else(|_| Err(format!("timed out after {}s", timeout.as_secs())))
+    let result = tokio::select! {
+        r = tokio::time::timeout(timeout, work) => {
+            r.unwrap_or_else(|_| Err(format!("timed out after {}s", timeout.as_secs())))
+        }
+        _ = kill.cancelled() => Err("stopped by Ctrl-C".to_owned()),
+    };
+    // Whatever happened, nothing the command started outlives its task (or its folder).
+    kill_group(group);
+    drop(workdir);
+    result
 }
 
 /// Progress lines for people, or JSON lines for programs.

@@ -7,9 +7,11 @@ mod bench;
 mod demo;
 mod keygen;
 mod logging;
+mod mcp;
 mod message;
 mod output;
 mod profile;
+mod sandbox;
 mod serve;
 mod task;
 mod workflow;
@@ -50,6 +52,8 @@ enum Command {
     /// Load-test a running server.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Serve the saved agent to an MCP client (an AI assistant) over stdio.
+    Mcp(mcp::McpArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -85,6 +89,7 @@ fn main() -> std::process::ExitCode {
             Command::Message(args) => message::run(args).await,
             Command::Bench(cmd) => bench::run(cmd).await,
             Command::Demo(args) => demo::run(args).await,
+            Command::Mcp(args) => mcp::run(args).await,
         }
     });
     match result {
