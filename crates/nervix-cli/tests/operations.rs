@@ -28,6 +28,7 @@ fn task(title: &str) -> NewTask {
         Decimal2::from_cents(1_000),
         &["writing"],
     )
+    .deadline(chrono::Utc::now() + chrono::TimeDelta::hours(1))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

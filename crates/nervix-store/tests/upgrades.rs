@@ -31,7 +31,6 @@ enum V {
     U(Uuid),
     T(&'static str),
     I(i64),
-    B(bool),
     At(DateTime<Utc>),
     J(Value),
     Bytes(Vec<u8>),
@@ -51,7 +50,6 @@ macro_rules! bind_all {
                 V::U(u) => q.bind(u),
                 V::T(t) => q.bind(t),
                 V::I(i) => q.bind(i),
-                V::B(b) => q.bind(b),
                 V::At(t) => q.bind(t),
                 V::J(j) => q.bind(Json(j)),
                 V::Bytes(b) => q.bind(b),
@@ -202,10 +200,16 @@ async fn seed(conn: &mut Conn, level: i64, ids: &Ids) {
             let treasury = account_id(PLATFORM, AccountKind::Treasury);
             let available = account_id(ids.poster, AccountKind::Available);
             let escrow = account_id(ids.poster, AccountKind::Escrow);
+            // Enrollment creates an agent's accounts; 0001 and 0002 shipped together, so no
+            // agent ever existed without them.
+            let worker = account_id(ids.worker, AccountKind::Available);
+            let worker_escrow = account_id(ids.worker, AccountKind::Escrow);
             for (id, owner, kind, balance) in [
                 (treasury, PLATFORM, "treasury", -GRANT),
                 (available, ids.poster, "available", GRANT - 2 * REWARD),
                 (escrow, ids.poster, "escrow", 2 * REWARD),
+                (worker, ids.worker, "available", 0),
+                (worker_escrow, ids.worker, "escrow", 0),
             ] {
                 conn.exec(
                     "INSERT INTO ledger_accounts (id, owner_id, kind, balance) VALUES ($1, $2, \
