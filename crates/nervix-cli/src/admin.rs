@@ -85,8 +85,14 @@ pub async fn run(cmd: AdminCommand) -> anyhow::Result<()> {
                     key_files,
                 } => {
                     println!("Database copied to {}", database.display());
-                    println!("{key_files} signing key file(s) copied to {}", path.join("keys").display());
-                    println!("Restore with: nervix admin restore {} --data-dir <fresh folder>", path.display());
+                    println!(
+                        "{key_files} signing key file(s) copied to {}",
+                        path.join("keys").display()
+                    );
+                    println!(
+                        "Restore with: nervix admin restore {} --data-dir <fresh folder>",
+                        path.display()
+                    );
                 }
                 nervix_server::operator::Backup::Postgres { key_files, how } => {
                     println!("{how}");

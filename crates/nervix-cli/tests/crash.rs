@@ -16,8 +16,8 @@ use std::time::Duration;
 
 use common::{Backend, Node, ANSWER};
 use nervix_client::{
-    ClaimRequest, Client, ClientError, Complexity, Decimal2, NewTask, NewWorkflow,
-    NewWorkflowTask, SubmissionStatus, SubmitRequest, TaskQuery, TaskStatus, WorkflowStatus,
+    ClaimRequest, Client, ClientError, Complexity, Decimal2, NewTask, NewWorkflow, NewWorkflowTask,
+    SubmissionStatus, SubmitRequest, TaskQuery, TaskStatus, WorkflowStatus,
 };
 use nix::sys::signal::Signal;
 use rand::{Rng, SeedableRng};
@@ -98,8 +98,8 @@ async fn survive_kills(backend: Backend) {
     let started = std::time::Instant::now();
     for kill in 0..KILLS {
         tokio::time::sleep(Duration::from_millis(rng.gen_range(150..900))).await;
-        let status = common::signal_and_wait(&mut server, Signal::SIGKILL, Duration::from_secs(10))
-            .await;
+        let status =
+            common::signal_and_wait(&mut server, Signal::SIGKILL, Duration::from_secs(10)).await;
         assert!(!status.success(), "kill {kill}: {status}");
         server = node.start().await;
     }
@@ -241,7 +241,11 @@ async fn work(client: Client, me: Uuid, stop: Arc<AtomicBool>) -> usize {
             {
                 for task in page.items {
                     // Losing a race (409) or the server (a transport error) is normal here.
-                    if client.claim(task.id, &ClaimRequest::default()).await.is_ok() {
+                    if client
+                        .claim(task.id, &ClaimRequest::default())
+                        .await
+                        .is_ok()
+                    {
                         todo.push(task.id);
                         break;
                     }

@@ -13,9 +13,7 @@ use std::time::Duration;
 
 use common::{Backend, Node, ANSWER};
 use futures::StreamExt as _;
-use nervix_client::{
-    ClaimRequest, Client, Decimal2, NewTask, SubmitRequest, TaskStatus, Transfer,
-};
+use nervix_client::{ClaimRequest, Client, Decimal2, NewTask, SubmitRequest, TaskStatus, Transfer};
 use nix::sys::signal::Signal;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -44,7 +42,9 @@ async fn sigterm_finishes_requests_closes_streams_with_1001_and_exits_0() {
         .unwrap();
     request.headers_mut().insert(
         "authorization",
-        format!("Bearer {}", agent.token().unwrap()).parse().unwrap(),
+        format!("Bearer {}", agent.token().unwrap())
+            .parse()
+            .unwrap(),
     );
     let (mut ws, _) = tokio_tungstenite::connect_async(request).await.unwrap();
 
@@ -95,8 +95,8 @@ async fn sigterm_finishes_requests_closes_streams_with_1001_and_exits_0() {
     let posted: serde_json::Value =
         serde_json::from_str(response.split("\r\n\r\n").nth(1).unwrap()).unwrap();
 
-    let status = common::signal_and_wait(&mut server, Signal::SIGTERM, Duration::from_secs(30))
-        .await;
+    let status =
+        common::signal_and_wait(&mut server, Signal::SIGTERM, Duration::from_secs(30)).await;
     assert!(status.success(), "{status}\n{}", node.log_text());
     // No new connection is taken once it stops.
     assert!(std::net::TcpStream::connect(("127.0.0.1", node.port)).is_err());
@@ -140,19 +140,28 @@ async fn a_backup_restored_into_a_fresh_folder_serves_the_same_platform() {
     let mut server = node.start().await;
     let worker = common::enroll(&node.url(), "backup-worker", &["writing"]).await;
     admin
-        .grant("backup-worker", &Transfer::new("5.00".parse().unwrap()).memo("welcome"))
+        .grant(
+            "backup-worker",
+            &Transfer::new("5.00".parse().unwrap()).memo("welcome"),
+        )
         .await
         .unwrap();
     let mut tasks = Vec::new();
     for title in ["done", "held", "open"] {
         tasks.push(admin.post_task(&task(title), None).await.unwrap().id);
     }
-    worker.claim(tasks[0], &ClaimRequest::default()).await.unwrap();
+    worker
+        .claim(tasks[0], &ClaimRequest::default())
+        .await
+        .unwrap();
     worker
         .submit(tasks[0], &SubmitRequest::text(ANSWER), None)
         .await
         .unwrap();
-    worker.claim(tasks[1], &ClaimRequest::default()).await.unwrap();
+    worker
+        .claim(tasks[1], &ClaimRequest::default())
+        .await
+        .unwrap();
     let before = seen(&worker, &admin, &tasks).await;
     assert_eq!(before.tasks[0].0, TaskStatus::Completed);
 
@@ -219,8 +228,12 @@ async fn a_backup_restored_into_a_fresh_folder_serves_the_same_platform() {
     // The same tokens (the keys came along), agents, balances and tasks, over HTTP.
     let mut server = restored.start().await;
     let url = restored.url();
-    let worker2 = Client::new(&url).unwrap().with_token(worker.token().unwrap());
-    let admin2 = Client::new(&url).unwrap().with_token(admin.token().unwrap());
+    let worker2 = Client::new(&url)
+        .unwrap()
+        .with_token(worker.token().unwrap());
+    let admin2 = Client::new(&url)
+        .unwrap()
+        .with_token(admin.token().unwrap());
     let after = seen(&worker2, &admin2, &tasks).await;
     assert_eq!(after, before);
     // And it goes on working: the held task is handed in on the restored server.

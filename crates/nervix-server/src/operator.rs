@@ -214,7 +214,10 @@ pub async fn restore(config: &Config, src: &Path) -> Result<Restored, ServerErro
         ));
     }
     let keys = KeyRing::keys_dir(&config.data_dir);
-    if keys.is_dir() && std::fs::read_dir(&keys).map(|mut d| d.next().is_some()).unwrap_or(true)
+    if keys.is_dir()
+        && std::fs::read_dir(&keys)
+            .map(|mut d| d.next().is_some())
+            .unwrap_or(true)
     {
         return Err(refuse(
             &keys,

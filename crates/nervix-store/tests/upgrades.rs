@@ -152,7 +152,10 @@ async fn seed(conn: &mut Conn, level: i64, ids: &Ids) {
         // Identity: two agents (with their capability index rows: no trigger keeps them yet),
         // a token and an audit record.
         1 => {
-            for (id, handle) in [(ids.poster, "upgrade-poster"), (ids.worker, "upgrade-worker")] {
+            for (id, handle) in [
+                (ids.poster, "upgrade-poster"),
+                (ids.worker, "upgrade-worker"),
+            ] {
                 conn.exec(
                     "INSERT INTO agents (id, handle, name, public_key, capabilities, metadata, \
                      max_concurrent_tasks, available, role, reputation, rep_automated, \
@@ -162,7 +165,11 @@ async fn seed(conn: &mut Conn, level: i64, ids: &Ids) {
                         V::U(id),
                         V::T(handle),
                         V::T("Seeded agent"),
-                        V::T(if id == ids.poster { "cG9zdGVy" } else { "d29ya2Vy" }),
+                        V::T(if id == ids.poster {
+                            "cG9zdGVy"
+                        } else {
+                            "d29ya2Vy"
+                        }),
                         V::J(json!(["writing"])),
                         V::J(json!({"seeded_at_level": 1})),
                         at.clone(),
@@ -189,7 +196,12 @@ async fn seed(conn: &mut Conn, level: i64, ids: &Ids) {
             conn.exec(
                 "INSERT INTO audit_log (id, at, actor_id, action, target, details) VALUES ($1, \
                  $2, $3, 'agent.enroll', 'seed', $4)",
-                &[V::U(Uuid::now_v7()), at.clone(), V::U(ids.worker), V::J(json!({}))],
+                &[
+                    V::U(Uuid::now_v7()),
+                    at.clone(),
+                    V::U(ids.worker),
+                    V::J(json!({})),
+                ],
             )
             .await;
         }
@@ -415,7 +427,11 @@ async fn check(store: &dyn Store, level: i64, ids: &Ids) {
         "{ctx}"
     );
     let report = store.verify_ledger().await.unwrap();
-    assert!(report.problems().is_empty(), "{ctx}: {:?}", report.problems());
+    assert!(
+        report.problems().is_empty(),
+        "{ctx}: {:?}",
+        report.problems()
+    );
     if level < 2 {
         return;
     }
@@ -430,7 +446,11 @@ async fn check(store: &dyn Store, level: i64, ids: &Ids) {
     assert_eq!(first.min_words, Some(20), "{ctx}");
     assert_eq!(second.status, TaskStatus::Blocked, "{ctx}");
     assert_eq!(second.depends_on, vec![ids.first], "{ctx}");
-    assert_eq!(store.workflow_tasks(ids.workflow).await.unwrap().len(), 2, "{ctx}");
+    assert_eq!(
+        store.workflow_tasks(ids.workflow).await.unwrap().len(),
+        2,
+        "{ctx}"
+    );
     let withdrawn = if level >= 7 { WITHDRAWN } else { 0 };
     let balances = store.balances(ids.poster).await.unwrap();
     assert_eq!(balances.available, GRANT - 2 * REWARD - withdrawn, "{ctx}");
@@ -446,7 +466,10 @@ async fn check(store: &dyn Store, level: i64, ids: &Ids) {
     }
     if level >= 10 {
         let channel = store.channel(ids.channel, ids.worker).await.unwrap();
-        assert!(channel.is_some(), "{ctx}: the worker still sees its channel");
+        assert!(
+            channel.is_some(),
+            "{ctx}: the worker still sees its channel"
+        );
     }
 
     // Usable: the worker hands the seeded task in, is paid, the second task opens, new
@@ -481,7 +504,10 @@ async fn check(store: &dyn Store, level: i64, ids: &Ids) {
         TaskStatus::Available,
         "{ctx}"
     );
-    assert!(store.balances(ids.worker).await.unwrap().available > 0, "{ctx}");
+    assert!(
+        store.balances(ids.worker).await.unwrap().available > 0,
+        "{ctx}"
+    );
     let stored = store
         .append_events(&[nervix_store::NewEvent {
             agent_id: ids.worker,
@@ -494,7 +520,11 @@ async fn check(store: &dyn Store, level: i64, ids: &Ids) {
     let expected_seq = if level >= 9 { 2 } else { 1 };
     assert_eq!(stored[0].seq, expected_seq, "{ctx}");
     let report = store.verify_ledger().await.unwrap();
-    assert!(report.problems().is_empty(), "{ctx}: {:?}", report.problems());
+    assert!(
+        report.problems().is_empty(),
+        "{ctx}: {:?}",
+        report.problems()
+    );
 }
 
 #[tokio::test]

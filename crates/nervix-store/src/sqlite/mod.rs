@@ -87,8 +87,10 @@ impl SqliteStore {
     pub fn file_of(url: &str) -> crate::Result<Option<std::path::PathBuf>> {
         let options = SqliteConnectOptions::from_str(url)?;
         let path = options.get_filename();
-        Ok((path != std::path::Path::new(":memory:") && !path.as_os_str().is_empty())
-            .then(|| path.to_owned()))
+        Ok(
+            (path != std::path::Path::new(":memory:") && !path.as_os_str().is_empty())
+                .then(|| path.to_owned()),
+        )
     }
 
     /// Writes a consistent copy of the database at `url` to `dest`, a file that must not
