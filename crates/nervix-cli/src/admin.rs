@@ -32,6 +32,22 @@ pub enum AdminCommand {
     /// Recompute every ledger balance from its entries, check that every transaction balances
     /// and that money is conserved; print a summary and exit non-zero on any mismatch.
     VerifyLedger(StoreArgs),
+    /// Copy the embedded database (online: the server may keep running) and the signing keys
+    /// into a new folder. On PostgreSQL: copy the key files and print the `pg_dump` route.
+    Backup {
+        /// A new or empty folder for the copy.
+        path: PathBuf,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Put a backup made by `admin backup` into a fresh data folder (no database, no keys
+    /// yet), migrated to this version; then start `nervix serve` on it.
+    Restore {
+        /// The backup folder.
+        path: PathBuf,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
 }
 
 pub async fn run(cmd: AdminCommand) -> anyhow::Result<()> {
@@ -61,6 +77,39 @@ pub async fn run(cmd: AdminCommand) -> anyhow::Result<()> {
                 anyhow::bail!("the ledger has {} problem(s)", problems.len());
             }
             println!("ledger OK");
+        }
+        AdminCommand::Backup { path, store } => {
+            match nervix_server::operator::backup(&store.config(), &path).await? {
+                nervix_server::operator::Backup::Copied {
+                    database,
+                    key_files,
+                } => {
+                    println!("Database copied to {}", database.display());
+                    println!(
+                        "{key_files} signing key file(s) copied to {}",
+                        path.join("keys").display()
+                    );
+                    println!(
+                        "Restore with: nervix admin restore {} --data-dir <fresh folder>",
+                        path.display()
+                    );
+                }
+                nervix_server::operator::Backup::Postgres { key_files, how } => {
+                    println!("{how}");
+                    // No database was copied: a script must not take this for a full backup.
+                    anyhow::bail!(
+                        "the PostgreSQL database was not copied ({key_files} key file(s) were); run pg_dump as shown"
+                    );
+                }
+            }
+        }
+        AdminCommand::Restore { path, store } => {
+            let restored = nervix_server::operator::restore(&store.config(), &path).await?;
+            println!(
+                "Restored the database to {} and {} signing key file(s); start nervix serve on it.",
+                restored.database.display(),
+                restored.key_files
+            );
         }
     }
     Ok(())

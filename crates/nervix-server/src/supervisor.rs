@@ -65,3 +65,40 @@ where
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    use super::*;
+
+    /// Shutdown during a pass lets that pass finish (a reaper never stops between two of its
+    /// writes) and starts no other.
+    #[tokio::test]
+    async fn shutdown_waits_for_the_pass_in_progress() {
+        let (started, finished) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let shutdown = CancellationToken::new();
+        let run = tokio::spawn(every(Duration::from_secs(1), shutdown.clone(), {
+            let (started, finished) = (started.clone(), finished.clone());
+            move || {
+                let (started, finished) = (started.clone(), finished.clone());
+                async move {
+                    started.fetch_add(1, Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    finished.fetch_add(1, Ordering::SeqCst);
+                    Ok::<_, String>(())
+                }
+            }
+        }));
+        // The first tick is immediate: the pass is under way at 100 ms.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(started.load(Ordering::SeqCst), 1);
+        shutdown.cancel();
+        run.await.unwrap().unwrap();
+        assert_eq!(started.load(Ordering::SeqCst), 1);
+        assert_eq!(finished.load(Ordering::SeqCst), 1);
+    }
+}
