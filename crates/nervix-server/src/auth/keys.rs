@@ -18,6 +18,27 @@
 //! refuses agent keys): whoever could read it may already hold a copy, so the operator must
 //! learn of it (and rotate), and a writable file could have been swapped for a key of theirs.
 
+use std::collections::HashMap;
+use std::fs;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aes_gcm::aead::{Aead, AeadCore, KeyInit, OsRng, Payload};
+use aes_gcm::{Aes256Gcm, Nonce};
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::Engine;
+use chrono::{DateTime, Utc};
+use ed25519_dalek::pkcs8::EncodePrivateKey;
+use ed25519_dalek::SigningKey;
+use jsonwebtoken::{DecodingKey, EncodingKey};
+use nervix_store::{KeySeal, SigningKeyRecord, Store, StoreError};
+use parking_lot::RwLock;
+use secrecy::{ExposeSecret, SecretBox, SecretString};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
     #[error("key folder {path}: {source}")]
@@ -99,7 +120,9 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> KeyError + '_ {
     }
 }
 
-/// A key's Ed25519 seed and when it was made, in the clear: only ever in memory.
+/// A key's Ed25519 seed and when it was made, in the clear: only ever in memory (its Debug
+/// output is redacted).
+#[derive(Debug)]
 pub struct Seed {
     pub seed: SecretBox<[u8; 32]>,
     pub created_at: DateTime<Utc>,
