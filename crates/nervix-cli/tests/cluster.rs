@@ -284,7 +284,7 @@ fn task(title: &str, capability: &str) -> Value {
         "title": title,
         "description": "Summarise the quarter for the planning meeting.",
         "reward": "5.00",
-        "capabilities": [capability],
+        "requirements": {"capabilities": [capability]},
         "complexity": "simple",
         "deadline": (chrono::Utc::now() + chrono::TimeDelta::hours(1)).to_rfc3339(),
     })
