@@ -48,9 +48,7 @@ pub async fn run(cmd: AdminCommand) -> anyhow::Result<()> {
         }
         AdminCommand::RotateSigningKey(s) => {
             let (kid, pruned) = nervix_server::operator::rotate_signing_key(&s.config()).await?;
-            println!(
-                "New signing key {kid} is active; running servers pick it up within seconds."
-            );
+            println!("New signing key {kid} is active; running servers pick it up within seconds.");
             for old in pruned {
                 println!("Deleted signing key {old} (retired longer than the token lifetime).");
             }

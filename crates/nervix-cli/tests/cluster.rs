@@ -97,10 +97,14 @@ impl Node {
 /// haproxy in front of both nodes (round robin, WebSockets passed through, a node that
 /// refuses connections skipped), when it is installed; `None` (SKIP) when not, outside CI.
 async fn load_balancer(dir: &Path, nodes: [&Node; 2]) -> Option<Node> {
-    let bin = ["/usr/sbin/haproxy", "/usr/local/sbin/haproxy", "/usr/bin/haproxy"]
-        .into_iter()
-        .map(PathBuf::from)
-        .find(|p| p.exists());
+    let bin = [
+        "/usr/sbin/haproxy",
+        "/usr/local/sbin/haproxy",
+        "/usr/bin/haproxy",
+    ]
+    .into_iter()
+    .map(PathBuf::from)
+    .find(|p| p.exists());
     let Some(bin) = bin else {
         assert!(
             std::env::var("CI").as_deref() != Ok("true"),
@@ -152,7 +156,11 @@ async fn load_balancer(dir: &Path, nodes: [&Node; 2]) -> Option<Node> {
     let client = Client::new(&lb.url).unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     while client.health().await.is_err() {
-        assert!(Instant::now() < deadline, "haproxy did not start: {}", lb.log());
+        assert!(
+            Instant::now() < deadline,
+            "haproxy did not start: {}",
+            lb.log()
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     Some(lb)
@@ -264,7 +272,11 @@ async fn call(
 
 async fn ok(node: &Node, token: &str, method: Method, path: &str, body: Option<Value>) -> Value {
     let (status, body) = call(node, token, method, path, body).await;
-    assert!((200..300).contains(&status), "{path} on {}: {status} {body}", node.name);
+    assert!(
+        (200..300).contains(&status),
+        "{path} on {}: {status} {body}",
+        node.name
+    );
     body
 }
 
@@ -439,9 +451,17 @@ async fn assert_exactly_once_in_order(pool: &PgPool, agent: &Agent, stream: &Str
         .into_iter()
         .filter(|s| *s >= first)
         .collect();
-    assert_eq!(got, stored, "{}'s stream against its stored events", agent.handle);
+    assert_eq!(
+        got, stored,
+        "{}'s stream against its stored events",
+        agent.handle
+    );
     let contiguous: Vec<i64> = (first..first + got.len() as i64).collect();
-    assert_eq!(got, contiguous, "{}'s events are numbered without gaps", agent.handle);
+    assert_eq!(
+        got, contiguous,
+        "{}'s events are numbered without gaps",
+        agent.handle
+    );
 }
 
 async fn count(pool: &PgPool, sql: &str, id: Uuid) -> i64 {
@@ -587,7 +607,14 @@ async fn two_nodes_share_one_database_and_one_bus() {
     // Posted through A, offered to both writers (one on each node), claimed by the writer on
     // B through A, submitted through A (no spot check there): the poster (on B) sees it
     // claimed and completed, the writer is paid.
-    let t1 = ok(&a, &poster.token, Method::POST, "/v1/tasks", Some(task("first", "writing"))).await;
+    let t1 = ok(
+        &a,
+        &poster.token,
+        Method::POST,
+        "/v1/tasks",
+        Some(task("first", "writing")),
+    )
+    .await;
     let t1 = id(&t1).to_string();
     stored(&pool, &w0, "task_available", "task_id", &t1).await;
     stored(&pool, &w1, "task_available", "task_id", &t1).await;
@@ -607,10 +634,17 @@ async fn two_nodes_share_one_database_and_one_bus() {
         Some(json!({"submission_data": {"content": WORK}})),
     )
     .await;
-    assert_eq!(task_status(&b, &poster.token, t1.parse().unwrap()).await, "completed", "{submitted}");
+    assert_eq!(
+        task_status(&b, &poster.token, t1.parse().unwrap()).await,
+        "completed",
+        "{submitted}"
+    );
     stored(&pool, &w1, "earning", "task_id", &t1).await;
-    eventually("the poster's task updates", Duration::from_secs(20), || async {
-        let n: i64 = sqlx::query_scalar(
+    eventually(
+        "the poster's task updates",
+        Duration::from_secs(20),
+        || async {
+            let n: i64 = sqlx::query_scalar(
             "SELECT COUNT(*) FROM agent_events WHERE agent_id = $1 AND kind = 'task_update' AND \
              data ->> 'status' = 'completed'",
         )
@@ -618,17 +652,29 @@ async fn two_nodes_share_one_database_and_one_bus() {
         .fetch_one(&pool)
         .await
         .unwrap();
-        n > 0
-    })
+            n > 0
+        },
+    )
     .await;
 
     for (agent, stream) in [(&poster, &mut s_poster), (&w0, &mut s_w0), (&w1, &mut s_w1)] {
         catch_up(&pool, agent, stream).await;
         assert_exactly_once_in_order(&pool, agent, stream).await;
-        assert_eq!(stream.count("announcement", "id", &announcement), 1, "{}", agent.handle);
+        assert_eq!(
+            stream.count("announcement", "id", &announcement),
+            1,
+            "{}",
+            agent.handle
+        );
     }
-    assert_eq!(s_w0.count("message", "id", to_w0["id"].as_str().unwrap()), 1);
-    assert_eq!(s_w1.count("message", "id", to_w1["id"].as_str().unwrap()), 1);
+    assert_eq!(
+        s_w0.count("message", "id", to_w0["id"].as_str().unwrap()),
+        1
+    );
+    assert_eq!(
+        s_w1.count("message", "id", to_w1["id"].as_str().unwrap()),
+        1
+    );
     assert_eq!(s_w0.count("task_available", "task_id", &t1), 1);
     assert_eq!(s_w1.count("task_available", "task_id", &t1), 1);
     assert_eq!(s_w1.count("earning", "task_id", &t1), 1);
@@ -638,7 +684,11 @@ async fn two_nodes_share_one_database_and_one_bus() {
         .filter(|f| f["type"] == "task_update" && f["data"]["task_id"] == t1.as_str())
         .map(|f| f["data"]["status"].as_str().unwrap())
         .collect();
-    assert_eq!(updates, ["claimed", "completed"], "the poster's updates, once each, in order");
+    assert_eq!(
+        updates,
+        ["claimed", "completed"],
+        "the poster's updates, once each, in order"
+    );
     let payouts = "SELECT COUNT(*) FROM ledger_entries WHERE task_id = $1 AND kind = 'payout'";
     assert_eq!(count(&pool, payouts, t1.parse().unwrap()).await, 1);
 
@@ -648,7 +698,14 @@ async fn two_nodes_share_one_database_and_one_bus() {
         let node = if i % 2 == 0 { &a } else { &b };
         racers.push((node, enroll(node, &format!("racer-{i}"), &["racing"]).await));
     }
-    let race = ok(&b, &poster.token, Method::POST, "/v1/tasks", Some(task("race", "racing"))).await;
+    let race = ok(
+        &b,
+        &poster.token,
+        Method::POST,
+        "/v1/tasks",
+        Some(task("race", "racing")),
+    )
+    .await;
     let race = id(&race);
     let start = Arc::new(tokio::sync::Barrier::new(racers.len()));
     let claims: Vec<_> = racers
@@ -660,7 +717,11 @@ async fn two_nodes_share_one_database_and_one_bus() {
                 start.wait().await;
                 let body = json!({"estimated_duration": 600});
                 client
-                    .request(Method::POST, &format!("/v1/tasks/{race}/claim"), Some(&body))
+                    .request(
+                        Method::POST,
+                        &format!("/v1/tasks/{race}/claim"),
+                        Some(&body),
+                    )
                     .await
                     .unwrap()
             })
@@ -704,12 +765,23 @@ async fn two_nodes_share_one_database_and_one_bus() {
     // Give the other node's reaper (and any duplicate) time to run.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let lost = "SELECT COUNT(*) FROM notifications WHERE agent_id = $1 AND kind = 'lease_lost'";
-    assert_eq!(count(&pool, lost, winner.id).await, 1, "one lease expiry, one notice");
+    assert_eq!(
+        count(&pool, lost, winner.id).await,
+        1,
+        "one lease expiry, one notice"
+    );
     let attempts = "SELECT attempts FROM tasks WHERE id = $1";
     assert_eq!(count(&pool, attempts, race).await, 1, "one attempt counted");
 
     // A deadline passes: one expiry, one refund.
-    let late = ok(&a, &poster.token, Method::POST, "/v1/tasks", Some(task("late", "racing"))).await;
+    let late = ok(
+        &a,
+        &poster.token,
+        Method::POST,
+        "/v1/tasks",
+        Some(task("late", "racing")),
+    )
+    .await;
     let late = id(&late);
     sqlx::query("UPDATE tasks SET deadline = NOW() - INTERVAL '1 second' WHERE id = $1")
         .bind(late)
@@ -726,7 +798,14 @@ async fn two_nodes_share_one_database_and_one_bus() {
 
     // A submission held for review through B, whose review deadline passes: the review
     // reapers of both nodes accept it once, and pay once.
-    let held = ok(&a, &poster.token, Method::POST, "/v1/tasks", Some(task("held", "writing"))).await;
+    let held = ok(
+        &a,
+        &poster.token,
+        Method::POST,
+        "/v1/tasks",
+        Some(task("held", "writing")),
+    )
+    .await;
     let held = id(&held);
     ok(
         &b,
@@ -744,7 +823,11 @@ async fn two_nodes_share_one_database_and_one_bus() {
         Some(json!({"submission_data": {"content": WORK}})),
     )
     .await;
-    assert_eq!(task_status(&a, &poster.token, held).await, "submitted", "{submission}");
+    assert_eq!(
+        task_status(&a, &poster.token, held).await,
+        "submitted",
+        "{submission}"
+    );
     sqlx::query(
         "UPDATE submissions SET review_deadline = NOW() - INTERVAL '1 second' WHERE task_id = \
          $1 AND status = 'pending_review'",
@@ -764,7 +847,14 @@ async fn two_nodes_share_one_database_and_one_bus() {
     assert_eq!(s_w0.count("earning", "task_id", &held.to_string()), 1);
 
     // ---- a key rotation on A is honoured by B at once, and B signs with it within 10 s ----
-    let rotated = ok(&a, &admin_token, Method::POST, "/v1/admin/signing-keys/rotate", None).await;
+    let rotated = ok(
+        &a,
+        &admin_token,
+        Method::POST,
+        "/v1/admin/signing-keys/rotate",
+        None,
+    )
+    .await;
     let rotated_at = Instant::now();
     let new_kid = rotated["kid"].as_str().unwrap().to_owned();
     let mut on_a = Client::new(&a.url).unwrap();
@@ -784,7 +874,14 @@ async fn two_nodes_share_one_database_and_one_bus() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let jwks = ok(&b, &admin_token, Method::GET, "/.well-known/jwks.json", None).await;
+    let jwks = ok(
+        &b,
+        &admin_token,
+        Method::GET,
+        "/.well-known/jwks.json",
+        None,
+    )
+    .await;
     let kids: HashSet<&str> = jwks["keys"]
         .as_array()
         .unwrap()
@@ -836,10 +933,17 @@ async fn two_nodes_share_one_database_and_one_bus() {
     let live = live["id"].as_str().unwrap().to_owned();
     stored(&pool, &w0, "announcement", "id", &live).await;
     catch_up(&pool, &w0, &mut resumed).await;
-    assert_eq!(resumed.log[0]["seq"].as_i64(), Some(before + 1), "resumed where it left off");
+    assert_eq!(
+        resumed.log[0]["seq"].as_i64(),
+        Some(before + 1),
+        "resumed where it left off"
+    );
     assert_exactly_once_in_order(&pool, &w0, &resumed).await;
     assert_eq!(resumed.count("announcement", "id", &away), 1);
-    assert_eq!(resumed.count("message", "id", dm["id"].as_str().unwrap()), 1);
+    assert_eq!(
+        resumed.count("message", "id", dm["id"].as_str().unwrap()),
+        1
+    );
     assert_eq!(resumed.count("announcement", "id", &live), 1);
     // The writer on B never noticed.
     catch_up(&pool, &w1, &mut s_w1).await;
@@ -851,7 +955,10 @@ async fn two_nodes_share_one_database_and_one_bus() {
         let last = last_seq(&pool, agent.id).await;
         while got.last().map_or(0, |g| g.0) < last {
             let next = tokio::time::timeout(Duration::from_secs(30), rx.recv()).await;
-            got.push(next.expect("the balanced stream stalled").expect("stream ended"));
+            got.push(
+                next.expect("the balanced stream stalled")
+                    .expect("stream ended"),
+            );
         }
         let seqs: Vec<i64> = got.iter().map(|g| g.0).collect();
         assert_eq!(seqs, stored_seqs(&pool, agent.id).await, "{}", agent.handle);

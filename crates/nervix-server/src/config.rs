@@ -100,7 +100,10 @@ pub struct MasterKeyArgs {
 impl std::fmt::Debug for MasterKeyArgs {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MasterKeyArgs")
-            .field("master_key", &self.master_key.as_ref().map(|_| "<redacted>"))
+            .field(
+                "master_key",
+                &self.master_key.as_ref().map(|_| "<redacted>"),
+            )
             .field("master_key_file", &self.master_key_file)
             .finish()
     }

@@ -88,7 +88,10 @@ pub async fn create_admin_token(config: &Config) -> Result<String, ServerError> 
 }
 
 /// The signing keys as `serve` opens them (the same master key, import and sealing).
-async fn open_keys(config: &Config, store: &dyn nervix_store::Store) -> Result<KeyRing, ServerError> {
+async fn open_keys(
+    config: &Config,
+    store: &dyn nervix_store::Store,
+) -> Result<KeyRing, ServerError> {
     let master = config.master_key.load()?;
     Ok(keys::open(store, &config.data_dir, master.as_ref()).await?)
 }

@@ -168,17 +168,21 @@ pub fn spawn_all(
     }));
 
     let a = app.clone();
-    handles.push(supervise("signing_key_reload", shutdown.clone(), move |sd| {
-        let a = a.clone();
-        async move {
-            // A rotation on another node (or by `nervix admin`) reaches this one within it.
-            every(a.config.key_refresh, sd, || async {
-                a.keys.refresh(a.store.as_ref()).await?;
-                Ok::<_, WorkerError>(())
-            })
-            .await
-        }
-    }));
+    handles.push(supervise(
+        "signing_key_reload",
+        shutdown.clone(),
+        move |sd| {
+            let a = a.clone();
+            async move {
+                // A rotation on another node (or by `nervix admin`) reaches this one within it.
+                every(a.config.key_refresh, sd, || async {
+                    a.keys.refresh(a.store.as_ref()).await?;
+                    Ok::<_, WorkerError>(())
+                })
+                .await
+            }
+        },
+    ));
 
     let a = app.clone();
     handles.push(supervise("event_retention", shutdown.clone(), move |sd| {

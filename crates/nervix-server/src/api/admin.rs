@@ -349,7 +349,9 @@ pub struct SigningKeyRotationView {
 /// Make a new token-signing key the active one, on every node: this node signs with it at
 /// once, the others within seconds (they share the keys through the database, and accept its
 /// tokens at once). Tokens signed by older keys stay valid until they expire. Audited
-/// (`signing_key.rotate`). The same as `nervix admin rotate-signing-key`.
+/// (`signing_key.rotate`). The same as `nervix admin rotate-signing-key`. The keys are
+/// stored sealed with AES-256-GCM under the operator's master key (`NERVIX_MASTER_KEY` or
+/// `NERVIX_MASTER_KEY_FILE`) when one is configured, in the clear otherwise.
 #[utoipa::path(post, path = "/v1/admin/signing-keys/rotate", tag = "admin", security(("bearer" = [])),
     responses((status = 201, body = SigningKeyRotationView, description = "The new key is active."),
         (status = 401, body = Problem, description = "No valid token."),

@@ -310,11 +310,10 @@ const NONCE_LEN: usize = 12;
 
 impl MasterKey {
     pub fn from_base64(text: &str) -> Result<MasterKey, String> {
-        let bytes = SecretBox::new(Box::new(
-            STANDARD
-                .decode(text)
-                .map_err(|_| "is not base64 (make one with `openssl rand -base64 32`)")?,
-        ));
+        let bytes =
+            SecretBox::new(Box::new(STANDARD.decode(text).map_err(|_| {
+                "is not base64 (make one with `openssl rand -base64 32`)"
+            })?));
         if bytes.expose_secret().len() != 32 {
             return Err(format!(
                 "must be 32 bytes of base64, not {} (make one with `openssl rand -base64 32`)",
@@ -625,7 +624,10 @@ mod tests {
     fn master_keys_must_be_32_bytes_of_base64() {
         assert!(MasterKey::from_base64("not base64!").is_err());
         let short = MasterKey::from_base64(&STANDARD.encode([1u8; 16])).unwrap_err();
-        assert!(short.contains("32 bytes") && short.contains("not 16"), "{short}");
+        assert!(
+            short.contains("32 bytes") && short.contains("not 16"),
+            "{short}"
+        );
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("master.key");
         fs::write(&path, format!("{}\n", STANDARD.encode([9u8; 32]))).unwrap();

@@ -29,10 +29,9 @@ fn master(byte: u8) -> MasterKeySource {
 }
 
 async fn stored(config: &Config) -> Vec<SigningKeyRecord> {
-    let store: Arc<dyn Store> =
-        nervix_store::connect(&config.database_url, &Default::default())
-            .await
-            .unwrap();
+    let store: Arc<dyn Store> = nervix_store::connect(&config.database_url, &Default::default())
+        .await
+        .unwrap();
     let keys = store.signing_keys().await.unwrap();
     store.close().await;
     keys
@@ -107,19 +106,18 @@ async fn master_key_seals_and_a_wrong_one_changes_nothing(backend: Backend) {
     // message, and changes nothing.
     for (source, says) in [
         (master(2), "does not open signing key"),
-        (MasterKeySource::None, "is sealed with a master key, and none is configured"),
+        (
+            MasterKeySource::None,
+            "is sealed with a master key, and none is configured",
+        ),
     ] {
         let mut wrong = config.clone();
         wrong.master_key = source;
         let err = start(&wrong).await.err().expect("refused").to_string();
-        assert!(
-            err.contains(says) && err.contains(&clear[0].kid),
-            "{err}"
-        );
+        assert!(err.contains(says) && err.contains(&clear[0].kid), "{err}");
         let err = nervix_server::operator::create_admin_token(&wrong)
             .await
-            .err()
-            .expect("refused")
+            .expect_err("refused")
             .to_string();
         assert!(err.contains(says), "{err}");
         assert!(nervix_server::operator::rotate_signing_key(&wrong)
@@ -130,7 +128,10 @@ async fn master_key_seals_and_a_wrong_one_changes_nothing(backend: Backend) {
     let mut bad = config.clone();
     bad.master_key = MasterKeySource::Value("c2hvcnQ=".to_owned().into());
     let err = start(&bad).await.err().expect("refused").to_string();
-    assert!(err.contains("NERVIX_MASTER_KEY") && err.contains("32 bytes"), "{err}");
+    assert!(
+        err.contains("NERVIX_MASTER_KEY") && err.contains("32 bytes"),
+        "{err}"
+    );
 
     // The admin commands with the right key work on the sealed keys transparently.
     let (kid, _) = nervix_server::operator::rotate_signing_key(&config)

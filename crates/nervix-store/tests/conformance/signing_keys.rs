@@ -76,7 +76,10 @@ pub async fn sealing_replaces_only_clear_secrets(store: Arc<dyn Store>) {
         .await
         .unwrap();
     let n = store
-        .seal_signing_keys(&[sealed("clear", clear.created_at, 7), sealed("already", t, 8)])
+        .seal_signing_keys(&[
+            sealed("clear", clear.created_at, 7),
+            sealed("already", t, 8),
+        ])
         .await
         .unwrap();
     assert_eq!(n, 1, "only the key in the clear is sealed");
@@ -116,7 +119,10 @@ pub async fn pruning_keeps_what_tokens_may_still_name(store: Arc<dyn Store>) {
         .collect();
     assert_eq!(left, ["retired-long-ago", "retired-recently", "newest"]);
     // However late the cut-off, the newest key stays.
-    let pruned = store.prune_signing_keys(t + Duration::days(1)).await.unwrap();
+    let pruned = store
+        .prune_signing_keys(t + Duration::days(1))
+        .await
+        .unwrap();
     assert_eq!(pruned.len(), 2);
     let left = store.signing_keys().await.unwrap();
     assert_eq!(left.len(), 1);
@@ -131,7 +137,10 @@ pub async fn secrets_must_fit_their_seal(store: Arc<dyn Store>) {
     clear_sized_seal.secret.truncate(32);
     for bad in [short, clear_sized_seal] {
         assert!(
-            store.insert_signing_keys(&[bad.clone()], false).await.is_err(),
+            store
+                .insert_signing_keys(std::slice::from_ref(&bad), false)
+                .await
+                .is_err(),
             "{bad:?}"
         );
     }

@@ -81,7 +81,8 @@ pub(super) async fn seal_signing_keys(store: &Backend, sealed: &[SigningKeyRecor
                 let mut changed = 0;
                 for k in sealed {
                     if k.seal == KeySeal::None {
-                        return tx.refuse(Err(StoreError::invalid("seal", "must be a sealed form")));
+                        return tx
+                            .refuse(Err(StoreError::invalid("seal", "must be a sealed form")));
                     }
                     changed += sqlx::query(
                         "UPDATE signing_keys SET seal = $1, secret = $2 WHERE kid = $3 AND seal = \
