@@ -1,16 +1,19 @@
 use std::path::PathBuf;
 
+use nervix_server::config::MasterKeyArgs;
 use nervix_server::Config;
 
 /// Storage selection shared by the admin commands: the same flags and variables as `serve`.
 #[derive(clap::Args)]
 pub struct StoreArgs {
-    /// Data folder: SQLite file and token-signing keys.
+    /// Data folder: SQLite file (and, before version 0012, token-signing key files).
     #[arg(long, env = "NERVIX_DATA_DIR", default_value = "./nervix-data")]
     data_dir: PathBuf,
     /// `sqlite://PATH` or `postgres://...`; default: a SQLite file in the data folder.
     #[arg(long, env = "NERVIX_DATABASE_URL")]
     database_url: Option<String>,
+    #[command(flatten)]
+    master_key: MasterKeyArgs,
 }
 
 impl StoreArgs {
@@ -19,6 +22,7 @@ impl StoreArgs {
         if let Some(url) = &self.database_url {
             c.database_url = url.clone();
         }
+        c.master_key = self.master_key.source();
         c
     }
 }
@@ -27,7 +31,8 @@ impl StoreArgs {
 pub enum AdminCommand {
     /// Print a 90-day admin token (the last word of the output).
     CreateToken(StoreArgs),
-    /// Make a new token-signing key active; tokens signed by older keys stay valid until they expire.
+    /// Make a new token-signing key active on every node (they share the keys through the
+    /// database); tokens signed by older keys stay valid until they expire.
     RotateSigningKey(StoreArgs),
     /// Recompute every ledger balance from its entries, check that every transaction balances
     /// and that money is conserved; print a summary and exit non-zero on any mismatch.
@@ -58,10 +63,8 @@ pub async fn run(cmd: AdminCommand) -> anyhow::Result<()> {
             println!("{token}");
         }
         AdminCommand::RotateSigningKey(s) => {
-            let (kid, pruned) = nervix_server::operator::rotate_signing_key(&s.config())?;
-            println!(
-                "New signing key {kid} is active; running servers pick it up within 10 seconds."
-            );
+            let (kid, pruned) = nervix_server::operator::rotate_signing_key(&s.config()).await?;
+            println!("New signing key {kid} is active; running servers pick it up within seconds.");
             for old in pruned {
                 println!("Deleted signing key {old} (retired longer than the token lifetime).");
             }

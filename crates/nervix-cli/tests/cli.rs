@@ -157,7 +157,7 @@ async fn keygen_enroll_whoami_login_and_admin_token() {
 }
 
 /// Every `nervix serve` variable.
-const SERVE_VARS: [&str; 16] = [
+const SERVE_VARS: [&str; 18] = [
     "NERVIX_BIND",
     "NERVIX_DATA_DIR",
     "NERVIX_DATABASE_URL",
@@ -174,6 +174,8 @@ const SERVE_VARS: [&str; 16] = [
     "NERVIX_SQLITE_WRITER_CPU",
     "NERVIX_EVENT_RETENTION_DAYS",
     "NERVIX_LOG_JSON",
+    "NERVIX_MASTER_KEY",
+    "NERVIX_MASTER_KEY_FILE",
 ];
 
 /// `NERVIX_X=` (as docker-compose and `.env` files write it) means unset: `serve` starts on

@@ -5,6 +5,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::auth::keys::MasterKeySource;
+
 /// Flags of `nervix serve`. Every flag can also be set through the environment variable named
 /// in its help text; flags win over the environment. A variable that is set but empty means
 /// unset once the command has passed through [`empty_env_means_unset`].
@@ -13,7 +15,8 @@ pub struct ServeArgs {
     /// Listen address.
     #[arg(long, env = "NERVIX_BIND", default_value = "127.0.0.1:8080")]
     pub bind: SocketAddr,
-    /// Data folder: SQLite file and token-signing keys.
+    /// Data folder: the SQLite file (older versions kept token-signing key files here,
+    /// imported into the database on first start).
     #[arg(long, env = "NERVIX_DATA_DIR", default_value = "./nervix-data")]
     pub data_dir: PathBuf,
     /// `sqlite://PATH` or `postgres://...`; default: a SQLite file in the data folder.
@@ -70,6 +73,50 @@ pub struct ServeArgs {
     /// Log as JSON lines instead of human-readable text.
     #[arg(long, env = "NERVIX_LOG_JSON", default_value_t = false)]
     pub log_json: bool,
+    #[command(flatten)]
+    pub master_key: MasterKeyArgs,
+}
+
+/// The operator's master key, which seals the token-signing keys at rest (AES-256-GCM); the
+/// same flags for `serve` and the `admin` commands. Every node of a cluster needs the same.
+#[derive(Clone, Default, clap::Args)]
+pub struct MasterKeyArgs {
+    /// Master key sealing the token-signing keys at rest: 32 bytes in base64 (`openssl rand
+    /// -base64 32`); every node needs the same. Prefer the variable or --master-key-file: a
+    /// flag's value is visible to other users in `ps`. Unset (and no file): the keys are
+    /// stored unencrypted, and the server says so at start.
+    #[arg(
+        long,
+        env = "NERVIX_MASTER_KEY",
+        hide_env_values = true,
+        conflicts_with = "master_key_file"
+    )]
+    pub master_key: Option<String>,
+    /// File holding the master key (base64, mode 0600), instead of NERVIX_MASTER_KEY.
+    #[arg(long, env = "NERVIX_MASTER_KEY_FILE")]
+    pub master_key_file: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for MasterKeyArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MasterKeyArgs")
+            .field(
+                "master_key",
+                &self.master_key.as_ref().map(|_| "<redacted>"),
+            )
+            .field("master_key_file", &self.master_key_file)
+            .finish()
+    }
+}
+
+impl MasterKeyArgs {
+    pub fn source(&self) -> MasterKeySource {
+        match (&self.master_key, &self.master_key_file) {
+            (Some(k), _) if !k.is_empty() => MasterKeySource::Value(k.clone().into()),
+            (_, Some(f)) if !f.as_os_str().is_empty() => MasterKeySource::File(f.clone()),
+            _ => MasterKeySource::None,
+        }
+    }
 }
 
 /// Unbinds every argument of `cmd`, and of its subcommands, whose environment variable is set
@@ -126,6 +173,11 @@ pub struct Config {
     pub event_retention: chrono::Duration,
     /// Agent connections (`GET /v1/agent/connect`).
     pub ws: WsConfig,
+    /// Seals the token-signing keys at rest.
+    pub master_key: MasterKeySource,
+    /// How often this node reads the shared signing keys again (a rotation on another node
+    /// reaches this one within it).
+    pub key_refresh: Duration,
 }
 
 /// Timings and bounds of agent WebSocket connections.
@@ -196,6 +248,8 @@ impl Config {
             stats_interval: Duration::from_secs(5),
             event_retention: chrono::Duration::days(7),
             ws: WsConfig::default(),
+            master_key: MasterKeySource::None,
+            key_refresh: Duration::from_secs(2),
         }
     }
 }
@@ -225,6 +279,7 @@ impl From<&ServeArgs> for Config {
         c.match_window = Duration::from_secs(a.match_window.max(1));
         c.sqlite_writer_cpu = a.sqlite_writer_cpu;
         c.event_retention = chrono::Duration::days(i64::from(a.event_retention_days.max(1)));
+        c.master_key = a.master_key.source();
         c
     }
 }

@@ -13,7 +13,7 @@ use serde_json::json;
 use uuid::Uuid;
 
 use crate::app::auth::ADMIN_HANDLE;
-use crate::auth::keys::{KeyError, KeyRing};
+use crate::auth::keys::{self, KeyError, KeyRing};
 use crate::config::Config;
 use crate::private_fs::create_private_dir;
 use crate::server::{ensure_data_dir, open_store, ServerError};
@@ -21,7 +21,13 @@ use crate::server::{ensure_data_dir, open_store, ServerError};
 /// Issues an admin token (90 days) for the operator's admin identity.
 pub async fn create_admin_token(config: &Config) -> Result<String, ServerError> {
     let store = open_store(config, 2).await?;
-    let keys = KeyRing::load_or_create(&config.data_dir)?;
+    let keys = match open_keys(config, store.as_ref()).await {
+        Ok(keys) => keys,
+        Err(e) => {
+            store.close().await;
+            return Err(e);
+        }
+    };
     let now = Utc::now();
     // The admin identity logs in only through this command, never by challenge: its public
     // key is random bytes whose private half nobody has.
@@ -84,14 +90,28 @@ pub async fn create_admin_token(config: &Config) -> Result<String, ServerError> 
     Ok(issued.token)
 }
 
-/// Creates a new active signing key; older keys keep verifying until their tokens expire,
-/// and keys retired longer than the token lifetime are deleted. Returns the new kid.
-pub fn rotate_signing_key(config: &Config) -> Result<(String, Vec<String>), ServerError> {
-    ensure_data_dir(&config.data_dir)?;
-    KeyRing::load_or_create(&config.data_dir)?;
-    let kid = KeyRing::generate(&config.data_dir)?;
-    let pruned = KeyRing::prune(&config.data_dir, config.token_ttl)?;
-    Ok((kid, pruned))
+/// The signing keys as `serve` opens them (the same master key, import and sealing).
+async fn open_keys(
+    config: &Config,
+    store: &dyn nervix_store::Store,
+) -> Result<KeyRing, ServerError> {
+    let master = config.master_key.load()?;
+    Ok(keys::open(store, &config.data_dir, master.as_ref()).await?)
+}
+
+/// Creates a new active signing key in the database, which every running node takes up
+/// within seconds; older keys keep verifying until their tokens expire, and keys retired
+/// longer than the token lifetime are deleted. Returns the new kid and the deleted ones.
+pub async fn rotate_signing_key(config: &Config) -> Result<(String, Vec<String>), ServerError> {
+    let store = open_store(config, 2).await?;
+    let rotated = async {
+        open_keys(config, store.as_ref()).await?;
+        let master = config.master_key.load()?;
+        Ok(keys::rotate(store.as_ref(), master.as_ref(), config.token_ttl).await?)
+    }
+    .await;
+    store.close().await;
+    rotated
 }
 
 /// Recomputes the ledger from its entries and reports what does not add up.

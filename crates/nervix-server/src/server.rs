@@ -14,7 +14,6 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
 use nervix_core::quality::CheckPipeline;
-use parking_lot::RwLock;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -25,7 +24,7 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::app::App;
-use crate::auth::keys::KeyRing;
+use crate::auth::keys::{self, Keys};
 use crate::auth::VerifiedTokens;
 use crate::bus::{EventBus, InProcessBus, RedisBus};
 use crate::config::{Config, ServeArgs};
@@ -124,6 +123,9 @@ pub async fn start(listener: TcpListener, config: Config) -> Result<Running, Ser
     let shutdown = CancellationToken::new();
     let config = Arc::new(config);
     let store = open_store(&config, 16).await?;
+    // First, before anything is written: a wrong master key stops the start here.
+    let master = config.master_key.load()?;
+    let ring = keys::open(store.as_ref(), &config.data_dir, master.as_ref()).await?;
     let worker_store = if store.backend() == "sqlite" {
         // One writer per SQLite file: a second store in this process would fight the first
         // for the write lock, and SQLite's busy handler sleeps up to 100 ms per retry. The
@@ -134,7 +136,6 @@ pub async fn start(listener: TcpListener, config: Config) -> Result<Running, Ser
         // Workers get a pool of their own so a backlog of reaping never starves the API.
         open_store(&config, 2).await?
     };
-    let keys = KeyRing::load_or_create(&config.data_dir)?;
     let bus: Arc<dyn EventBus> = match &config.redis_url {
         Some(url) => RedisBus::connect(url, shutdown.clone()).await?,
         None => Arc::new(InProcessBus::default()),
@@ -157,7 +158,7 @@ pub async fn start(listener: TcpListener, config: Config) -> Result<Running, Ser
         config: config.clone(),
         presence: Arc::new(Presence::new(store.clone(), matcher.clone())),
         store,
-        keys: Arc::new(RwLock::new(Arc::new(keys))),
+        keys: Arc::new(Keys::new(ring, master)),
         verified: Arc::new(VerifiedTokens::default()),
         message_quota: Arc::new(crate::quota::MessageQuota::new(
             config.rate_limit_messages_per_minute,

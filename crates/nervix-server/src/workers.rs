@@ -5,14 +5,13 @@
 //! several nodes at once, because the writes they make are conditional.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use chrono::Utc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::app::{events, notifications, quality, reputation, App};
-use crate::auth::keys::{KeyError, KeyRing};
+use crate::auth::keys::KeyError;
 use crate::hub::{Hub, HubError};
 use crate::limits::Limits;
 use crate::matching;
@@ -169,20 +168,21 @@ pub fn spawn_all(
     }));
 
     let a = app.clone();
-    handles.push(supervise("signing_key_reload", shutdown.clone(), move |sd| {
-        let a = a.clone();
-        async move {
-            every(Duration::from_secs(10), sd, || async {
-                let ring = KeyRing::load(&a.config.data_dir)?;
-                if ring.kids() != a.keys().kids() {
-                    tracing::info!(active = %ring.active().kid, "signing keys changed on disk; reloaded");
-                    *a.keys.write() = Arc::new(ring);
-                }
-                Ok::<_, WorkerError>(())
-            })
-            .await
-        }
-    }));
+    handles.push(supervise(
+        "signing_key_reload",
+        shutdown.clone(),
+        move |sd| {
+            let a = a.clone();
+            async move {
+                // A rotation on another node (or by `nervix admin`) reaches this one within it.
+                every(a.config.key_refresh, sd, || async {
+                    a.keys.refresh(a.store.as_ref()).await?;
+                    Ok::<_, WorkerError>(())
+                })
+                .await
+            }
+        },
+    ));
 
     let a = app.clone();
     handles.push(supervise("event_retention", shutdown.clone(), move |sd| {

@@ -370,6 +370,26 @@ pub trait Store: Send + Sync + 'static {
         a: &NewAnnouncement,
         audit: &AuditEntry,
     ) -> Result<Vec<(Uuid, i64)>>;
+
+    // ---- token-signing keys ----------------------------------------------------------------
+    /// Every token-signing key, oldest first. Every node verifies with all of them and signs
+    /// with the newest.
+    async fn signing_keys(&self) -> Result<Vec<SigningKeyRecord>>;
+    /// Stores the keys whose kid is not stored yet (a kid already there keeps its row), in one
+    /// transaction; returns how many were new. With `only_if_none`, stores nothing when any
+    /// key is stored already (the first start's import or first key).
+    async fn insert_signing_keys(
+        &self,
+        keys: &[SigningKeyRecord],
+        only_if_none: bool,
+    ) -> Result<u64>;
+    /// Replaces the secrets of keys still stored in the clear (`KeySeal::None`) by their sealed
+    /// form, in one transaction; a key sealed meanwhile (by another node) is left as it is.
+    /// Returns how many were sealed here.
+    async fn seal_signing_keys(&self, sealed: &[SigningKeyRecord]) -> Result<u64>;
+    /// Deletes the keys a newer key replaced before `retired_before` (no unexpired token can
+    /// name them); returns their kids. The newest key always stays.
+    async fn prune_signing_keys(&self, retired_before: DateTime<Utc>) -> Result<Vec<String>>;
 }
 
 #[cfg(test)]

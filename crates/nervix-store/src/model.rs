@@ -1130,3 +1130,54 @@ pub struct ChannelDetail {
     pub channel: ChannelRecord,
     pub members: Vec<ChannelMember>,
 }
+
+/// How a stored token-signing key's secret is kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeySeal {
+    /// The 32-byte Ed25519 seed itself.
+    None,
+    /// The seed sealed with AES-256-GCM under the operator's master key: 12-byte nonce, then
+    /// the ciphertext and its 16-byte tag; the kid is the associated data.
+    Aes256Gcm,
+}
+
+impl KeySeal {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeySeal::None => "none",
+            KeySeal::Aes256Gcm => "aes-256-gcm",
+        }
+    }
+}
+
+impl std::str::FromStr for KeySeal {
+    type Err = ();
+
+    fn from_str(s: &str) -> Result<Self, ()> {
+        match s {
+            "none" => Ok(KeySeal::None),
+            "aes-256-gcm" => Ok(KeySeal::Aes256Gcm),
+            _ => Err(()),
+        }
+    }
+}
+
+/// A token-signing key as the database keeps it (the server seals and unseals `secret`).
+#[derive(Clone, PartialEq, Eq)]
+pub struct SigningKeyRecord {
+    /// RFC 7638 thumbprint of the public key.
+    pub kid: String,
+    pub created_at: DateTime<Utc>,
+    pub seal: KeySeal,
+    pub secret: Vec<u8>,
+}
+
+impl std::fmt::Debug for SigningKeyRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SigningKeyRecord")
+            .field("kid", &self.kid)
+            .field("created_at", &self.created_at)
+            .field("seal", &self.seal)
+            .finish_non_exhaustive()
+    }
+}

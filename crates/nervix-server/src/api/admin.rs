@@ -14,7 +14,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use crate::app::{agents, audit, economy, notifications, Caller};
+use crate::app::{agents, audit, auth, economy, notifications, Caller};
 use crate::error::{ApiResult, Problem};
 use crate::http::{ApiJson, Page, PageParams};
 use crate::openapi;
@@ -35,6 +35,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(approve_withdrawal))
         .routes(routes!(reject_withdrawal))
         .routes(routes!(announce))
+        .routes(routes!(rotate_signing_key))
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -333,6 +334,38 @@ async fn announce(
             created_by: a.created_by,
             created_at: a.created_at,
             recipients: done.recipients,
+        }),
+    ))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SigningKeyRotationView {
+    /// The new active key's `kid` (RFC 7638 thumbprint), listed in `/.well-known/jwks.json`.
+    pub kid: String,
+    /// Keys retired longer than the token lifetime, deleted with this rotation.
+    pub pruned: Vec<String>,
+}
+
+/// Make a new token-signing key the active one, on every node: this node signs with it at
+/// once, the others within seconds (they share the keys through the database, and accept its
+/// tokens at once). Tokens signed by older keys stay valid until they expire. Audited
+/// (`signing_key.rotate`). The same as `nervix admin rotate-signing-key`. The keys are
+/// stored sealed with AES-256-GCM under the operator's master key (`NERVIX_MASTER_KEY` or
+/// `NERVIX_MASTER_KEY_FILE`) when one is configured, in the clear otherwise.
+#[utoipa::path(post, path = "/v1/admin/signing-keys/rotate", tag = "admin", security(("bearer" = [])),
+    responses((status = 201, body = SigningKeyRotationView, description = "The new key is active."),
+        (status = 401, body = Problem, description = "No valid token."),
+        (status = 403, body = Problem, description = "The caller is not an admin.")))]
+async fn rotate_signing_key(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> ApiResult<(StatusCode, Json<SigningKeyRotationView>)> {
+    let r = auth::rotate_signing_key(&state.app, &caller).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(SigningKeyRotationView {
+            kid: r.kid,
+            pruned: r.pruned,
         }),
     ))
 }

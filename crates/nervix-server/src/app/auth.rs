@@ -353,7 +353,21 @@ pub async fn login(
 /// Full check of a bearer token: cryptography (remembered per token), then storage:
 /// revocation, role and suspension, read on every request so they bite at once.
 pub async fn authenticate(app: &App, token: &str, client_ip: Option<String>) -> Result<Caller> {
-    let claims = app.verified.verify(&app.keys(), token, Utc::now())?;
+    let now = Utc::now();
+    let claims = match app.verified.verify(&app.keys(), token, now) {
+        Ok(claims) => claims,
+        Err(e) => match tokens::kid_of(token) {
+            // Signed by a key another node made a moment ago (a rotation there), which this
+            // node's periodic reload has not brought yet.
+            Some(kid)
+                if app.keys().get(&kid).is_none()
+                    && app.keys.refresh_for(app.store.as_ref(), &kid).await =>
+            {
+                app.verified.verify(&app.keys(), token, now)?
+            }
+            _ => return Err(e.into()),
+        },
+    };
     let state = app
         .store
         .auth_state(claims.jti, claims.sub)
@@ -447,4 +461,30 @@ pub async fn recheck(app: &App, caller: &Caller) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+/// What a signing-key rotation did.
+pub struct KeyRotation {
+    pub kid: String,
+    pub pruned: Vec<String>,
+}
+
+/// Makes a new token-signing key the active one on every node (this one at once, the others
+/// within their reload interval); keys retired longer than the token lifetime are deleted.
+/// Admins only; audited.
+pub async fn rotate_signing_key(app: &App, caller: &Caller) -> Result<KeyRotation> {
+    caller.require_admin()?;
+    let (kid, pruned) = app
+        .keys
+        .rotate(app.store.as_ref(), app.config.token_ttl)
+        .await
+        .map_err(Error::internal)?;
+    let entry = audit::by(
+        caller,
+        "signing_key.rotate",
+        Some(kid.clone()),
+        json!({"kid": kid, "pruned": pruned}),
+    );
+    app.store.append_audit(&entry).await?;
+    Ok(KeyRotation { kid, pruned })
 }

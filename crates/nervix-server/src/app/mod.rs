@@ -26,12 +26,11 @@ use chrono::{DateTime, Utc};
 use nervix_core::quality::CheckPipeline;
 use nervix_core::Role;
 use nervix_store::{AgentRecord, Store};
-use parking_lot::RwLock;
 use uuid::Uuid;
 
 pub use error::{Error, ErrorKind, Result};
 
-use crate::auth::keys::KeyRing;
+use crate::auth::keys::{KeyRing, Keys};
 use crate::auth::VerifiedTokens;
 use crate::bus::EventBus;
 use crate::config::Config;
@@ -59,8 +58,9 @@ pub struct App {
     pub spot_checks: Arc<SpotChecks>,
     /// The public counters, recounted in the background.
     pub stats: Arc<PlatformStats>,
-    /// Reloaded from disk by a background loop after a rotation.
-    pub keys: Arc<RwLock<Arc<KeyRing>>>,
+    /// The token-signing keys every node shares, read again from the store by a background
+    /// loop (and for a token naming a key this node has not seen yet).
+    pub keys: Arc<Keys>,
     /// Bearer tokens whose signature already verified (storage checks still run per request).
     pub verified: Arc<VerifiedTokens>,
     /// Messages each agent may still send this minute.
@@ -70,7 +70,7 @@ pub struct App {
 impl App {
     /// The current key ring.
     pub fn keys(&self) -> Arc<KeyRing> {
-        self.keys.read().clone()
+        self.keys.ring()
     }
 
     /// An agent by UUID or handle.

@@ -8,5 +8,5 @@ pub mod keys;
 mod token;
 mod verified;
 
-pub use token::{issue, verify, AuthError, Claims, Issued, AUDIENCE, ISSUER};
+pub use token::{issue, kid_of, verify, AuthError, Claims, Issued, AUDIENCE, ISSUER};
 pub use verified::VerifiedTokens;

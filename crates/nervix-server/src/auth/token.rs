@@ -75,6 +75,11 @@ pub fn issue(
     })
 }
 
+/// The key a token names in its header (`kid`), unverified.
+pub fn kid_of(token: &str) -> Option<String> {
+    jsonwebtoken::decode_header(token).ok()?.kid
+}
+
 /// Checks signature, algorithm, issuer, audience and expiry. Storage checks come after.
 pub fn verify(ring: &keys::KeyRing, token: &str) -> Result<Claims, AuthError> {
     verify_with_kid(ring, token).map(|(claims, _)| claims)

@@ -6,7 +6,7 @@
 //! keyed by the SHA-256 of the exact token text: any change to header, claims or signature is a
 //! different key and goes through the full check. Only verified tokens are remembered. A
 //! remembered verdict is used only while the token is unexpired and the key that signed it is
-//! still in the ring (a key deleted from the key folder stops its tokens at once). Revocation,
+//! still in the ring (a key deleted from the key store stops its tokens at once). Revocation,
 //! role and suspension are not part of the verdict: storage is asked on every request.
 
 use std::collections::HashMap;
@@ -104,12 +104,6 @@ mod tests {
     use nervix_core::Role;
     use uuid::Uuid;
 
-    fn ring() -> (tempfile::TempDir, KeyRing) {
-        let dir = tempfile::tempdir().unwrap();
-        let ring = KeyRing::load_or_create(dir.path()).unwrap();
-        (dir, ring)
-    }
-
     fn token(ring: &KeyRing, ttl: chrono::Duration) -> String {
         issue(ring, Uuid::now_v7(), "alpha", Role::Agent, Utc::now(), ttl)
             .unwrap()
@@ -118,7 +112,7 @@ mod tests {
 
     #[test]
     fn remembers_a_verified_token_and_returns_its_claims() {
-        let (_dir, ring) = ring();
+        let ring = KeyRing::generate();
         let cache = VerifiedTokens::default();
         let t = token(&ring, chrono::Duration::days(1));
         let first = cache.verify(&ring, &t, Utc::now()).unwrap();
@@ -130,7 +124,7 @@ mod tests {
 
     #[test]
     fn a_remembered_token_still_expires() {
-        let (_dir, ring) = ring();
+        let ring = KeyRing::generate();
         let cache = VerifiedTokens::default();
         let t = token(&ring, chrono::Duration::seconds(60));
         cache.verify(&ring, &t, Utc::now()).unwrap();
@@ -140,8 +134,8 @@ mod tests {
 
     #[test]
     fn a_remembered_token_dies_with_its_key() {
-        let (_dir, ring) = ring();
-        let (_other_dir, other) = self::ring();
+        let ring = KeyRing::generate();
+        let other = KeyRing::generate();
         let cache = VerifiedTokens::default();
         let t = token(&ring, chrono::Duration::days(1));
         cache.verify(&ring, &t, Utc::now()).unwrap();
@@ -151,7 +145,7 @@ mod tests {
 
     #[test]
     fn a_tampered_token_is_not_a_hit() {
-        let (_dir, ring) = ring();
+        let ring = KeyRing::generate();
         let cache = VerifiedTokens::default();
         let t = token(&ring, chrono::Duration::days(1));
         cache.verify(&ring, &t, Utc::now()).unwrap();
@@ -167,7 +161,7 @@ mod tests {
 
     #[test]
     fn stays_bounded() {
-        let (_dir, ring) = ring();
+        let ring = KeyRing::generate();
         let cache = VerifiedTokens::with_capacity(8);
         for _ in 0..20 {
             cache

@@ -456,7 +456,7 @@ async fn forged_tokens_are_rejected(backend: Backend) {
     let agent = app.enroll("juliet", &[]).await;
     let (header, claims) = jwt_parts(&agent.token);
     let kid = header["kid"].as_str().unwrap().to_owned();
-    let keys = server_signing_keys(app.data_dir());
+    let keys = server_signing_keys(&app).await;
     let (_, seed, _) = keys.iter().find(|k| k.0 == kid).expect("server key file");
     let seed = *seed;
     let status_with = |token: String| {
@@ -583,7 +583,9 @@ async fn signing_key_rotation(backend: Backend) {
         .as_str()
         .unwrap()
         .to_owned();
-    let (new_kid, pruned) = nervix_server::operator::rotate_signing_key(&app.config).unwrap();
+    let (new_kid, pruned) = nervix_server::operator::rotate_signing_key(&app.config)
+        .await
+        .unwrap();
     assert_ne!(new_kid, old_kid);
     assert!(pruned.is_empty());
     // The running server picks the new key up by itself.
@@ -1162,7 +1164,7 @@ async fn audit_log(backend: Backend) {
         let sig = t.rsplit('.').next().unwrap();
         assert!(!text.contains(sig), "a token signature is in the audit log");
     }
-    for (_, seed, _) in server_signing_keys(app.data_dir()) {
+    for (_, seed, _) in server_signing_keys(&app).await {
         assert!(!text.contains(&STANDARD.encode(seed)));
     }
     assert!(!text.to_lowercase().contains("bearer"));

@@ -12,4 +12,5 @@ mod foundation;
 mod messages;
 mod quality;
 mod realtime;
+mod signing_keys;
 mod tasks;

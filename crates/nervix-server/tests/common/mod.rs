@@ -9,7 +9,7 @@ use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use chrono::{DateTime, Utc};
 use nervix_client::{AgentKeys, Client, ClientError, EnrollRequest, Method, RawResponse};
@@ -464,28 +464,24 @@ pub fn jwt_parts(token: &str) -> (Value, Value) {
     (header, claims)
 }
 
-/// The server's signing keys from the data folder: (kid, 32-byte seed), newest first.
-pub fn server_signing_keys(data_dir: &Path) -> Vec<(String, [u8; 32], DateTime<Utc>)> {
-    let mut keys = Vec::new();
-    for entry in std::fs::read_dir(data_dir.join("keys")).expect("keys folder") {
-        let path = entry.expect("entry").path();
-        if path.extension().and_then(|e| e.to_str()) != Some("json") {
-            continue;
-        }
-        let file: Value =
-            serde_json::from_str(&std::fs::read_to_string(&path).expect("key file")).expect("json");
-        let seed: [u8; 32] = STANDARD
-            .decode(file["seed"].as_str().expect("seed"))
-            .expect("seed base64")
-            .try_into()
-            .expect("32 bytes");
-        let created = file["created_at"]
-            .as_str()
-            .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
-            .map(|d| d.with_timezone(&Utc))
-            .expect("created_at");
-        keys.push((file["kid"].as_str().expect("kid").to_owned(), seed, created));
-    }
+/// The server's signing keys as the database keeps them (stored in the clear: tests run
+/// without a master key): (kid, 32-byte seed), newest first.
+pub async fn server_signing_keys(app: &TestApp) -> Vec<(String, [u8; 32], DateTime<Utc>)> {
+    let mut keys: Vec<_> = app
+        .running()
+        .state
+        .app
+        .store
+        .signing_keys()
+        .await
+        .expect("signing keys")
+        .into_iter()
+        .map(|k| {
+            assert_eq!(k.seal, nervix_store::KeySeal::None, "{k:?}");
+            let seed: [u8; 32] = k.secret.try_into().expect("32 bytes");
+            (k.kid, seed, k.created_at)
+        })
+        .collect();
     keys.sort_by_key(|k| std::cmp::Reverse(k.2));
     keys
 }

@@ -21,6 +21,7 @@ mod invariants;
 mod ledger_prop;
 mod messages;
 mod reviews;
+mod signing_keys;
 mod submissions;
 mod support;
 mod tasks;

@@ -23,7 +23,7 @@
 //! exclusions, ledger verification), `idempotency` (responses stored with the work they
 //! answer), `reviews` (peer reviews and the spot checks they decide), `reputation` (evidence,
 //! recorded scores, histories), `events` (the per-agent event stream, notifications,
-//! announcements), `messages` (direct and channel messages, channels and their members)
+//! announcements), `signing_keys` (the token-signing keys every node shares), `messages` (direct and channel messages, channels and their members)
 //! and `housekeeping` (audit, stats, purges). Every store
 //! operation runs in a `tracing` span named `store.<operation>`
 //! (level debug); on SQLite the span follows the write onto the writer thread.
@@ -45,6 +45,7 @@ mod lifecycle;
 mod messages;
 mod reputation;
 mod reviews;
+mod signing_keys;
 mod tasks;
 mod workflows;
 
@@ -513,5 +514,25 @@ impl Store for Backend {
         audit: &AuditEntry,
     ) -> Result<Vec<(Uuid, i64)>> {
         events::create_announcement(self, a, audit).await
+    }
+
+    async fn signing_keys(&self) -> Result<Vec<SigningKeyRecord>> {
+        signing_keys::signing_keys(self).await
+    }
+
+    async fn insert_signing_keys(
+        &self,
+        keys: &[SigningKeyRecord],
+        only_if_none: bool,
+    ) -> Result<u64> {
+        signing_keys::insert_signing_keys(self, keys, only_if_none).await
+    }
+
+    async fn seal_signing_keys(&self, sealed: &[SigningKeyRecord]) -> Result<u64> {
+        signing_keys::seal_signing_keys(self, sealed).await
+    }
+
+    async fn prune_signing_keys(&self, retired_before: DateTime<Utc>) -> Result<Vec<String>> {
+        signing_keys::prune_signing_keys(self, retired_before).await
     }
 }
