@@ -427,9 +427,10 @@ mod tests {
     fn bytes_decide_and_names_only_refine_text() {
         let png = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR";
         assert_eq!(sniff(png, Some("notes.md"), true).class, Class::Image);
-        let elf = b"\x7fELF\x02\x01\x01\0\0\0\0\0\0\0\0\0\x02\0>\0";
+        let mut elf = b"\x7fELF\x02\x01\x01\0\0\0\0\0\0\0\0\0\x02\0>\0".to_vec();
+        elf.resize(64, 0);
         assert_eq!(
-            sniff(elf, Some("report.txt"), true).class,
+            sniff(&elf, Some("report.txt"), true).class,
             Class::Executable
         );
         assert_eq!(

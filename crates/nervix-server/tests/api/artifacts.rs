@@ -63,8 +63,13 @@ async fn upload(
     filename: &str,
     bytes: Vec<u8>,
 ) -> (u16, Value) {
-    let r = app
-        .http
+    // A connection of its own: a refusal answered before the body was read closes it, and a
+    // pooled connection would take the next request down with it.
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+    let r = http
         .post(format!("{}/v1/tasks/{task}/artifacts", app.base))
         .query(&[("filename", filename)])
         .bearer_auth(token)
