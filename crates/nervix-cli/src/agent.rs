@@ -15,7 +15,9 @@ use serde::Serialize;
 
 use crate::keygen::create_private_parent;
 use crate::output::{clip, opt_time, print_json, rfc3339, Format, Table};
-use crate::profile::{load_config, save_config, AgentConfig, ConfigArg, ConnectArgs};
+use crate::profile::{
+    client_for, load_config, save_config, AgentConfig, CaFileArg, ConfigArg, ConnectArgs,
+};
 
 #[derive(clap::Subcommand)]
 pub enum AgentCommand {
@@ -64,6 +66,8 @@ pub struct EnrollArgs {
     force: bool,
     #[command(flatten)]
     config: ConfigArg,
+    #[command(flatten)]
+    ca_file: CaFileArg,
 }
 
 pub async fn run(cmd: AgentCommand) -> anyhow::Result<()> {
@@ -95,7 +99,15 @@ async fn enroll(args: EnrollArgs) -> anyhow::Result<()> {
     let key_path = std::path::absolute(&key_path)
         .with_context(|| format!("cannot resolve {}", key_path.display()))?;
 
-    let mut client = Client::new(&args.server)?;
+    let ca_file = match args.ca_file.path {
+        // Stored absolute so later commands find it from any directory.
+        Some(path) => Some(
+            std::path::absolute(&path)
+                .with_context(|| format!("cannot resolve {}", path.display()))?,
+        ),
+        None => None,
+    };
+    let mut client = client_for(&args.server, ca_file.as_deref())?;
     let mut request = EnrollRequest::new(&args.agent_id, &keys).capabilities(args.capabilities);
     request.agent_name = args.name;
     request.max_concurrent_tasks = args.max_concurrent_tasks;
@@ -111,6 +123,7 @@ async fn enroll(args: EnrollArgs) -> anyhow::Result<()> {
         key_path,
         token: token.token.clone(),
         expires_at: token.expires_at,
+        ca_file,
     };
     save_config(&config_path, &config)?;
     println!("enrolled {} as {}", config.agent_id, config.agent_uuid);
@@ -126,7 +139,7 @@ async fn enroll(args: EnrollArgs) -> anyhow::Result<()> {
 async fn login(config_path: &Path) -> anyhow::Result<()> {
     let mut config = load_config(config_path)?;
     let keys = AgentKeys::load(&config.key_path)?;
-    let mut client = Client::new(&config.server)?;
+    let mut client = client_for(&config.server, config.ca_file.as_deref())?;
     let token: TokenResponse = client
         .authenticate(&keys, &config.agent_id)
         .await

@@ -19,8 +19,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use chrono::{DateTime, Utc};
 use nervix_client::{
-    ClaimRequest, Client, EventStream, ServerEvent, SubmitRequest, Task, TaskKind, TaskQuery,
-    TaskStatus,
+    ClaimRequest, Client, ServerEvent, SubmitRequest, Task, TaskKind, TaskQuery, TaskStatus,
 };
 use parking_lot::Mutex;
 use serde_json::{json, Value};
@@ -85,7 +84,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         .patch_config(&patch)
         .await
         .context("cannot update the agent's capabilities and capacity")?;
-    let mut events = EventStream::connect(&server, client.clone(), None)
+    let mut events = client
+        .event_stream(None)
         .await
         .context("cannot open the event stream")?;
     let out = Output { json: args.json };

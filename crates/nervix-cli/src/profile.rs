@@ -7,7 +7,9 @@
 //! - the server is `--server` / `NERVIX_SERVER`, else the profile's;
 //! - the token is `NERVIX_TOKEN` (e.g. an operator's admin token; never a flag, so it stays out
 //!   of process listings), else the profile's. With the profile's token the SDK renews it
-//!   with the profile's key before it expires, and the command saves the new one back.
+//!   with the profile's key before it expires, and the command saves the new one back;
+//! - an `https://` server is verified against the public roots, plus the CA in `--ca-file` /
+//!   `NERVIX_CA_FILE`, else the profile's (saved by `enroll` when given there).
 
 use std::fs;
 use std::io::{self, Write as _};
@@ -16,7 +18,7 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context as _};
 use chrono::{DateTime, Utc};
-use nervix_client::{AgentKeys, Client};
+use nervix_client::{AgentKeys, Client, Trust};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -51,6 +53,29 @@ impl ConfigArg {
     }
 }
 
+/// `--ca-file`: a private CA to trust besides the public ones.
+#[derive(clap::Args, Clone, Default)]
+pub struct CaFileArg {
+    /// PEM file of a CA that signed the server's certificate (a private deployment), trusted
+    /// besides the public roots. [default: the profile's]
+    #[arg(
+        long = "ca-file",
+        env = "NERVIX_CA_FILE",
+        value_name = "FILE",
+        global = true
+    )]
+    pub path: Option<PathBuf>,
+}
+
+/// A client for `server` trusting `ca_file` (if any) besides the public roots.
+pub fn client_for(server: &str, ca_file: Option<&Path>) -> anyhow::Result<Client> {
+    let trust = match ca_file {
+        Some(path) => Trust::with_ca_file(path)?,
+        None => Trust::default(),
+    };
+    Ok(Client::with_trust(server, trust)?)
+}
+
 /// What `nervix agent enroll` leaves behind for the other commands.
 #[derive(Clone, Serialize, Deserialize)]
 pub struct AgentConfig {
@@ -60,6 +85,9 @@ pub struct AgentConfig {
     pub key_path: PathBuf,
     pub token: String,
     pub expires_at: DateTime<Utc>,
+    /// The private CA the server's certificate was verified with at enrollment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
 }
 
 /// How a command reaches the server: `--server`, `--config`, `NERVIX_TOKEN`.
@@ -70,6 +98,8 @@ pub struct ConnectArgs {
     server: Option<String>,
     #[command(flatten)]
     config: ConfigArg,
+    #[command(flatten)]
+    ca_file: CaFileArg,
 }
 
 /// A client ready for a command, and the profile to update if its token is renewed.
@@ -99,7 +129,12 @@ impl ConnectArgs {
                 path.display()
             );
         };
-        let client = Client::new(&server)?;
+        let ca_file = self
+            .ca_file
+            .path
+            .clone()
+            .or_else(|| profile.as_ref().and_then(|p| p.ca_file.clone()));
+        let client = client_for(&server, ca_file.as_deref())?;
         if let Some(token) = env_token {
             return Ok(Connected {
                 client: client.with_token(token),
@@ -206,6 +241,7 @@ mod tests {
             key_path: "/tmp/alpha.key".into(),
             token: "t1".into(),
             expires_at: Utc::now(),
+            ca_file: None,
         };
         save_config(&path, &config).unwrap();
         let again = AgentConfig {

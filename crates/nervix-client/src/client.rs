@@ -18,6 +18,8 @@ use zeroize::Zeroizing;
 use crate::error::{ClientError, Problem};
 use crate::keys::AgentKeys;
 use crate::pages::Pages;
+use crate::stream::EventStream;
+use crate::tls::Trust;
 use crate::types::{
     AdminWithdrawalQuery, Agent, AgentQuery, Announcement, AuditQuery, AuditRecord, AuthChallenge,
     BonusPool, Channel, ChannelMembers, ChannelQuery, ClaimRequest, ClaimResponse, ConfigPatch,
@@ -60,6 +62,7 @@ const RENEW_RETRY_PAUSE: Duration = Duration::from_secs(10);
 #[derive(Clone)]
 pub struct Client {
     http: reqwest::Client,
+    trust: Trust,
     base: Url,
     session: Arc<Session>,
     renew_margin: Option<Duration>,
@@ -202,15 +205,31 @@ impl Client {
     /// A client for the server at `base_url` (e.g. `http://127.0.0.1:8080`), with its own
     /// connection pool and a 30 s request timeout.
     pub fn new(base_url: &str) -> Result<Self> {
-        let http = reqwest::Client::builder()
+        Self::with_trust(base_url, Trust::default())
+    }
+
+    /// A client that verifies an `https://` server with `trust` (e.g. a private CA:
+    /// [`Trust::with_ca_file`]), for REST calls and [`Client::event_stream`] alike.
+    pub fn with_trust(base_url: &str, trust: Trust) -> Result<Self> {
+        let http = trust
+            .http_builder()
             .user_agent(concat!("nervix-client/", env!("CARGO_PKG_VERSION")))
             .timeout(REQUEST_TIMEOUT)
             .connect_timeout(CONNECT_TIMEOUT)
             .build()?;
-        Self::with_http_client(base_url, http)
+        let mut client = Self::with_http_client(base_url, http)?;
+        client.trust = trust;
+        Ok(client)
     }
 
-    /// A client reusing an existing `reqwest::Client`, so many agents share one pool.
+    /// The agent's event stream on this client's server, as this client's agent, verified
+    /// with this client's trust (see [`EventStream::connect`]).
+    pub async fn event_stream(&self, since: Option<i64>) -> Result<EventStream> {
+        EventStream::connect_with_trust(self.base.as_str(), self.clone(), since, &self.trust).await
+    }
+
+    /// A client reusing an existing `reqwest::Client`, so many agents share one pool. Its
+    /// event streams trust the public roots.
     pub fn with_http_client(base_url: &str, http: reqwest::Client) -> Result<Self> {
         let invalid = |reason: &str| ClientError::InvalidUrl {
             url: base_url.to_owned(),
@@ -225,6 +244,7 @@ impl Client {
         }
         Ok(Self {
             http,
+            trust: Trust::default(),
             base,
             session: Session::new(None, None),
             renew_margin: None,

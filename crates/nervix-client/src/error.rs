@@ -111,6 +111,9 @@ pub enum ClientError {
     /// (see [`Client::set_signing_key`](crate::Client::set_signing_key)).
     #[error("no signing key to renew the token with")]
     NoSigningKey,
+    /// A CA certificate given to trust could not be read or used.
+    #[error("certificate: {0}")]
+    Certificate(String),
 }
 
 impl ClientError {

@@ -36,6 +36,7 @@ mod error;
 mod keys;
 mod pages;
 mod stream;
+mod tls;
 pub mod types;
 
 pub use client::{new_idempotency_key, Client, RawResponse};
@@ -49,4 +50,5 @@ pub use stream::{
     Announcement, ClientFrame, Earning, EventStream, Notification, ReputationUpdate, ServerEvent,
     StreamEvent, TaskOffer, TaskUpdate, TokenSource,
 };
+pub use tls::Trust;
 pub use types::*;

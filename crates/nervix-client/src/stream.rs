@@ -40,6 +40,7 @@ use uuid::Uuid;
 
 use crate::decimal::Decimal2;
 use crate::error::ClientError;
+use crate::tls::Trust;
 use crate::types::{Complexity, Message, ReputationLevel, TaskStatus};
 
 /// How often the stream pings the server; well inside the server's idle timeout.
@@ -282,6 +283,7 @@ pub enum ClientFrame {
 /// off. Dropping it closes the connection.
 pub struct EventStream {
     url: Url,
+    trust: Trust,
     tokens: Arc<dyn TokenSource>,
     socket: Option<Socket>,
     last_seq: Option<i64>,
@@ -312,8 +314,20 @@ impl EventStream {
         tokens: impl TokenSource + 'static,
         since: Option<i64>,
     ) -> Result<Self, ClientError> {
+        Self::connect_with_trust(base_url, tokens, since, &Trust::default()).await
+    }
+
+    /// [`EventStream::connect`] to a `wss://` server verified with `trust` (e.g. a private
+    /// CA).
+    pub async fn connect_with_trust(
+        base_url: &str,
+        tokens: impl TokenSource + 'static,
+        since: Option<i64>,
+        trust: &Trust,
+    ) -> Result<Self, ClientError> {
         let mut stream = EventStream {
             url: connect_url(base_url)?,
+            trust: trust.clone(),
             tokens: Arc::new(tokens),
             socket: None,
             last_seq: since,
@@ -459,15 +473,16 @@ impl EventStream {
         let bearer = HeaderValue::from_str(&format!("Bearer {token}"))
             .map_err(|_| ClientError::InvalidInput("token is not a valid header value".into()))?;
         request.headers_mut().insert(header::AUTHORIZATION, bearer);
-        let (socket, _) = tokio_tungstenite::connect_async(request)
-            .await
-            .map_err(|e| match e {
-                tokio_tungstenite::tungstenite::Error::Http(resp) => ClientError::Stream(format!(
-                    "the server refused the connection: HTTP {}",
-                    resp.status()
-                )),
-                other => ClientError::Stream(other.to_string()),
-            })?;
+        let connector = tokio_tungstenite::Connector::Rustls(self.trust.rustls());
+        let (socket, _) =
+            tokio_tungstenite::connect_async_tls_with_config(request, None, false, Some(connector))
+                .await
+                .map_err(|e| match e {
+                    tokio_tungstenite::tungstenite::Error::Http(resp) => ClientError::Stream(
+                        format!("the server refused the connection: HTTP {}", resp.status()),
+                    ),
+                    other => ClientError::Stream(other.to_string()),
+                })?;
         self.socket = Some(socket);
         self.ping = ping_interval();
         Ok(())

@@ -5,6 +5,7 @@
 //! DAG checks, the matching score, the automated quality checks and the spot-check sampler.
 
 pub mod agent;
+pub mod artifact;
 pub mod dag;
 pub mod economy;
 pub mod error;

@@ -75,6 +75,57 @@ pub struct ServeArgs {
     pub log_json: bool,
     #[command(flatten)]
     pub master_key: MasterKeyArgs,
+    /// Serve HTTPS and WSS with this certificate chain (PEM); needs --tls-key. Renewed files
+    /// are picked up without a restart (checked every --tls-reload-secs, and on SIGHUP).
+    #[arg(
+        long,
+        env = "NERVIX_TLS_CERT",
+        value_name = "FILE",
+        requires = "tls_key"
+    )]
+    pub tls_cert: Option<PathBuf>,
+    /// Private key (PEM) of --tls-cert.
+    #[arg(
+        long,
+        env = "NERVIX_TLS_KEY",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
+    pub tls_key: Option<PathBuf>,
+    /// Oldest TLS version accepted: 1.3 (default) or 1.2 for clients that cannot do 1.3.
+    #[arg(long, env = "NERVIX_TLS_MIN_VERSION", default_value = "1.3")]
+    pub tls_min_version: TlsVersion,
+    /// Seconds between checks of the certificate files for a renewal.
+    #[arg(long, env = "NERVIX_TLS_RELOAD_SECS", default_value_t = 60)]
+    pub tls_reload_secs: u64,
+    /// Where artifacts (files attached to submissions) are stored: `s3://bucket/prefix` (with
+    /// the usual `AWS_*` variables: `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
+    /// `AWS_REGION`, `AWS_ENDPOINT` for an S3-compatible service, ...) or `file:///path`;
+    /// default: the `artifacts` folder in the data folder.
+    #[arg(long, env = "NERVIX_ARTIFACTS_URL")]
+    pub artifacts_url: Option<String>,
+    /// Largest artifact upload, in bytes.
+    #[arg(long, env = "NERVIX_MAX_ARTIFACT_BYTES", default_value_t = 100 * 1024 * 1024)]
+    pub max_artifact_bytes: u64,
+}
+
+/// The oldest TLS version the server accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TlsVersion {
+    #[value(name = "1.2")]
+    Tls12,
+    #[value(name = "1.3")]
+    Tls13,
+}
+
+/// HTTPS: where the certificate is and what the server accepts.
+#[derive(Debug, Clone)]
+pub struct TlsConfig {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub min_version: TlsVersion,
+    /// How often the files are checked for a renewal.
+    pub reload_interval: Duration,
 }
 
 /// The operator's master key, which seals the token-signing keys at rest (AES-256-GCM); the
@@ -178,6 +229,13 @@ pub struct Config {
     /// How often this node reads the shared signing keys again (a rotation on another node
     /// reaches this one within it).
     pub key_refresh: Duration,
+    /// HTTPS and WSS; `None`: plain HTTP (behind a TLS-terminating proxy, or local).
+    pub tls: Option<TlsConfig>,
+    /// Object storage for artifacts; `None`: the `artifacts` folder in the data folder.
+    pub artifacts_url: Option<String>,
+    pub max_artifact_bytes: u64,
+    /// How long an upload may wait for a submission to reference it before it is deleted.
+    pub artifact_orphan_after: chrono::Duration,
 }
 
 /// Timings and bounds of agent WebSocket connections.
@@ -250,6 +308,10 @@ impl Config {
             ws: WsConfig::default(),
             master_key: MasterKeySource::None,
             key_refresh: Duration::from_secs(2),
+            tls: None,
+            artifacts_url: None,
+            max_artifact_bytes: 100 * 1024 * 1024,
+            artifact_orphan_after: chrono::Duration::days(1),
         }
     }
 }
@@ -280,6 +342,17 @@ impl From<&ServeArgs> for Config {
         c.sqlite_writer_cpu = a.sqlite_writer_cpu;
         c.event_retention = chrono::Duration::days(i64::from(a.event_retention_days.max(1)));
         c.master_key = a.master_key.source();
+        c.tls = match (&a.tls_cert, &a.tls_key) {
+            (Some(cert), Some(key)) => Some(TlsConfig {
+                cert: cert.clone(),
+                key: key.clone(),
+                min_version: a.tls_min_version,
+                reload_interval: Duration::from_secs(a.tls_reload_secs.max(1)),
+            }),
+            _ => None,
+        };
+        c.artifacts_url = a.artifacts_url.clone().filter(|u| !u.is_empty());
+        c.max_artifact_bytes = a.max_artifact_bytes;
         c
     }
 }

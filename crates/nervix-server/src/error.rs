@@ -123,6 +123,9 @@ impl From<app::Error> for ApiError {
             ErrorKind::Gone => StatusCode::GONE,
             ErrorKind::InsufficientFunds => StatusCode::PAYMENT_REQUIRED,
             ErrorKind::AtCapacity | ErrorKind::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            ErrorKind::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorKind::UnsupportedType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ErrorKind::RangeNotSatisfiable => StatusCode::RANGE_NOT_SATISFIABLE,
             ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         };
         ApiError {

@@ -10,6 +10,7 @@
 
 pub mod api;
 pub mod app;
+pub mod artifact_store;
 pub mod auth;
 pub mod bus;
 pub mod config;
@@ -30,6 +31,7 @@ pub mod spot_checks;
 pub mod state;
 pub mod stats;
 pub mod supervisor;
+pub mod tls;
 pub mod wire;
 pub mod workers;
 

@@ -24,6 +24,7 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::app::App;
+use crate::artifact_store::ArtifactStore;
 use crate::auth::keys::{self, Keys};
 use crate::auth::VerifiedTokens;
 use crate::bus::{EventBus, InProcessBus, RedisBus};
@@ -38,6 +39,8 @@ use crate::private_fs::create_private_dir;
 use crate::spot_checks::SpotChecks;
 use crate::state::AppState;
 use crate::stats::PlatformStats;
+use crate::supervisor::{every, supervise};
+use crate::tls::{ReloadingCert, Tls};
 use crate::{api, http, openapi, workers};
 
 #[derive(Debug, thiserror::Error)]
@@ -55,6 +58,10 @@ pub enum ServerError {
     Bus(#[from] crate::bus::BusError),
     #[error("network: {0}")]
     Io(#[from] std::io::Error),
+    #[error("TLS: {0}")]
+    Tls(#[from] crate::tls::TlsError),
+    #[error("artifact storage: {0}")]
+    Artifacts(#[from] crate::artifact_store::ArtifactStoreError),
 }
 
 /// Opens storage for `config` (creating the data folder for the embedded default).
@@ -93,6 +100,7 @@ pub struct Running {
     workers: Vec<JoinHandle<()>>,
     outbox_stop: CancellationToken,
     outbox: JoinHandle<()>,
+    tls_cert: Option<Arc<ReloadingCert>>,
 }
 
 impl Running {
@@ -116,12 +124,28 @@ impl Running {
     pub fn shutdown_token(&self) -> CancellationToken {
         self.shutdown.clone()
     }
+
+    /// Whether this server speaks HTTPS.
+    pub fn is_tls(&self) -> bool {
+        self.tls_cert.is_some()
+    }
+
+    /// Reads the certificate files again now, without waiting for the periodic check.
+    pub fn reload_tls(&self) -> Result<(), crate::tls::TlsError> {
+        match &self.tls_cert {
+            Some(cert) => cert.reload(),
+            None => Ok(()),
+        }
+    }
 }
 
-/// Builds everything and serves on `listener` until the returned handle is shut down.
+/// Builds everything and serves on `listener` until the returned handle is shut down; with
+/// `config.tls`, HTTPS and WSS on it.
 pub async fn start(listener: TcpListener, config: Config) -> Result<Running, ServerError> {
     let shutdown = CancellationToken::new();
     let config = Arc::new(config);
+    // Before anything is opened: a bad certificate is an operator's mistake to report at once.
+    let tls = config.tls.as_ref().map(Tls::new).transpose()?;
     let store = open_store(&config, 16).await?;
     // First, before anything is written: a wrong master key stops the start here.
     let master = config.master_key.load()?;
@@ -136,6 +160,8 @@ pub async fn start(listener: TcpListener, config: Config) -> Result<Running, Ser
         // Workers get a pool of their own so a backlog of reaping never starves the API.
         open_store(&config, 2).await?
     };
+    let artifacts = ArtifactStore::open(config.artifacts_url.as_deref(), &config.data_dir)?;
+    tracing::debug!(location = artifacts.location(), "artifact storage");
     let bus: Arc<dyn EventBus> = match &config.redis_url {
         Some(url) => RedisBus::connect(url, shutdown.clone()).await?,
         None => Arc::new(InProcessBus::default()),
@@ -163,6 +189,7 @@ pub async fn start(listener: TcpListener, config: Config) -> Result<Running, Ser
         message_quota: Arc::new(crate::quota::MessageQuota::new(
             config.rate_limit_messages_per_minute,
         )),
+        artifacts: Arc::new(artifacts),
         bus,
         outbox,
         metrics: Arc::new(Metrics::default()),
@@ -179,24 +206,40 @@ pub async fn start(listener: TcpListener, config: Config) -> Result<Running, Ser
         config.ws.queue,
         config.ws.max_lag,
     );
-    let workers = workers::spawn_all(
+    let mut workers = workers::spawn_all(
         &app.with_store(worker_store),
         hub.clone(),
         limits.clone(),
         &shutdown,
     );
     let state = AppState { app, limits, hub };
-    let app = router(state.clone());
+    let app = router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
     let addr = listener.local_addr()?;
     let token = shutdown.clone();
-    let server = tokio::spawn(async move {
-        axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move { token.cancelled().await })
-        .await
-    });
+    let graceful = async move { token.cancelled().await };
+    let tls_cert = tls.as_ref().map(Tls::cert);
+    let server = match (tls, &config.tls) {
+        (Some(tls), Some(tls_config)) => {
+            workers.push(reload_certificate(
+                tls.cert(),
+                tls_config.reload_interval,
+                &shutdown,
+            ));
+            // `tap_io` only to reuse axum's `ConnectInfo<SocketAddr>` for any listener whose
+            // address is one; the tap itself does nothing.
+            let listener = axum::serve::ListenerExt::tap_io(tls.listen(listener)?, |_| {});
+            tokio::spawn(async move {
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(graceful)
+                    .await
+            })
+        }
+        _ => tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(graceful)
+                .await
+        }),
+    };
     Ok(Running {
         addr,
         state,
@@ -205,30 +248,63 @@ pub async fn start(listener: TcpListener, config: Config) -> Result<Running, Ser
         workers,
         outbox_stop,
         outbox: outbox_task,
+        tls_cert,
+    })
+}
+
+/// Picks up a renewed certificate: new handshakes get it, open connections keep theirs.
+fn reload_certificate(
+    cert: Arc<ReloadingCert>,
+    interval: std::time::Duration,
+    shutdown: &CancellationToken,
+) -> JoinHandle<()> {
+    supervise("tls_reload", shutdown.clone(), move |sd| {
+        let cert = cert.clone();
+        async move {
+            every(interval, sd, || async {
+                match cert.reload_if_changed() {
+                    Ok(true) => tracing::info!("TLS certificate changed on disk; reloaded"),
+                    Ok(false) => {}
+                    // Mid-renewal the key may not match the certificate yet: keep serving the
+                    // old pair and look again next time.
+                    Err(e) => tracing::warn!(error = %e, "cannot reload the TLS certificate"),
+                }
+                Ok::<_, std::convert::Infallible>(())
+            })
+            .await
+        }
     })
 }
 
 /// The full HTTP application with its middleware stack.
 pub fn router(state: AppState) -> Router {
-    let (router, openapi) = api::router().split_for_parts();
+    let (router, mut openapi) = api::router().split_for_parts();
+    let (streamed, streamed_doc) = api::streamed_router().split_for_parts();
+    openapi.merge(streamed_doc);
     let contract = openapi::Contract::new(&state.app.config, api::IP_LIMITED);
     let openapi = openapi::served(openapi, &contract);
     let openapi = Arc::new(serde_json::to_value(&openapi).unwrap_or_default());
     let config = state.app.config.clone();
-    router
+    // File transfers stream for as long as the file takes, within their own size limit
+    // (`NERVIX_MAX_ARTIFACT_BYTES`, enforced as the bytes arrive): the body limit and the
+    // request timeout are for everything else.
+    let bounded = router
         .route(
             "/v1/openapi.json",
             get(move || async move { Json((*openapi).clone()) }),
         )
-        .fallback(http::not_found)
-        .layer(from_fn_with_state(state.clone(), ip_limit))
         .layer(DefaultBodyLimit::max(config.body_limit))
         .layer(RequestBodyLimitLayer::new(config.body_limit))
-        .layer(from_fn_with_state(state.clone(), http::track_metrics))
         .layer(TimeoutLayer::with_status_code(
             axum::http::StatusCode::REQUEST_TIMEOUT,
             config.request_timeout,
-        ))
+        ));
+    let streamed = streamed.layer(DefaultBodyLimit::disable());
+    bounded
+        .merge(streamed)
+        .fallback(http::not_found)
+        .layer(from_fn_with_state(state.clone(), ip_limit))
+        .layer(from_fn_with_state(state.clone(), http::track_metrics))
         .layer(
             TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
                 let id = req
@@ -271,18 +347,53 @@ pub async fn run_from_args(args: ServeArgs) -> Result<(), ServerError> {
     let listener = TcpListener::bind(args.bind).await?;
     let running = start(listener, config.clone()).await?;
     let addr = running.addr;
-    tracing::info!(%addr, backend = running.state.app.store.backend(), "nervix is up");
+    let scheme = if running.is_tls() { "https" } else { "http" };
+    tracing::info!(%addr, backend = running.state.app.store.backend(), scheme, "nervix is up");
     println!(
         "Nervix is running ({} storage).",
         running.state.app.store.backend()
     );
-    println!("  API:       http://{addr}/v1  (OpenAPI: http://{addr}/v1/openapi.json)");
-    println!("  Dashboard: http://{addr}/");
+    println!("  API:       {scheme}://{addr}/v1  (OpenAPI: {scheme}://{addr}/v1/openapi.json)");
+    println!("  Dashboard: {scheme}://{addr}/");
     println!("  Data:      {}", config.data_dir.display());
-    shutdown_signal().await;
+    if let Some(tls) = &config.tls {
+        let min = match tls.min_version {
+            crate::config::TlsVersion::Tls13 => "1.3",
+            crate::config::TlsVersion::Tls12 => "1.2",
+        };
+        println!("  TLS:       {} (TLS {min} and up)", tls.cert.display());
+    }
+    tokio::select! {
+        _ = shutdown_signal() => {}
+        _ = reload_on_sighup(&running) => {}
+    }
     tracing::info!("shutting down");
     running.shutdown().await;
     Ok(())
+}
+
+/// SIGHUP reads the certificate again at once (what `systemctl reload` and renewal hooks send).
+/// Returns only if the signal cannot be listened for.
+async fn reload_on_sighup(running: &Running) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut hup = match signal(SignalKind::hangup()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGHUP");
+                return std::future::pending().await;
+            }
+        };
+        while hup.recv().await.is_some() {
+            match running.reload_tls() {
+                Ok(()) if running.is_tls() => tracing::info!("SIGHUP: TLS certificate reloaded"),
+                Ok(()) => {}
+                Err(e) => tracing::warn!(error = %e, "SIGHUP: cannot reload the TLS certificate"),
+            }
+        }
+    }
+    std::future::pending().await
 }
 
 async fn shutdown_signal() {

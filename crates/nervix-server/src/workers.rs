@@ -1,6 +1,6 @@
 //! The background services: lease, deadline and review-deadline reapers, reputation
-//! recomputation, matching rounds, housekeeping, event retention, signing-key reload, the
-//! matching index and the real-time hub's dispatcher.
+//! recomputation, matching rounds, housekeeping, event retention, orphaned artifacts,
+//! signing-key reload, the matching index and the real-time hub's dispatcher.
 //! Each runs under the supervisor and calls the application layer; every one is safe on
 //! several nodes at once, because the writes they make are conditional.
 
@@ -10,7 +10,7 @@ use chrono::Utc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::app::{events, notifications, quality, reputation, App};
+use crate::app::{artifacts, events, notifications, quality, reputation, App};
 use crate::auth::keys::KeyError;
 use crate::hub::{Hub, HubError};
 use crate::limits::Limits;
@@ -183,6 +183,19 @@ pub fn spawn_all(
             }
         },
     ));
+
+    let a = app.clone();
+    handles.push(supervise("artifact_orphans", shutdown.clone(), move |sd| {
+        let a = a.clone();
+        async move {
+            // Once a minute with the default one-second tick: orphans are a day old anyway.
+            every(interval * 60, sd, || async {
+                artifacts::sweep_orphans(&a).await?;
+                Ok::<_, WorkerError>(())
+            })
+            .await
+        }
+    }));
 
     let a = app.clone();
     handles.push(supervise("event_retention", shutdown.clone(), move |sd| {

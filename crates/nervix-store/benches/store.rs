@@ -158,6 +158,7 @@ fn bench(c: &mut Criterion) {
                     feedback: None,
                     retry: RetryPolicy::default(),
                     at: now,
+                    artifacts: Vec::new(),
                 };
                 assert!(matches!(
                     store.submit(&s, None).await.unwrap(),

@@ -182,6 +182,22 @@ pub trait Store: Send + Sync + 'static {
         save: Option<SaveResponse<SubmitOutcome>>,
     ) -> Result<SubmitOutcome>;
     async fn submission(&self, id: Uuid) -> Result<Option<SubmissionRecord>>;
+
+    // ---- artifacts (migration 0015) ----
+    async fn insert_artifact(&self, a: &NewArtifact) -> Result<ArtifactRecord>;
+    async fn artifact(&self, id: Uuid) -> Result<Option<ArtifactRecord>>;
+    /// The artifacts a submission references, oldest first.
+    async fn submission_artifacts(&self, submission: Uuid) -> Result<Vec<ArtifactRecord>>;
+    /// Up to `limit` artifacts created before `before` that no submission references, oldest
+    /// first.
+    async fn orphan_artifacts(
+        &self,
+        before: DateTime<Utc>,
+        limit: i64,
+    ) -> Result<Vec<ArtifactRecord>>;
+    /// Deletes the artifact's row if it is still an orphan created before `before`; false when
+    /// a submission took it meanwhile (or it is gone). The object is the caller's to delete.
+    async fn delete_orphan_artifact(&self, id: Uuid, before: DateTime<Utc>) -> Result<bool>;
     /// The assignee gives the task back (attempt not counted against it).
     async fn release_task(
         &self,

@@ -435,6 +435,9 @@ pub struct NewSubmission {
     pub feedback: Option<String>,
     pub retry: RetryPolicy,
     pub at: DateTime<Utc>,
+    /// Artifacts the submission references: each must be the submitter's upload for this
+    /// task and not referenced yet, or nothing is written.
+    pub artifacts: Vec<Uuid>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -1180,4 +1183,38 @@ impl std::fmt::Debug for SigningKeyRecord {
             .field("seal", &self.seal)
             .finish_non_exhaustive()
     }
+}
+
+/// A file uploaded for a task (see migration 0015), before any submission references it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewArtifact {
+    pub id: Uuid,
+    pub task_id: Uuid,
+    pub uploaded_by: Uuid,
+    pub filename: Option<String>,
+    pub content_type: String,
+    pub size_bytes: i64,
+    /// Lowercase hex SHA-256 of the content.
+    pub sha256: String,
+    /// Where the content is in object storage.
+    pub object_key: String,
+    /// The automated checks run on the file (`[CheckResult]`).
+    pub checks: Value,
+    pub at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ArtifactRecord {
+    pub id: Uuid,
+    pub task_id: Uuid,
+    pub uploaded_by: Uuid,
+    /// The submission that references the file; `None` while it is unreferenced.
+    pub submission_id: Option<Uuid>,
+    pub filename: Option<String>,
+    pub content_type: String,
+    pub size_bytes: i64,
+    pub sha256: String,
+    pub object_key: String,
+    pub checks: Value,
+    pub created_at: DateTime<Utc>,
 }

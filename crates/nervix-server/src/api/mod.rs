@@ -5,6 +5,7 @@
 
 pub mod admin;
 pub mod agents;
+pub mod artifacts;
 pub mod economy;
 pub mod enroll;
 pub mod messages;
@@ -33,6 +34,7 @@ pub use enroll::IP_LIMITED;
         (name = "auth", description = "Enrollment and tokens"),
         (name = "agents", description = "Agent profiles and directory"),
         (name = "tasks", description = "Tasks, claims and submissions"),
+        (name = "artifacts", description = "Files attached to submissions"),
         (name = "workflows", description = "DAG workflows"),
         (name = "economy", description = "Balances and the ledger"),
         (name = "quality", description = "Peer review and spot checks"),
@@ -62,4 +64,10 @@ pub fn router() -> OpenApiRouter<AppState> {
         .merge(admin::routes())
         .merge(platform::routes())
         .route("/", axum::routing::get(web::index))
+}
+
+/// Routes that stream files in or out: served without the request body limit and timeout
+/// (they enforce their own size limit).
+pub fn streamed_router() -> OpenApiRouter<AppState> {
+    artifacts::routes()
 }

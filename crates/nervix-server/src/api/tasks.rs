@@ -9,7 +9,9 @@ use axum::http::{HeaderMap, Method, Uri};
 use axum::response::Response;
 use axum::Json;
 use chrono::{DateTime, Utc};
-use nervix_core::{Capabilities, Complexity, FieldErrors, Lease, Money, Notes, TaskStatus};
+use nervix_core::{
+    Capabilities, Complexity, FieldError, FieldErrors, Lease, Money, Notes, TaskStatus,
+};
 use nervix_store::TaskRecord;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -201,6 +203,9 @@ async fn claim(
     }))
 }
 
+/// Artifacts one submission may reference.
+const MAX_ARTIFACTS: usize = 32;
+
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct SubmissionData {
     /// A string; for `kind: json` any JSON value (a string holding JSON is parsed too).
@@ -209,6 +214,11 @@ pub struct SubmissionData {
     /// At most 10,000 characters.
     #[schema(max_length = 10000)]
     pub notes: Option<String>,
+    /// Files uploaded for this task (`POST /v1/tasks/{id}/artifacts`) that the submission
+    /// references; their checks count with the content's.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schema(max_items = 32)]
+    pub artifacts: Vec<Uuid>,
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -243,9 +253,17 @@ async fn submit(
         .as_deref()
         .map(Notes::parse)
         .transpose()?;
+    if body.submission_data.artifacts.len() > MAX_ARTIFACTS {
+        return Err(FieldError::new(
+            "submission_data.artifacts",
+            format!("at most {MAX_ARTIFACTS} artifacts"),
+        )
+        .into());
+    }
     let work = Work {
         content: body.submission_data.content,
         notes,
+        artifacts: body.submission_data.artifacts,
     };
     let render: Render<Submitted> = Arc::new(|s| {
         let view = SubmitResponse {

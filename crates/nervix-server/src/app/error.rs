@@ -25,6 +25,12 @@ pub enum ErrorKind {
     AtCapacity,
     /// The caller is over a rate (messages per minute); `retry_after` says when to retry.
     RateLimited,
+    /// An upload is larger than the server takes.
+    TooLarge,
+    /// A file of a type the task does not accept.
+    UnsupportedType,
+    /// A byte range outside the file.
+    RangeNotSatisfiable,
     /// A bug or an unavailable dependency; the cause is logged, never shown.
     Internal,
 }

@@ -7,6 +7,7 @@
 //! never re-checks a field's rules.
 
 pub mod agents;
+pub mod artifacts;
 pub mod audit;
 pub mod auth;
 pub mod economy;
@@ -30,6 +31,7 @@ use uuid::Uuid;
 
 pub use error::{Error, ErrorKind, Result};
 
+use crate::artifact_store::ArtifactStore;
 use crate::auth::keys::{KeyRing, Keys};
 use crate::auth::VerifiedTokens;
 use crate::bus::EventBus;
@@ -65,6 +67,8 @@ pub struct App {
     pub verified: Arc<VerifiedTokens>,
     /// Messages each agent may still send this minute.
     pub message_quota: Arc<MessageQuota>,
+    /// Where artifact files are stored.
+    pub artifacts: Arc<ArtifactStore>,
 }
 
 impl App {

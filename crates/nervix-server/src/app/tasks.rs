@@ -4,7 +4,7 @@
 use chrono::Utc;
 use nervix_core::dag::MAX_WORKFLOW_TASKS;
 use nervix_core::quality::{
-    feedback, normalize_content, quality_score, Submission, DEFAULT_MIN_WORDS,
+    feedback, normalize_content, quality_score, CheckResult, Submission, DEFAULT_MIN_WORDS,
 };
 use nervix_core::reputation::Reputation;
 use nervix_core::{Complexity, Lease, Level, Money, Notes, Role, TaskSpec, TaskStatus};
@@ -17,7 +17,7 @@ use uuid::Uuid;
 
 use super::idempotency::{self, Outcome, Render};
 
-use super::{audit, events, notifications, App, Caller, Error, ErrorKind, Result};
+use super::{artifacts, audit, events, notifications, App, Caller, Error, ErrorKind, Result};
 use crate::bus::Frame;
 
 /// The row a spec becomes; its place in a workflow (key, dependencies) is the caller's.
@@ -203,6 +203,8 @@ pub struct Work {
     /// A string; for `kind: json` a JSON value (a string holding JSON is parsed too).
     pub content: Value,
     pub notes: Option<Notes>,
+    /// Uploaded artifacts the submission references (`POST /v1/tasks/{id}/artifacts`).
+    pub artifacts: Vec<Uuid>,
 }
 
 /// A decided submission and the task after it.
@@ -243,6 +245,13 @@ pub async fn submit(
                 .unwrap_or(DEFAULT_MIN_WORDS),
             content: &content,
         });
+        // The files' checks count with the content's: a secret in an attachment is as
+        // much a leak as one in the text.
+        let files = artifacts::for_submission(app, caller, id, &work.artifacts).await?;
+        let mut checks = checks;
+        for file in &files {
+            checks.extend(artifact_checks(file));
+        }
         let score = quality_score(&checks);
         let threshold = app.config.accept_threshold;
         let now = Utc::now();
@@ -280,6 +289,7 @@ pub async fn submit(
             feedback: Some(feedback),
             retry: app.config.retry,
             at: now,
+            artifacts: work.artifacts,
         };
         let outcome = app.store.submit(&submission, save).await?;
         let SubmitOutcome::Done {
@@ -353,6 +363,22 @@ pub async fn cancel(app: &App, caller: &Caller, id: Uuid) -> Result<TaskRecord> 
 
 /// A submission: visible to its submitter, the task's poster, reviewers and admins. Anyone
 /// else is told it does not exist.
+/// An artifact's stored checks, their details naming the file.
+fn artifact_checks(file: &nervix_store::ArtifactRecord) -> Vec<CheckResult> {
+    let name = file
+        .filename
+        .clone()
+        .unwrap_or_else(|| format!("artifact {}", file.id));
+    serde_json::from_value::<Vec<CheckResult>>(file.checks.clone())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|mut c| {
+            c.details = format!("{name}: {}", c.details);
+            c
+        })
+        .collect()
+}
+
 pub async fn submission(app: &App, caller: &Caller, id: Uuid) -> Result<SubmissionRecord> {
     let s = app
         .store

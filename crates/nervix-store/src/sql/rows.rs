@@ -499,3 +499,39 @@ impl From<ChannelMemberRow> for ChannelMember {
         }
     }
 }
+
+pub(crate) const ARTIFACT_COLUMNS: &str = "id, task_id, uploaded_by, submission_id, filename, \
+    content_type, size_bytes, sha256, object_key, checks, created_at";
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct ArtifactRow {
+    id: Uuid,
+    task_id: Uuid,
+    uploaded_by: Uuid,
+    submission_id: Option<Uuid>,
+    filename: Option<String>,
+    content_type: String,
+    size_bytes: i64,
+    sha256: String,
+    object_key: String,
+    checks: Json<Value>,
+    created_at: DateTime<Utc>,
+}
+
+impl From<ArtifactRow> for ArtifactRecord {
+    fn from(r: ArtifactRow) -> Self {
+        ArtifactRecord {
+            id: r.id,
+            task_id: r.task_id,
+            uploaded_by: r.uploaded_by,
+            submission_id: r.submission_id,
+            filename: r.filename,
+            content_type: r.content_type,
+            size_bytes: r.size_bytes,
+            sha256: r.sha256,
+            object_key: r.object_key,
+            checks: r.checks.0,
+            created_at: r.created_at,
+        }
+    }
+}

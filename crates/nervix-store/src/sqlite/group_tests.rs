@@ -103,6 +103,7 @@ fn submission(task_id: Uuid, agent_id: Uuid, decision: Decision) -> NewSubmissio
         feedback: None,
         retry: RetryPolicy::default(),
         at: Utc::now(),
+        artifacts: Vec::new(),
     }
 }
 

@@ -10,6 +10,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod agents;
+mod artifacts;
 mod cancellation;
 mod claims;
 mod economy;

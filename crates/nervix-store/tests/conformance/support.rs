@@ -248,6 +248,7 @@ pub fn submission(
         feedback: None,
         retry: RetryPolicy::default(),
         at,
+        artifacts: Vec::new(),
     }
 }
 

@@ -236,6 +236,7 @@ async fn submit_in(
     .bind(final_score)
     .fetch_one(&mut *tx)
     .await?;
+    super::artifacts::link(&mut tx, s).await?;
     let outcome = SubmitOutcome::Done {
         submission: row.try_into()?,
         task: final_task,

@@ -23,8 +23,9 @@
 //! exclusions, ledger verification), `idempotency` (responses stored with the work they
 //! answer), `reviews` (peer reviews and the spot checks they decide), `reputation` (evidence,
 //! recorded scores, histories), `events` (the per-agent event stream, notifications,
-//! announcements), `signing_keys` (the token-signing keys every node shares), `messages` (direct and channel messages, channels and their members)
-//! and `housekeeping` (audit, stats, purges). Every store
+//! announcements), `signing_keys` (the token-signing keys every node shares), `messages`
+//! (direct and channel messages, channels and their members), `artifacts` (uploaded files'
+//! metadata; the submit links them) and `housekeeping` (audit, stats, purges). Every store
 //! operation runs in a `tracing` span named `store.<operation>`
 //! (level debug); on SQLite the span follows the write onto the writer thread.
 //!
@@ -34,6 +35,7 @@
 //! and each agent's count of claimed tasks, refusing a claim beyond its capacity.
 
 mod agents;
+mod artifacts;
 mod auth;
 mod claims;
 mod economy;
@@ -260,6 +262,30 @@ impl Store for Backend {
 
     async fn submission(&self, id: Uuid) -> Result<Option<SubmissionRecord>> {
         claims::submission(self, id).await
+    }
+
+    async fn insert_artifact(&self, a: &NewArtifact) -> Result<ArtifactRecord> {
+        artifacts::insert_artifact(self, a).await
+    }
+
+    async fn artifact(&self, id: Uuid) -> Result<Option<ArtifactRecord>> {
+        artifacts::artifact(self, id).await
+    }
+
+    async fn submission_artifacts(&self, submission: Uuid) -> Result<Vec<ArtifactRecord>> {
+        artifacts::submission_artifacts(self, submission).await
+    }
+
+    async fn orphan_artifacts(
+        &self,
+        before: DateTime<Utc>,
+        limit: i64,
+    ) -> Result<Vec<ArtifactRecord>> {
+        artifacts::orphan_artifacts(self, before, limit).await
+    }
+
+    async fn delete_orphan_artifact(&self, id: Uuid, before: DateTime<Utc>) -> Result<bool> {
+        artifacts::delete_orphan_artifact(self, id, before).await
     }
 
     async fn release_task(
