@@ -9,6 +9,7 @@ mod keygen;
 mod logging;
 mod output;
 mod profile;
+mod receipt;
 mod serve;
 mod task;
 mod workflow;
@@ -44,6 +45,9 @@ enum Command {
     Task(task::TaskArgs),
     /// Post a workflow (a DAG of tasks) from a YAML file and follow it.
     Workflow(workflow::WorkflowArgs),
+    /// Signed reputation receipts.
+    #[command(subcommand)]
+    Receipt(receipt::ReceiptCommand),
     /// Load-test a running server.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -80,6 +84,7 @@ fn main() -> std::process::ExitCode {
             Command::Task(args) => task::run(args).await,
             Command::Workflow(args) => workflow::run(args).await,
             Command::Bench(cmd) => bench::run(cmd).await,
+            Command::Receipt(cmd) => receipt::run(cmd).await,
             Command::Demo(args) => demo::run(args).await,
         }
     });

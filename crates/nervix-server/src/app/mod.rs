@@ -6,6 +6,7 @@
 //! call the same operations. Inputs arrive parsed into `nervix_core` types, so an operation
 //! never re-checks a field's rules.
 
+pub mod a2a;
 pub mod agents;
 pub mod audit;
 pub mod auth;
@@ -16,6 +17,7 @@ pub mod idempotency;
 pub mod messages;
 pub mod notifications;
 pub mod quality;
+pub mod receipts;
 pub mod reputation;
 pub mod tasks;
 pub mod workflows;

@@ -8,7 +8,7 @@ use nervix_core::{Money, Role};
 use nervix_store::{NewReview, PageQuery, ReviewOutcome, ReviewRecord, Settled, SubmissionRecord};
 use uuid::Uuid;
 
-use super::{events, notifications, tasks, App, Caller, Error, Result};
+use super::{events, notifications, receipts, tasks, App, Caller, Error, Result};
 use crate::bus::Frame;
 
 /// A review and, if it decided a held submission, what that moved.
@@ -104,4 +104,5 @@ async fn announce_settled(app: &App, s: &Settled) {
         events::to_agent(app, s.submission.agent_id, frame).await;
     }
     notifications::submission_decided(app, &s.submission, &s.task).await;
+    receipts::after_decision(app, &s.submission, &s.task).await;
 }
