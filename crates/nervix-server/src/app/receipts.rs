@@ -14,9 +14,12 @@
 //! Issuing runs after the acceptance's commit: a crash in between leaves that submission
 //! without a receipt (the acceptance and the payout stand). The window is that of the outbox.
 //!
-//! Key rotation: receipts name their key (`kid`). A retired key stays in the JWKS while any
-//! stored receipt names it (`nervix admin rotate-signing-key` prunes only keys that signed no
-//! receipt), so every receipt the platform serves keeps verifying against its JWKS.
+//! Key rotation: receipts name their key (`kid`), and a rotation keeps every older key in
+//! the JWKS: `nervix admin rotate-signing-key` deletes only keys retired longer than the token
+//! lifetime (90 days). So a receipt verifies against the live JWKS for at least 90 days after
+//! its key stopped signing, and forever against a JWKS saved with it
+//! (`nervix receipt verify --jwks FILE`). `Store::receipt_kids` names the keys receipts need,
+//! for keeping them past that once signing keys move into the database.
 
 use chrono::{SecondsFormat, Utc};
 use nervix_core::quality::CheckResult;

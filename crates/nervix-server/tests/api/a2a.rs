@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use futures::StreamExt;
 use nervix_client::Method;
 use serde_json::{json, Value};
 use uuid::Uuid;
@@ -413,12 +412,18 @@ pub async fn send_get_list_cancel(backend: Backend) {
     app.stop().await;
 }
 
+async fn next(rx: &mut tokio::sync::mpsc::UnboundedReceiver<Value>) -> Value {
+    tokio::time::timeout(Duration::from_secs(20), rx.recv())
+        .await
+        .expect("an event within 20 s")
+        .expect("the stream goes on")
+}
+
 /// Reads SSE `data:` events of a response until it ends.
-async fn sse_events(res: reqwest::Response, tx: tokio::sync::mpsc::UnboundedSender<Value>) {
+async fn sse_events(mut res: reqwest::Response, tx: tokio::sync::mpsc::UnboundedSender<Value>) {
     let mut buf = String::new();
-    let mut body = res.bytes_stream();
-    while let Some(chunk) = body.next().await {
-        buf.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
+    while let Some(chunk) = res.chunk().await.unwrap() {
+        buf.push_str(&String::from_utf8_lossy(&chunk));
         while let Some(end) = buf.find("\n\n") {
             let event: String = buf.drain(..end + 2).collect();
             for line in event.lines() {
@@ -454,15 +459,6 @@ pub async fn streaming_follows_the_task(backend: Backend) {
         .starts_with("text/event-stream"));
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let reader = tokio::spawn(sse_events(res, tx));
-    let next = |rx: &mut tokio::sync::mpsc::UnboundedReceiver<Value>| {
-        let rx = rx;
-        async move {
-            tokio::time::timeout(Duration::from_secs(20), rx.recv())
-                .await
-                .expect("an event within 20 s")
-                .expect("the stream goes on")
-        }
-    };
     let first = next(&mut rx).await;
     assert_eq!(first["id"], "s1");
     let task = &first["result"]["task"];
