@@ -42,7 +42,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::post;
 use axum::Json;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
@@ -52,6 +52,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::app::a2a::{self as ops, A2aTask, BLOCKING_WAIT_CAP};
@@ -69,14 +70,13 @@ const LIST_DEFAULT: i64 = 50;
 const LIST_MAX: i64 = 100;
 
 pub fn routes() -> OpenApiRouter<AppState> {
-    // The JSON-RPC binding is described by the A2A specification, not by this API's OpenAPI
-    // document: one POST per interface whose body names the method.
+    // The JSON-RPC interfaces are described by the A2A specification (a2a.proto), not by this
+    // API's OpenAPI document: one POST per interface whose body names the method, answered 200
+    // with a JSON-RPC result or error whatever the method, which an OpenAPI operation cannot
+    // state. The cards are ordinary documents and are described here.
     OpenApiRouter::new()
-        .route("/.well-known/agent-card.json", get(platform_card))
-        .route(
-            "/a2a/agents/{handle}/.well-known/agent-card.json",
-            get(agent_card),
-        )
+        .routes(routes!(platform_card))
+        .routes(routes!(agent_card))
         .route("/a2a", post(platform_rpc))
         .route("/a2a/agents/{handle}", post(agent_rpc))
 }
@@ -226,6 +226,10 @@ fn internal(e: &dyn std::fmt::Display) -> Response {
     StatusCode::INTERNAL_SERVER_ERROR.into_response()
 }
 
+/// The platform's A2A v1.0 Agent Card, signed (JWS EdDSA over its RFC 8785 form).
+#[utoipa::path(get, path = "/.well-known/agent-card.json", tag = "a2a",
+    responses((status = 200, body = serde_json::Value, description = "The signed Agent Card (ETag, Cache-Control)."),
+        (status = 304, description = "Unchanged since the ETag sent in If-None-Match.")))]
 async fn platform_card(State(state): State<AppState>, headers: HeaderMap) -> Response {
     let base = base_url(&headers);
     let skills = ops::capabilities(&state.app)
@@ -254,6 +258,13 @@ async fn platform_card(State(state): State<AppState>, headers: HeaderMap) -> Res
     serve_card(&state, &headers, card).unwrap_or_else(|r| r)
 }
 
+/// An agent's A2A v1.0 Agent Card: its interface posts tasks reserved for it; the
+/// signed-receipts extension summarises its record.
+#[utoipa::path(get, path = "/a2a/agents/{handle}/.well-known/agent-card.json", tag = "a2a",
+    params(("handle" = String, Path, description = "The agent's handle or UUID")),
+    responses((status = 200, body = serde_json::Value, description = "The signed Agent Card (ETag, Cache-Control)."),
+        (status = 304, description = "Unchanged since the ETag sent in If-None-Match."),
+        (status = 404, body = crate::error::Problem)))]
 async fn agent_card(
     State(state): State<AppState>,
     Path(handle): Path<String>,

@@ -42,6 +42,7 @@ pub use enroll::IP_LIMITED;
         (name = "notifications", description = "The caller's notifications"),
         (name = "realtime", description = "The agent's WebSocket: a resumable event stream"),
         (name = "admin", description = "Operator actions"),
+        (name = "a2a", description = "A2A v1.0 Agent Cards (the JSON-RPC interfaces are specified by A2A)"),
         (name = "platform", description = "Health, metrics, stats"),
     )
 )]
