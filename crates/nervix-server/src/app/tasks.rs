@@ -301,6 +301,8 @@ pub async fn submit(
                 "the task is no longer held by you",
             ));
         };
+        // Before the task's update goes out: whoever reads the completed task finds its receipt.
+        receipts::after_decision(app, &submission, &task).await;
         events::agent_changed(app, caller.id).await;
         events::task_changed(app, &task).await;
         events::tasks_changed(app, &unblocked).await;
@@ -313,7 +315,6 @@ pub async fn submit(
             events::to_agent(app, caller.id, frame).await;
         }
         notifications::submission_decided(app, &submission, &task).await;
-        receipts::after_decision(app, &submission, &task).await;
         Ok(Submitted { submission, task })
     })
     .await

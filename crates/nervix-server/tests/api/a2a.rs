@@ -75,14 +75,18 @@ pub async fn cards_are_signed_and_cached(backend: Backend) {
     let worker = app.enroll("card-writer", &["writing", "research"]).await;
     let keys = jwks(&app).await;
 
-    let res = get(&app, "/.well-known/agent-card.json").await;
-    assert_eq!(res.status(), 200);
-    let etag = res.headers()["etag"].to_str().unwrap().to_owned();
-    assert!(res.headers()["cache-control"]
-        .to_str()
-        .unwrap()
-        .contains("max-age"));
-    let card: Value = res.json().await.unwrap();
+    // Skills follow the federation's capabilities (each node's matching index, fed by the bus).
+    let (card, etag, cache) = eventually(Duration::from_secs(10), "skills list the capabilities", || async {
+        let res = get(&app, "/.well-known/agent-card.json").await;
+        assert_eq!(res.status(), 200);
+        let etag = res.headers()["etag"].to_str().unwrap().to_owned();
+        let cache = res.headers()["cache-control"].to_str().unwrap().to_owned();
+        let card: Value = res.json().await.unwrap();
+        let text = card["skills"].to_string();
+        (text.contains("\"writing\"") && text.contains("\"research\"")).then_some((card, etag, cache))
+    })
+    .await;
+    assert!(cache.contains("max-age"));
     assert_eq!(card["name"], "Nervix");
     let iface = &card["supportedInterfaces"][0];
     assert_eq!(iface["url"], format!("{}/a2a", app.base));

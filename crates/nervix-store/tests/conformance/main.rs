@@ -20,6 +20,7 @@ mod idempotency;
 mod invariants;
 mod ledger_prop;
 mod messages;
+mod receipts;
 mod reviews;
 mod submissions;
 mod support;
