@@ -65,7 +65,9 @@ async fn jwks(args: &VerifyArgs) -> Result<(Value, String)> {
     let url = match (&args.jwks_url, &args.server) {
         (Some(u), _) => u.clone(),
         (None, Some(s)) => format!("{}/.well-known/jwks.json", s.trim_end_matches('/')),
-        (None, None) => bail!("say which keys to verify with: --jwks FILE, --jwks-url URL or --server URL"),
+        (None, None) => {
+            bail!("say which keys to verify with: --jwks FILE, --jwks-url URL or --server URL")
+        }
     };
     let v = reqwest::get(&url)
         .await
@@ -89,12 +91,14 @@ async fn verify_cmd(args: VerifyArgs) -> Result<()> {
     };
     let token = compact(&text)?;
     let (set, source) = jwks(&args).await?;
-    let Verified { kid, receipt: r } =
-        verify(&token, &set).with_context(|| format!("the receipt does not verify against {source}"))?;
+    let Verified { kid, receipt: r } = verify(&token, &set)
+        .with_context(|| format!("the receipt does not verify against {source}"))?;
     if args.json {
         println!(
             "{}",
-            serde_json::to_string_pretty(&serde_json::json!({"valid": true, "kid": kid, "receipt": r}))?
+            serde_json::to_string_pretty(
+                &serde_json::json!({"valid": true, "kid": kid, "receipt": r})
+            )?
         );
         return Ok(());
     }

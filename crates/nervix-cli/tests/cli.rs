@@ -930,16 +930,22 @@ async fn receipt_verify() {
         .request(
             Method::POST,
             "/v1/tasks",
-            Some(&json!({"title": "Write the summary", "description": "Summarise the quarter",
+            Some(
+                &json!({"title": "Write the summary", "description": "Summarise the quarter",
                 "requirements": {"capabilities": ["writing"]}, "reward": "7.25",
-                "complexity": "simple", "deadline": deadline})),
+                "complexity": "simple", "deadline": deadline}),
+            ),
         )
         .await
         .unwrap();
     assert_eq!(s, 201, "{task}");
     let id = task["id"].as_str().unwrap();
     let (s, v) = worker
-        .request(Method::POST, &format!("/v1/tasks/{id}/claim"), Some(&json!({})))
+        .request(
+            Method::POST,
+            &format!("/v1/tasks/{id}/claim"),
+            Some(&json!({})),
+        )
         .await
         .unwrap();
     assert_eq!(s, 200, "{v}");
@@ -980,8 +986,13 @@ async fn receipt_verify() {
     );
 
     let out = tokio::task::spawn_blocking({
-        let (url, file_s, jwks_s, json_s, jws) =
-            (url.clone(), file_s.clone(), jwks_s.clone(), json_s, jws.clone());
+        let (url, file_s, jwks_s, json_s, jws) = (
+            url.clone(),
+            file_s.clone(),
+            jwks_s.clone(),
+            json_s,
+            jws.clone(),
+        );
         move || {
             let online = nervix(&["receipt", "verify", &file_s, "--server", &url]);
             let saved = nervix(&["receipt", "verify", &json_s, "--jwks", &jwks_s, "--json"]);

@@ -108,7 +108,9 @@ pub fn b64url(bytes: &[u8]) -> String {
 
 /// The protected header of an EdDSA JWS by `kid`.
 pub fn protected_header(kid: &str, typ: &str) -> String {
-    b64url(&canonical(&serde_json::json!({"alg": "EdDSA", "kid": kid, "typ": typ})))
+    b64url(&canonical(
+        &serde_json::json!({"alg": "EdDSA", "kid": kid, "typ": typ}),
+    ))
 }
 
 /// The JWS signing input `BASE64URL(header) '.' BASE64URL(payload)` of a canonical payload.

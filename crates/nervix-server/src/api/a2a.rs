@@ -31,11 +31,10 @@ use std::collections::HashMap;
 use std::convert::Infallible;
 
 use ::a2a::{
-    error_code, methods, A2AError, AgentCapabilities, AgentCard, AgentExtension,
-    AgentInterface, AgentProvider, AgentSkill, Artifact, FieldViolation, HttpAuthSecurityScheme,
-    JsonRpcError, JsonRpcId, ListTasksResponse, Part, PartContent, SecurityScheme,
-    SendMessageRequest, Task, TaskArtifactUpdateEvent, TaskState, TaskStatus,
-    TaskStatusUpdateEvent, TypedDetail,
+    error_code, methods, A2AError, AgentCapabilities, AgentCard, AgentExtension, AgentInterface,
+    AgentProvider, AgentSkill, Artifact, FieldViolation, HttpAuthSecurityScheme, JsonRpcError,
+    JsonRpcId, ListTasksResponse, Part, PartContent, SecurityScheme, SendMessageRequest, Task,
+    TaskArtifactUpdateEvent, TaskState, TaskStatus, TaskStatusUpdateEvent, TypedDetail,
 };
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
@@ -170,7 +169,9 @@ pub fn signed_form(card: &Value) -> Value {
             Value::Object(m) => {
                 let out: serde_json::Map<String, Value> = m
                     .iter()
-                    .filter(|(k, v)| !(in_extension && *k == "required" && **v == Value::Bool(false)))
+                    .filter(|(k, v)| {
+                        !(in_extension && *k == "required" && **v == Value::Bool(false))
+                    })
                     .filter_map(|(k, v)| clean(v, k == "extensions").map(|v| (k.clone(), v)))
                     .collect();
                 (!out.is_empty()).then_some(Value::Object(out))
@@ -192,7 +193,11 @@ pub fn signed_form(card: &Value) -> Value {
 
 /// Signs the card and answers it with `ETag` and `Cache-Control` (304 on a matching
 /// `If-None-Match`).
-fn serve_card(state: &AppState, headers: &HeaderMap, card: AgentCard) -> Result<Response, Response> {
+fn serve_card(
+    state: &AppState,
+    headers: &HeaderMap,
+    card: AgentCard,
+) -> Result<Response, Response> {
     let mut value = serde_json::to_value(&card).map_err(|e| internal(&e))?;
     let signature = ops::sign_card(&state.app, &signed_form(&value)).map_err(|e| internal(&e))?;
     value["signatures"] = json!([signature]);
@@ -374,7 +379,9 @@ fn artifact(t: &A2aTask) -> Option<Artifact> {
     Some(Artifact {
         artifact_id: work.id.to_string(),
         name: Some("result".to_owned()),
-        description: Some("The accepted work, its quality checks and its signed receipt".to_owned()),
+        description: Some(
+            "The accepted work, its quality checks and its signed receipt".to_owned(),
+        ),
         parts: vec![
             content,
             Part::data(quality).with_media_type("application/json"),
@@ -426,7 +433,12 @@ fn meta_str<'a>(meta: &'a HashMap<String, Value>, key: &str) -> Option<&'a Value
 
 /// A deadline: RFC 3339, or a duration from now (`90m`, `24h`, `7d`).
 fn parse_deadline(v: &Value, now: DateTime<Utc>) -> Result<DateTime<Utc>, AppError> {
-    let bad = || AppError::field("metadata.deadline", "must be RFC 3339 or a duration like 24h");
+    let bad = || {
+        AppError::field(
+            "metadata.deadline",
+            "must be RFC 3339 or a duration like 24h",
+        )
+    };
     let s = v.as_str().ok_or_else(bad)?.trim();
     if let Ok(t) = DateTime::parse_from_rfc3339(s) {
         return Ok(t.with_timezone(&Utc));
@@ -445,7 +457,11 @@ fn parse_deadline(v: &Value, now: DateTime<Utc>) -> Result<DateTime<Utc>, AppErr
 
 /// Reads the task a `SendMessage` asks for (A2A §3.1.1: text parts → description, a data part
 /// → the structured requirements, metadata → reward, capabilities, complexity, deadline).
-pub fn task_spec(req: &SendMessageRequest, max_reward: Money, now: DateTime<Utc>) -> Result<TaskSpec, AppError> {
+pub fn task_spec(
+    req: &SendMessageRequest,
+    max_reward: Money,
+    now: DateTime<Utc>,
+) -> Result<TaskSpec, AppError> {
     let msg = &req.message;
     if msg.task_id.is_some() {
         return Err(AppError::new(
@@ -497,7 +513,12 @@ pub fn task_spec(req: &SendMessageRequest, max_reward: Money, now: DateTime<Utc>
             .as_f64()
             .map(|f| Money::from_cents((f * 100.0).round() as i64))
             .ok_or_else(|| AppError::field("metadata.reward", "must be an amount"))?,
-        _ => return Err(AppError::field("metadata.reward", "is required (e.g. \"12.50\")")),
+        _ => {
+            return Err(AppError::field(
+                "metadata.reward",
+                "is required (e.g. \"12.50\")",
+            ))
+        }
     };
     let capabilities: Vec<String> = match meta_str(&meta, "capabilities") {
         Some(Value::Array(a)) => a
@@ -505,9 +526,18 @@ pub fn task_spec(req: &SendMessageRequest, max_reward: Money, now: DateTime<Utc>
             .map(|c| c.as_str().map(str::to_owned))
             .collect::<Option<_>>()
             .ok_or_else(|| AppError::field("metadata.capabilities", "must be strings"))?,
-        Some(Value::String(s)) => s.split(',').map(|c| c.trim().to_owned()).filter(|c| !c.is_empty()).collect(),
+        Some(Value::String(s)) => s
+            .split(',')
+            .map(|c| c.trim().to_owned())
+            .filter(|c| !c.is_empty())
+            .collect(),
         None => Vec::new(),
-        Some(_) => return Err(AppError::field("metadata.capabilities", "must be a list of strings")),
+        Some(_) => {
+            return Err(AppError::field(
+                "metadata.capabilities",
+                "must be a list of strings",
+            ))
+        }
     };
     let complexity = meta_str(&meta, "complexity")
         .and_then(Value::as_str)
@@ -527,7 +557,9 @@ pub fn task_spec(req: &SendMessageRequest, max_reward: Money, now: DateTime<Utc>
     };
     // The requirements also reach the worker: the description carries them verbatim.
     let description = match data {
-        Some(d) => format!("{description}\n\nRequirements (JSON): {d}").trim().to_owned(),
+        Some(d) => format!("{description}\n\nRequirements (JSON): {d}")
+            .trim()
+            .to_owned(),
         None => description,
     };
     let int = |k: &str| req_field(k).and_then(Value::as_i64);
@@ -561,13 +593,20 @@ fn rpc_error(e: A2AError) -> JsonRpcError {
     e.to_jsonrpc_error()
 }
 
-fn error_info(code: i32, message: impl Into<String>, reason: &str, meta: HashMap<String, String>) -> JsonRpcError {
+fn error_info(
+    code: i32,
+    message: impl Into<String>,
+    reason: &str,
+    meta: HashMap<String, String>,
+) -> JsonRpcError {
     let mut e = A2AError::new(code, message).to_jsonrpc_error();
     // The spec's reason for the code (TASK_NOT_FOUND, …), or Nervix's own for -32602/-32603.
     if let Some(Value::Array(details)) = e.data.as_mut() {
         for d in details.iter_mut() {
             if d["@type"] == ::a2a::ERROR_INFO_TYPE {
-                if d["reason"].as_str().is_none_or(str::is_empty) || code == error_code::INVALID_PARAMS {
+                if d["reason"].as_str().is_none_or(str::is_empty)
+                    || code == error_code::INVALID_PARAMS
+                {
                     d["reason"] = json!(reason);
                 }
                 if let Some(m) = d["metadata"].as_object_mut() {
@@ -589,9 +628,12 @@ fn from_app(e: AppError, task_id: Option<&str>) -> JsonRpcError {
     }
     meta.insert("code".to_owned(), e.code.to_owned());
     match e.kind {
-        ErrorKind::NotFound if task_id.is_some() => {
-            error_info(error_code::TASK_NOT_FOUND, "Task not found", "TASK_NOT_FOUND", meta)
-        }
+        ErrorKind::NotFound if task_id.is_some() => error_info(
+            error_code::TASK_NOT_FOUND,
+            "Task not found",
+            "TASK_NOT_FOUND",
+            meta,
+        ),
         ErrorKind::Invalid if e.code == "content_type_not_supported" => error_info(
             error_code::CONTENT_TYPE_NOT_SUPPORTED,
             e.detail,
@@ -675,7 +717,10 @@ fn requested_version(headers: &HeaderMap, q: &VersionQuery) -> String {
 fn version_supported(v: &str) -> bool {
     // Major.Minor; a patch number is ignored (A2A §3.6).
     let mut parts = v.split('.');
-    matches!((parts.next(), parts.next()), (Some("1"), Some("0")) | (Some("1"), None))
+    matches!(
+        (parts.next(), parts.next()),
+        (Some("1"), Some("0")) | (Some("1"), None)
+    )
 }
 
 async fn platform_rpc(
@@ -711,7 +756,9 @@ async fn rpc(
         Err(e) => {
             return reply(
                 &JsonRpcId::Null,
-                Err(rpc_error(A2AError::parse_error(format!("Invalid JSON payload: {e}")))),
+                Err(rpc_error(A2AError::parse_error(format!(
+                    "Invalid JSON payload: {e}"
+                )))),
             )
         }
         Ok(v) => match serde_json::from_value(v) {
@@ -727,7 +774,10 @@ async fn rpc(
         },
     };
     let id = req.id.clone().unwrap_or(JsonRpcId::Null);
-    let Some(method) = req.method.as_deref().filter(|_| req.jsonrpc.as_deref() == Some("2.0"))
+    let Some(method) = req
+        .method
+        .as_deref()
+        .filter(|_| req.jsonrpc.as_deref() == Some("2.0"))
     else {
         return reply(
             &id,
@@ -785,7 +835,9 @@ async fn rpc(
             } else {
                 match ops::wait(app, &caller, posted.task.id, BLOCKING_WAIT_CAP).await {
                     Ok(t) => t,
-                    Err(e) => return reply(&id, Err(from_app(e, Some(&posted.task.id.to_string())))),
+                    Err(e) => {
+                        return reply(&id, Err(from_app(e, Some(&posted.task.id.to_string()))))
+                    }
                 }
             };
             reply(&id, Ok(json!({"task": a2a_task(&task, true)})))
@@ -823,7 +875,10 @@ async fn rpc(
                     &id,
                     Err(error_info(
                         error_code::UNSUPPORTED_OPERATION,
-                        format!("task {task_id} is over ({}): nothing to subscribe to", t.task.status),
+                        format!(
+                            "task {task_id} is over ({}): nothing to subscribe to",
+                            t.task.status
+                        ),
                         "UNSUPPORTED_OPERATION",
                         HashMap::from([("taskId".to_owned(), task_id.to_string())]),
                     )),
@@ -872,13 +927,21 @@ async fn list(state: &AppState, caller: &Caller, params: &Value) -> Result<Value
         Some(n) if (1..=LIST_MAX).contains(&n) => n,
         Some(_) => return Err(invalid_params(&format!("pageSize must be 1 to {LIST_MAX}"))),
     };
-    let before = match params.get("pageToken").and_then(Value::as_str).filter(|t| !t.is_empty()) {
-        Some(t) => Some(Uuid::parse_str(t).map_err(|_| invalid_params(&"pageToken is not one this server gave"))?),
+    let before = match params
+        .get("pageToken")
+        .and_then(Value::as_str)
+        .filter(|t| !t.is_empty())
+    {
+        Some(t) => Some(
+            Uuid::parse_str(t)
+                .map_err(|_| invalid_params(&"pageToken is not one this server gave"))?,
+        ),
         None => None,
     };
     let statuses = match params.get("status").filter(|s| !s.is_null()) {
         Some(s) => {
-            let state: TaskState = serde_json::from_value(s.clone()).map_err(|e| invalid_params(&e))?;
+            let state: TaskState =
+                serde_json::from_value(s.clone()).map_err(|e| invalid_params(&e))?;
             Some(
                 Status::ALL
                     .iter()
@@ -889,14 +952,26 @@ async fn list(state: &AppState, caller: &Caller, params: &Value) -> Result<Value
         }
         None => None,
     };
-    let with_artifacts = params.get("includeArtifacts").and_then(Value::as_bool).unwrap_or(false);
-    let rows = ops::list(&state.app, caller, statuses, before, page_size + 1, with_artifacts)
-        .await
-        .map_err(|e| from_app(e, None))?;
+    let with_artifacts = params
+        .get("includeArtifacts")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    let rows = ops::list(
+        &state.app,
+        caller,
+        statuses,
+        before,
+        page_size + 1,
+        with_artifacts,
+    )
+    .await
+    .map_err(|e| from_app(e, None))?;
     let more = rows.len() as i64 > page_size;
     let page: Vec<&A2aTask> = rows.iter().take(page_size as usize).collect();
     let next = if more {
-        page.last().map(|t| t.task.id.to_string()).unwrap_or_default()
+        page.last()
+            .map(|t| t.task.id.to_string())
+            .unwrap_or_default()
     } else {
         String::new()
     };
@@ -956,7 +1031,9 @@ async fn stream(state: AppState, caller: Caller, id: JsonRpcId, task: Uuid) -> R
         futures::stream::iter(out)
     });
     let sse = sse.map(frame);
-    let mut res = Sse::new(sse).keep_alive(KeepAlive::default()).into_response();
+    let mut res = Sse::new(sse)
+        .keep_alive(KeepAlive::default())
+        .into_response();
     res.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     res
@@ -1021,7 +1098,9 @@ mod tests {
         let now = Utc::now();
         let spec = task_spec(&req, Money::from_cents(1_000_000), now).unwrap();
         assert_eq!(spec.title(), "Summarise the attached notes");
-        assert!(spec.description().starts_with("Summarise the attached notes\n\nRequirements (JSON): "));
+        assert!(spec
+            .description()
+            .starts_with("Summarise the attached notes\n\nRequirements (JSON): "));
         assert_eq!(spec.reward().money(), Money::from_cents(1250));
         assert_eq!(spec.capabilities().as_slice(), ["writing".to_owned()]);
         assert_eq!(spec.language(), Some("en"));

@@ -45,7 +45,12 @@ pub struct A2aTask {
 
 /// Posts the task a message asks for. `to`: the handle of the agent whose interface was
 /// called (the task is reserved for it), or `None` at the platform's.
-pub async fn send(app: &App, caller: &Caller, spec: &TaskSpec, to: Option<&str>) -> Result<A2aTask> {
+pub async fn send(
+    app: &App,
+    caller: &Caller,
+    spec: &TaskSpec,
+    to: Option<&str>,
+) -> Result<A2aTask> {
     let reserved_for = match to {
         Some(handle) => {
             let agent = app.find_agent(handle).await?;
@@ -103,44 +108,54 @@ async fn with_work(app: &App, task: TaskRecord) -> Result<A2aTask> {
     })
 }
 
-/// The caller's tasks, newest first, `limit` after the cursor; with their work when asked.
+/// Up to `limit` of the caller's tasks after the cursor, newest first, in one of `status`
+/// (all when `None`); with their work when asked.
 pub async fn list(
     app: &App,
     caller: &Caller,
     status: Option<Vec<TaskStatus>>,
-    before: Option<Uuid>,
+    mut before: Option<Uuid>,
     limit: i64,
     with_artifacts: bool,
 ) -> Result<Vec<A2aTask>> {
-    // One status per query; an A2A state may stand for several Nervix statuses, so the page
-    // is read wider and filtered (the caller's own tasks only: a bounded set per request).
-    let q = TaskQuery {
-        status: None,
-        capability: None,
-        complexity: None,
-        posted_by: Some(caller.id),
-        assigned_to: None,
-        eligible_for: None,
-        before,
-        limit,
-    };
-    let rows = app.store.list_tasks(&q).await?;
-    let mut out = Vec::with_capacity(rows.len());
-    for t in rows {
-        if status.as_ref().is_some_and(|s| !s.contains(&t.status)) {
-            continue;
-        }
-        out.push(if with_artifacts {
-            with_work(app, t).await?
-        } else {
-            A2aTask {
-                task: t,
-                work: None,
-                receipt: None,
+    // An A2A state stands for one or two Nervix statuses, so the caller's tasks are read in
+    // pages and filtered until `limit` are found or there are no more.
+    let mut out = Vec::new();
+    loop {
+        let q = TaskQuery {
+            status: None,
+            capability: None,
+            complexity: None,
+            posted_by: Some(caller.id),
+            assigned_to: None,
+            eligible_for: None,
+            before,
+            limit,
+        };
+        let rows = app.store.list_tasks(&q).await?;
+        let exhausted = (rows.len() as i64) < limit;
+        before = rows.last().map(|t| t.id);
+        for t in rows {
+            if out.len() as i64 == limit {
+                return Ok(out);
             }
-        });
+            if status.as_ref().is_some_and(|s| !s.contains(&t.status)) {
+                continue;
+            }
+            out.push(if with_artifacts {
+                with_work(app, t).await?
+            } else {
+                A2aTask {
+                    task: t,
+                    work: None,
+                    receipt: None,
+                }
+            });
+        }
+        if exhausted || out.len() as i64 == limit {
+            return Ok(out);
+        }
     }
-    Ok(out)
 }
 
 /// Cancels the caller's task like `POST /v1/tasks/{id}/cancel` (escrow refunded).

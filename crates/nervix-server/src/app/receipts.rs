@@ -24,8 +24,8 @@
 use chrono::{SecondsFormat, Utc};
 use nervix_core::quality::CheckResult;
 use nervix_core::receipt::{
-    canonical, protected_header, signing_input, ChecksSummary, Receipt, ReceiptAgent,
-    ReceiptTask, ReputationAfter, RECEIPT_ISSUER, RECEIPT_TYP,
+    canonical, protected_header, signing_input, ChecksSummary, Receipt, ReceiptAgent, ReceiptTask,
+    ReputationAfter, RECEIPT_ISSUER, RECEIPT_TYP,
 };
 use nervix_core::reputation::layers;
 use nervix_core::{Level, Money};

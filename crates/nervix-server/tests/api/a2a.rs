@@ -34,7 +34,11 @@ async fn get(app: &TestApp, path: &str) -> reqwest::Response {
 }
 
 async fn jwks(app: &TestApp) -> Value {
-    get(app, "/.well-known/jwks.json").await.json().await.unwrap()
+    get(app, "/.well-known/jwks.json")
+        .await
+        .json()
+        .await
+        .unwrap()
 }
 
 /// Checks a card's signature as A2A §8.4.3 says: the JWS over the RFC 8785 form of the card
@@ -76,15 +80,20 @@ pub async fn cards_are_signed_and_cached(backend: Backend) {
     let keys = jwks(&app).await;
 
     // Skills follow the federation's capabilities (each node's matching index, fed by the bus).
-    let (card, etag, cache) = eventually(Duration::from_secs(10), "skills list the capabilities", || async {
-        let res = get(&app, "/.well-known/agent-card.json").await;
-        assert_eq!(res.status(), 200);
-        let etag = res.headers()["etag"].to_str().unwrap().to_owned();
-        let cache = res.headers()["cache-control"].to_str().unwrap().to_owned();
-        let card: Value = res.json().await.unwrap();
-        let text = card["skills"].to_string();
-        (text.contains("\"writing\"") && text.contains("\"research\"")).then_some((card, etag, cache))
-    })
+    let (card, etag, cache) = eventually(
+        Duration::from_secs(10),
+        "skills list the capabilities",
+        || async {
+            let res = get(&app, "/.well-known/agent-card.json").await;
+            assert_eq!(res.status(), 200);
+            let etag = res.headers()["etag"].to_str().unwrap().to_owned();
+            let cache = res.headers()["cache-control"].to_str().unwrap().to_owned();
+            let card: Value = res.json().await.unwrap();
+            let text = card["skills"].to_string();
+            (text.contains("\"writing\"") && text.contains("\"research\""))
+                .then_some((card, etag, cache))
+        },
+    )
     .await;
     assert!(cache.contains("max-age"));
     assert_eq!(card["name"], "Nervix");
@@ -100,7 +109,10 @@ pub async fn cards_are_signed_and_cached(backend: Backend) {
         .iter()
         .map(|s| s["id"].as_str().unwrap())
         .collect();
-    assert!(skills.contains(&"writing") && skills.contains(&"research"), "{skills:?}");
+    assert!(
+        skills.contains(&"writing") && skills.contains(&"research"),
+        "{skills:?}"
+    );
     assert_eq!(
         card["securitySchemes"]["bearer"]["httpAuthSecurityScheme"]["scheme"],
         "Bearer"
@@ -162,7 +174,9 @@ fn message(text: &str, reward: &str, caps: &[&str]) -> Value {
 }
 
 fn error_code(v: &Value) -> i64 {
-    v["error"]["code"].as_i64().unwrap_or_else(|| panic!("not an error: {v}"))
+    v["error"]["code"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("not an error: {v}"))
 }
 
 fn reason(v: &Value) -> &str {
@@ -213,7 +227,14 @@ pub async fn send_get_list_cancel(backend: Backend) {
     assert_eq!(reason(&none), "VERSION_NOT_SUPPORTED");
     let v = rpc_to(&app, "/a2a", &poster.token, "message/send", json!({})).await;
     assert_eq!(error_code(&v), -32601, "{v}");
-    let v = rpc_to(&app, "/a2a", &poster.token, "CreateTaskPushNotificationConfig", json!({})).await;
+    let v = rpc_to(
+        &app,
+        "/a2a",
+        &poster.token,
+        "CreateTaskPushNotificationConfig",
+        json!({}),
+    )
+    .await;
     assert_eq!(error_code(&v), -32003, "{v}");
     // Without a token: 401.
     let anon = app
@@ -230,7 +251,10 @@ pub async fn send_get_list_cancel(backend: Backend) {
     bad["metadata"].as_object_mut().unwrap().remove("reward");
     let v = rpc_to(&app, "/a2a", &poster.token, "SendMessage", bad).await;
     assert_eq!(error_code(&v), -32602, "{v}");
-    assert!(v["error"]["data"].to_string().contains("metadata.reward"), "{v}");
+    assert!(
+        v["error"]["data"].to_string().contains("metadata.reward"),
+        "{v}"
+    );
 
     // SendMessage at the worker's interface: a task reserved for it, escrowed from the poster.
     let v = rpc_to(
@@ -254,7 +278,10 @@ pub async fn send_get_list_cancel(backend: Backend) {
     assert_eq!(s, 200);
     assert_eq!(rest["title"], "Write the quarterly incident report");
     assert_eq!(rest["reward"], "12.50");
-    assert!(rest["description"].as_str().unwrap().contains("\"language\":\"en\""));
+    assert!(rest["description"]
+        .as_str()
+        .unwrap()
+        .contains("\"language\":\"en\""));
 
     // Only the worker may claim it, and only it sees it among its eligible tasks.
     let (s, v) = other
@@ -267,16 +294,38 @@ pub async fn send_get_list_cancel(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(s, 403, "{v}");
-    let (_, list) = other.client.request(Method::GET, "/v1/tasks", None).await.unwrap();
+    let (_, list) = other
+        .client
+        .request(Method::GET, "/v1/tasks", None)
+        .await
+        .unwrap();
     assert!(!list.to_string().contains(&task_id.to_string()));
-    let (_, list) = worker.client.request(Method::GET, "/v1/tasks", None).await.unwrap();
+    let (_, list) = worker
+        .client
+        .request(Method::GET, "/v1/tasks", None)
+        .await
+        .unwrap();
     assert!(list.to_string().contains(&task_id.to_string()));
 
     // Another agent's view: not found (-32001), like an unknown id.
-    let v = rpc_to(&app, "/a2a", &other.token, "GetTask", json!({"id": task_id})).await;
+    let v = rpc_to(
+        &app,
+        "/a2a",
+        &other.token,
+        "GetTask",
+        json!({"id": task_id}),
+    )
+    .await;
     assert_eq!(error_code(&v), -32001, "{v}");
     assert_eq!(reason(&v), "TASK_NOT_FOUND");
-    let v = rpc_to(&app, "/a2a", &poster.token, "GetTask", json!({"id": Uuid::now_v7()})).await;
+    let v = rpc_to(
+        &app,
+        "/a2a",
+        &poster.token,
+        "GetTask",
+        json!({"id": Uuid::now_v7()}),
+    )
+    .await;
     assert_eq!(error_code(&v), -32001, "{v}");
 
     let (s, v) = worker
@@ -289,7 +338,14 @@ pub async fn send_get_list_cancel(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(s, 200, "{v}");
-    let v = rpc_to(&app, "/a2a", &poster.token, "GetTask", json!({"id": task_id})).await;
+    let v = rpc_to(
+        &app,
+        "/a2a",
+        &poster.token,
+        "GetTask",
+        json!({"id": task_id}),
+    )
+    .await;
     assert_eq!(v["result"]["status"]["state"], "TASK_STATE_WORKING", "{v}");
     let (s, v) = worker
         .client
@@ -302,7 +358,14 @@ pub async fn send_get_list_cancel(backend: Backend) {
         .unwrap();
     assert_eq!(s, 202, "{v}");
 
-    let v = rpc_to(&app, "/a2a", &poster.token, "GetTask", json!({"id": task_id})).await;
+    let v = rpc_to(
+        &app,
+        "/a2a",
+        &poster.token,
+        "GetTask",
+        json!({"id": task_id}),
+    )
+    .await;
     let done = &v["result"];
     assert_eq!(done["status"]["state"], "TASK_STATE_COMPLETED", "{v}");
     let parts = &done["artifacts"][0]["parts"];
@@ -348,7 +411,10 @@ pub async fn send_get_list_cancel(backend: Backend) {
         .json()
         .await
         .unwrap();
-    assert_eq!(card["capabilities"]["extensions"][0]["params"]["receipts"], 1);
+    assert_eq!(
+        card["capabilities"]["extensions"][0]["params"]["receipts"],
+        1
+    );
 
     // After a key rotation the receipt still verifies (its key stays in the JWKS), and new
     // receipts are signed with the new key.
@@ -373,7 +439,14 @@ pub async fn send_get_list_cancel(backend: Backend) {
     )
     .await;
     let second_id = second["result"]["task"]["id"].as_str().unwrap().to_owned();
-    let v = rpc_to(&app, "/a2a", &poster.token, "ListTasks", json!({"pageSize": 1})).await;
+    let v = rpc_to(
+        &app,
+        "/a2a",
+        &poster.token,
+        "ListTasks",
+        json!({"pageSize": 1}),
+    )
+    .await;
     let l = &v["result"];
     assert_eq!(l["tasks"][0]["id"], second_id.as_str(), "{v}");
     assert!(l["tasks"][0].get("artifacts").is_none());
@@ -405,13 +478,34 @@ pub async fn send_get_list_cancel(backend: Backend) {
 
     // CancelTask refunds like the REST cancel; a second cancel is -32002.
     assert_eq!(available(&poster).await, "82.50");
-    let v = rpc_to(&app, "/a2a", &poster.token, "CancelTask", json!({"id": second_id})).await;
+    let v = rpc_to(
+        &app,
+        "/a2a",
+        &poster.token,
+        "CancelTask",
+        json!({"id": second_id}),
+    )
+    .await;
     assert_eq!(v["result"]["status"]["state"], "TASK_STATE_CANCELED", "{v}");
     assert_eq!(available(&poster).await, "87.50");
-    let v = rpc_to(&app, "/a2a", &poster.token, "CancelTask", json!({"id": second_id})).await;
+    let v = rpc_to(
+        &app,
+        "/a2a",
+        &poster.token,
+        "CancelTask",
+        json!({"id": second_id}),
+    )
+    .await;
     assert_eq!(error_code(&v), -32002, "{v}");
     assert_eq!(reason(&v), "TASK_NOT_CANCELABLE");
-    let v = rpc_to(&app, "/a2a", &poster.token, "SubscribeToTask", json!({"id": second_id})).await;
+    let v = rpc_to(
+        &app,
+        "/a2a",
+        &poster.token,
+        "SubscribeToTask",
+        json!({"id": second_id}),
+    )
+    .await;
     assert_eq!(error_code(&v), -32004, "{v}");
     app.stop().await;
 }
@@ -451,8 +545,10 @@ pub async fn streaming_follows_the_task(backend: Backend) {
         .post(format!("{}/a2a", app.base))
         .bearer_auth(&poster.token)
         .header("A2A-Version", "1.0")
-        .json(&json!({"jsonrpc": "2.0", "id": "s1", "method": "SendStreamingMessage",
-            "params": message("Write the streaming report", "3.00", &["writing"])}))
+        .json(
+            &json!({"jsonrpc": "2.0", "id": "s1", "method": "SendStreamingMessage",
+            "params": message("Write the streaming report", "3.00", &["writing"])}),
+        )
         .send()
         .await
         .unwrap();
@@ -475,8 +571,10 @@ pub async fn streaming_follows_the_task(backend: Backend) {
         .post(format!("{}/a2a", app.base))
         .bearer_auth(&poster.token)
         .header("A2A-Version", "1.0")
-        .json(&json!({"jsonrpc": "2.0", "id": 2, "method": "SubscribeToTask",
-            "params": {"id": task_id}}))
+        .json(
+            &json!({"jsonrpc": "2.0", "id": 2, "method": "SubscribeToTask",
+            "params": {"id": task_id}}),
+        )
         .send()
         .await
         .unwrap();
@@ -500,8 +598,7 @@ pub async fn streaming_follows_the_task(backend: Backend) {
     for rx in [&mut rx, &mut srx] {
         let working = next(rx).await;
         assert_eq!(
-            working["result"]["statusUpdate"]["status"]["state"],
-            "TASK_STATE_WORKING",
+            working["result"]["statusUpdate"]["status"]["state"], "TASK_STATE_WORKING",
             "{working}"
         );
     }
@@ -578,7 +675,13 @@ fn python_with_sdk() -> Option<std::path::PathBuf> {
         };
         run(Command::new("python3").args(["-m", "venv"]).arg(&venv))?;
         run(Command::new(&python)
-            .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check"])
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+            ])
             .args(PY_PACKAGES))?;
         has_sdk(&python)
             .then_some(python)
@@ -646,7 +749,11 @@ async fn official_python_sdk() {
 
     let (new_kid, _) = nervix_server::operator::rotate_signing_key(&app.config).unwrap();
     eventually(Duration::from_secs(20), "the new key is served", || async {
-        jwks(&app).await.to_string().contains(&new_kid).then_some(())
+        jwks(&app)
+            .await
+            .to_string()
+            .contains(&new_kid)
+            .then_some(())
     })
     .await;
     let url = format!("{}/.well-known/jwks.json", app.base);

@@ -62,7 +62,10 @@ pub async fn reserved_tasks_are_for_their_agent_only(store: Arc<dyn Store>) {
     let open = post_one(&store, &poster, task(100)).await;
     assert_eq!(open.reserved_for, None);
     let reserved = store.post_tasks(&p, None).await.unwrap().remove(0);
-    assert_eq!(claim(&store, reserved.id, other.id).await, ClaimOutcome::Reserved);
+    assert_eq!(
+        claim(&store, reserved.id, other.id).await,
+        ClaimOutcome::Reserved
+    );
     claim_ok(&store, open.id, other.id).await;
 }
 
@@ -132,7 +135,13 @@ pub async fn receipts_are_stored_once_and_paged(store: Arc<dyn Store>) {
     assert!(summary.latest.is_some());
     assert_eq!(store.receipt_kids().await.unwrap(), ["k1", "k2"]);
     assert!(store
-        .receipts_of(poster.id, &PageQuery { cursor: None, limit: 5 })
+        .receipts_of(
+            poster.id,
+            &PageQuery {
+                cursor: None,
+                limit: 5
+            }
+        )
         .await
         .unwrap()
         .is_empty());
