@@ -443,15 +443,19 @@ fn parse_deadline(v: &Value, now: DateTime<Utc>) -> Result<DateTime<Utc>, AppErr
     if let Ok(t) = DateTime::parse_from_rfc3339(s) {
         return Ok(t.with_timezone(&Utc));
     }
-    let (n, unit) = s.split_at(s.len().saturating_sub(1));
-    let n: i64 = n.parse().map_err(|_| bad())?;
-    let secs = match unit {
-        "s" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
-        "d" => n * 86_400,
-        _ => return Err(bad()),
+    let Some((at, unit)) = s.char_indices().last() else {
+        return Err(bad());
     };
+    let n: i64 = s[..at].parse().map_err(|_| bad())?;
+    let secs = match unit {
+        's' => Some(n),
+        'm' => n.checked_mul(60),
+        'h' => n.checked_mul(3600),
+        'd' => n.checked_mul(86_400),
+        _ => None,
+    }
+    .filter(|s| (0..=10 * 365 * 86_400).contains(s))
+    .ok_or_else(bad)?;
     Ok(now + chrono::Duration::seconds(secs))
 }
 
@@ -1070,6 +1074,24 @@ mod tests {
         assert_eq!(state_of(Status::Failed), TaskState::Failed);
         assert_eq!(state_of(Status::Cancelled), TaskState::Canceled);
         assert_eq!(state_of(Status::Expired), TaskState::Canceled);
+    }
+
+    #[test]
+    fn deadlines() {
+        let now = Utc::now();
+        assert_eq!(
+            parse_deadline(&json!("90m"), now).unwrap(),
+            now + chrono::Duration::minutes(90)
+        );
+        assert_eq!(
+            parse_deadline(&json!("2026-01-02T03:04:05Z"), now)
+                .unwrap()
+                .to_rfc3339(),
+            "2026-01-02T03:04:05+00:00"
+        );
+        for bad in [json!("2ч"), json!("-1h"), json!("h"), json!(""), json!(5)] {
+            assert!(parse_deadline(&bad, now).is_err(), "{bad}");
+        }
     }
 
     #[test]
