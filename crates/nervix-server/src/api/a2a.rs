@@ -191,17 +191,24 @@ pub fn signed_form(card: &Value) -> Value {
     clean(&card, false).unwrap_or_else(|| json!({}))
 }
 
+/// The card with its signature, as served.
+fn signed_card(state: &AppState, card: &AgentCard) -> Result<Vec<u8>, String> {
+    let mut value = serde_json::to_value(card).map_err(|e| e.to_string())?;
+    let signature = ops::sign_card(&state.app, &signed_form(&value)).map_err(|e| e.to_string())?;
+    value["signatures"] = json!([signature]);
+    serde_json::to_vec(&value).map_err(|e| e.to_string())
+}
+
 /// Signs the card and answers it with `ETag` and `Cache-Control` (304 on a matching
 /// `If-None-Match`).
-fn serve_card(
-    state: &AppState,
-    headers: &HeaderMap,
-    card: AgentCard,
-) -> Result<Response, Response> {
-    let mut value = serde_json::to_value(&card).map_err(|e| internal(&e))?;
-    let signature = ops::sign_card(&state.app, &signed_form(&value)).map_err(|e| internal(&e))?;
-    value["signatures"] = json!([signature]);
-    let body = serde_json::to_vec(&value).map_err(|e| internal(&e))?;
+fn serve_card(state: &AppState, headers: &HeaderMap, card: AgentCard) -> Response {
+    let body = match signed_card(state, &card) {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::error!(error = %e, "agent card");
+            return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+        }
+    };
     let etag = format!("\"{}\"", hex(&Sha256::digest(&body)[..16]));
     let cache = [
         (header::ETAG, etag.clone()),
@@ -212,23 +219,18 @@ fn serve_card(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"));
     if matches {
-        return Ok((StatusCode::NOT_MODIFIED, cache).into_response());
+        return (StatusCode::NOT_MODIFIED, cache).into_response();
     }
-    Ok((
+    (
         cache,
         [(header::CONTENT_TYPE, "application/json".to_owned())],
         body,
     )
-        .into_response())
+        .into_response()
 }
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn internal(e: &dyn std::fmt::Display) -> Response {
-    tracing::error!(error = %e, "agent card");
-    StatusCode::INTERNAL_SERVER_ERROR.into_response()
 }
 
 /// The platform's A2A v1.0 Agent Card, signed (JWS EdDSA over its RFC 8785 form).
@@ -260,7 +262,7 @@ async fn platform_card(State(state): State<AppState>, headers: HeaderMap) -> Res
         url: base.clone(),
     });
     card.documentation_url = Some(format!("{base}/v1/openapi.json"));
-    serve_card(&state, &headers, card).unwrap_or_else(|r| r)
+    serve_card(&state, &headers, card)
 }
 
 /// An agent's A2A v1.0 Agent Card: its interface posts tasks reserved for it; the
@@ -328,7 +330,7 @@ async fn agent_card(
         required: Some(false),
         params: Some(params),
     }]);
-    serve_card(&state, &headers, card).unwrap_or_else(|r| r)
+    serve_card(&state, &headers, card)
 }
 
 fn rfc3339(t: DateTime<Utc>) -> String {

@@ -269,17 +269,12 @@ pub async fn wait(app: &App, caller: &Caller, id: Uuid, cap: Duration) -> Result
     futures::pin_mut!(stream);
     let mut latest = None;
     let deadline = tokio::time::Instant::now() + cap;
-    loop {
-        match tokio::time::timeout_at(deadline, stream.next()).await {
-            Ok(Some(t)) => {
-                let t = t?;
-                let over = is_over(t.task.status);
-                latest = Some(t);
-                if over {
-                    break;
-                }
-            }
-            Ok(None) | Err(_) => break,
+    while let Ok(Some(t)) = tokio::time::timeout_at(deadline, stream.next()).await {
+        let t = t?;
+        let over = is_over(t.task.status);
+        latest = Some(t);
+        if over {
+            break;
         }
     }
     match latest {
