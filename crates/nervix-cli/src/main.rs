@@ -11,6 +11,7 @@ mod mcp;
 mod message;
 mod output;
 mod profile;
+mod receipt;
 mod sandbox;
 mod serve;
 mod task;
@@ -49,6 +50,9 @@ enum Command {
     Workflow(workflow::WorkflowArgs),
     /// Send and read end-to-end encrypted messages.
     Message(message::MessageArgs),
+    /// Signed reputation receipts.
+    #[command(subcommand)]
+    Receipt(receipt::ReceiptCommand),
     /// Load-test a running server.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -88,6 +92,7 @@ fn main() -> std::process::ExitCode {
             Command::Workflow(args) => workflow::run(args).await,
             Command::Message(args) => message::run(args).await,
             Command::Bench(cmd) => bench::run(cmd).await,
+            Command::Receipt(cmd) => receipt::run(cmd).await,
             Command::Demo(args) => demo::run(args).await,
             Command::Mcp(args) => mcp::run(args).await,
         }

@@ -1019,3 +1019,163 @@ async fn message_send_and_history_encrypt_end_to_end() {
     assert!(denied.contains("404"), "{denied}");
     drop(p.server);
 }
+
+/// `nervix receipt verify`: a receipt the server issued verifies against the server's JWKS and
+/// a saved one, from a file or stdin (the compact JWS or the receipts page's JSON item), and
+/// says what it attests; a changed receipt or a foreign key set is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn receipt_verify() {
+    use std::io::Write;
+    use std::sync::Arc;
+
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine;
+    use nervix_client::{AgentKeys, Client, EnrollRequest, Method};
+    use serde_json::json;
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::for_data_dir(dir.path().join("data"));
+    config.rate_limit_enroll_per_minute = 0;
+    config.spot_check_rate = 0.0;
+    let admin_token = nervix_server::operator::create_admin_token(&config)
+        .await
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let server = nervix_server::start(listener, config).await.unwrap();
+    let url = format!("http://{}", server.addr);
+    let admin = Client::new(&url).unwrap().with_token(admin_token);
+    let keys = Arc::new(AgentKeys::generate());
+    let mut worker = Client::new(&url).unwrap();
+    let request = EnrollRequest::new("receipt-worker", &keys).capabilities(["writing"]);
+    worker.enroll(&keys, &request).await.unwrap();
+    worker.set_signing_key(keys, "receipt-worker");
+
+    let deadline = (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339();
+    let (s, task) = admin
+        .request(
+            Method::POST,
+            "/v1/tasks",
+            Some(
+                &json!({"title": "Write the summary", "description": "Summarise the quarter",
+                "requirements": {"capabilities": ["writing"]}, "reward": "7.25",
+                "complexity": "simple", "deadline": deadline}),
+            ),
+        )
+        .await
+        .unwrap();
+    assert_eq!(s, 201, "{task}");
+    let id = task["id"].as_str().unwrap();
+    let (s, v) = worker
+        .request(
+            Method::POST,
+            &format!("/v1/tasks/{id}/claim"),
+            Some(&json!({})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(s, 200, "{v}");
+    let answer = "The quarter closed with revenue up in every region, costs flat, and the \
+        margin two points better than plan, while the northern office led the growth.";
+    let (s, v) = worker
+        .request(
+            Method::POST,
+            &format!("/v1/tasks/{id}/submit"),
+            Some(&json!({"submission_data": {"content": answer}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(s, 202, "{v}");
+    let (s, page) = admin
+        .request(Method::GET, "/v1/agents/receipt-worker/receipts", None)
+        .await
+        .unwrap();
+    assert_eq!(s, 200, "{page}");
+    let item = page["items"][0].clone();
+    let jws = item["receipt"].as_str().unwrap().to_owned();
+
+    let file = dir.path().join("receipt.jws");
+    std::fs::write(&file, &jws).unwrap();
+    let (jwks_status, jwks) = admin
+        .request(Method::GET, "/.well-known/jwks.json", None)
+        .await
+        .unwrap();
+    assert_eq!(jwks_status, 200);
+    let jwks_file = dir.path().join("jwks.json");
+    std::fs::write(&jwks_file, jwks.to_string()).unwrap();
+    let json_file = dir.path().join("item.json");
+    std::fs::write(&json_file, item.to_string()).unwrap();
+    let (file_s, jwks_s, json_s) = (
+        file.to_str().unwrap().to_owned(),
+        jwks_file.to_str().unwrap().to_owned(),
+        json_file.to_str().unwrap().to_owned(),
+    );
+
+    let out = tokio::task::spawn_blocking({
+        let (url, file_s, jwks_s, json_s, jws) = (
+            url.clone(),
+            file_s.clone(),
+            jwks_s.clone(),
+            json_s,
+            jws.clone(),
+        );
+        move || {
+            let online = nervix(&["receipt", "verify", &file_s, "--server", &url]);
+            let saved = nervix(&["receipt", "verify", &json_s, "--jwks", &jwks_s, "--json"]);
+            let mut child = Command::new(env!("CARGO_BIN_EXE_nervix"))
+                .args(["receipt", "verify", "-", "--jwks", &jwks_s])
+                .env_remove("NERVIX_SERVER")
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap();
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(jws.as_bytes())
+                .unwrap();
+            let stdin = child.wait_with_output().unwrap();
+            (online, saved, stdin)
+        }
+    })
+    .await
+    .unwrap();
+    let (online, saved, stdin) = out;
+    assert!(online.0, "{}", online.2);
+    assert!(online.1.contains("valid receipt"), "{}", online.1);
+    assert!(online.1.contains("receipt-worker"), "{}", online.1);
+    assert!(online.1.contains("Write the summary"), "{}", online.1);
+    assert!(online.1.contains("paid 7.25"), "{}", online.1);
+    assert!(saved.0, "{}", saved.2);
+    let v: serde_json::Value = serde_json::from_str(&saved.1).unwrap();
+    assert_eq!(v["receipt"]["task"]["id"], id);
+    assert_eq!(v["receipt"]["reward_paid"], "7.25");
+    assert!(stdin.status.success());
+
+    // A changed receipt is refused; so is a key set without its key.
+    let mut parts: Vec<String> = jws.split('.').map(str::to_owned).collect();
+    let mut claims: serde_json::Value =
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(&parts[1]).unwrap()).unwrap();
+    claims["reward_paid"] = json!("999.00");
+    parts[1] = URL_SAFE_NO_PAD.encode(claims.to_string());
+    std::fs::write(&file, parts.join(".")).unwrap();
+    let other_jwks = dir.path().join("other.json");
+    std::fs::write(&other_jwks, r#"{"keys": []}"#).unwrap();
+    let (tampered, foreign) = tokio::task::spawn_blocking({
+        let other = other_jwks.to_str().unwrap().to_owned();
+        let json_s = json_file.to_str().unwrap().to_owned();
+        move || {
+            (
+                nervix(&["receipt", "verify", &file_s, "--jwks", &jwks_s]),
+                nervix(&["receipt", "verify", &json_s, "--jwks", &other]),
+            )
+        }
+    })
+    .await
+    .unwrap();
+    assert!(!tampered.0);
+    assert!(tampered.2.contains("does not verify"), "{}", tampered.2);
+    assert!(!foreign.0);
+    assert!(foreign.2.contains("no key with kid"), "{}", foreign.2);
+    server.shutdown().await;
+}

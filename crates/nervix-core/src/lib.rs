@@ -15,6 +15,7 @@ pub mod message;
 pub mod money;
 pub mod notice;
 pub mod quality;
+pub mod receipt;
 pub mod reputation;
 pub mod review;
 pub mod spot_check;

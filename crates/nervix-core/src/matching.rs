@@ -346,6 +346,17 @@ impl CapabilityIndex {
         true
     }
 
+    /// Every capability some agent declares, with how many agents declare it, by name.
+    pub fn capabilities(&self) -> Vec<(String, usize)> {
+        let mut caps: Vec<(String, usize)> = self
+            .postings
+            .iter()
+            .map(|(c, slots)| (c.clone(), slots.len()))
+            .collect();
+        caps.sort();
+        caps
+    }
+
     pub fn len(&self) -> usize {
         self.by_id.len()
     }

@@ -81,6 +81,11 @@ impl Matcher {
         self.index.read().get(agent).map(|p| p.active_tasks)
     }
 
+    /// The capabilities present in the federation (this node's index), with their agent counts.
+    pub fn capabilities(&self) -> Vec<(String, usize)> {
+        self.index.read().capabilities()
+    }
+
     pub fn len(&self) -> usize {
         self.index.read().len()
     }
@@ -97,6 +102,14 @@ impl Matcher {
         round: usize,
         excluded: &HashSet<Uuid>,
     ) -> Vec<(Uuid, f64)> {
+        if let Some(only) = task.reserved_for {
+            // Posted at that agent's own A2A interface: nobody else is offered it.
+            return if round == 0 && !excluded.contains(&only) {
+                vec![(only, 1.0)]
+            } else {
+                Vec::new()
+            };
+        }
         let wanted = task_profile(task);
         let upto = self.top_n.saturating_mul(round + 1);
         let ranked = self.index.read().rank(&wanted, excluded, upto);

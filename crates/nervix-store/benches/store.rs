@@ -134,6 +134,7 @@ fn bench(c: &mut Criterion) {
                     at: now,
                     audit: None,
                     notifies_first_round: true,
+                    reserved_for: None,
                 };
                 let t = store.post_tasks(&post, None).await.unwrap().remove(0);
                 let claim = ClaimRequest {

@@ -344,6 +344,19 @@ pub trait Store: Send + Sync + 'static {
     /// The agent's submissions with their tasks, newest first, before `q.cursor`.
     async fn work_history(&self, agent: Uuid, q: &PageQuery) -> Result<Vec<HistoryEntry>>;
 
+    // Signed reputation receipts (migration 0014).
+    /// Stores a receipt; a second one for the same submission is ignored and the first returned.
+    async fn insert_receipt(&self, r: &NewReceipt) -> Result<ReceiptRecord>;
+    /// An agent's receipts, newest first.
+    async fn receipts_of(&self, agent: Uuid, q: &PageQuery) -> Result<Vec<ReceiptRecord>>;
+    /// The receipt of a task's accepted work, if any.
+    async fn receipt_for_task(&self, task: Uuid) -> Result<Option<ReceiptRecord>>;
+    async fn receipt_summary(&self, agent: Uuid) -> Result<ReceiptSummary>;
+    /// Every key that signed a receipt (they stay in the JWKS: see `nervix admin rotate-signing-key`).
+    async fn receipt_kids(&self) -> Result<Vec<String>>;
+    /// The accepted submission of a task (its completed work), if any.
+    async fn accepted_submission(&self, task: Uuid) -> Result<Option<SubmissionRecord>>;
+
     async fn idempotent_response(
         &self,
         scope: &IdempotencyScope,

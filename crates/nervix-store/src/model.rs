@@ -260,6 +260,8 @@ pub struct NewPost {
     /// they are stored as already in round 1: the widening loop takes over only after the
     /// window, and nobody else repeats round 0.
     pub notifies_first_round: bool,
+    /// Every task of the post is offered to this agent only (see `TaskRecord::reserved_for`).
+    pub reserved_for: Option<Uuid>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -296,6 +298,9 @@ pub struct TaskRecord {
     pub dependents: i64,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// The only agent this task is offered to and may be claimed by (posted at that agent's
+    /// A2A interface); `None`: open to every eligible agent.
+    pub reserved_for: Option<Uuid>,
 }
 
 impl TaskRecord {
@@ -380,6 +385,8 @@ pub enum ClaimOutcome {
     NotEligible(nervix_core::matching::Ineligible),
     /// The agent lost this task before (see [`ExclusionReason`]) and may not claim it again.
     Excluded(ExclusionReason),
+    /// The task is offered to another agent only (`TaskRecord::reserved_for`).
+    Reserved,
     AtCapacity,
     TaskNotFound,
     AgentNotFound,
@@ -1217,4 +1224,26 @@ pub struct ArtifactRecord {
     pub object_key: String,
     pub checks: Value,
     pub created_at: DateTime<Utc>,
+}
+
+/// A signed reputation receipt as issued (a compact JWS; its payload is what it attests).
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewReceipt {
+    pub id: Uuid,
+    pub submission_id: Uuid,
+    pub task_id: Uuid,
+    pub agent_id: Uuid,
+    /// The signing key's id (JWKS `kid`).
+    pub kid: String,
+    pub jws: String,
+    pub created_at: DateTime<Utc>,
+}
+
+pub type ReceiptRecord = NewReceipt;
+
+/// How many receipts an agent holds, and when the newest was issued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReceiptSummary {
+    pub count: i64,
+    pub latest: Option<DateTime<Utc>>,
 }

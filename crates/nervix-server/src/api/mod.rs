@@ -3,6 +3,7 @@
 //! Handlers never import one another; what several of them return lives in `crate::wire`, and
 //! the shared extractors and middleware in `crate::http`.
 
+pub mod a2a;
 pub mod admin;
 pub mod agents;
 pub mod artifacts;
@@ -38,11 +39,12 @@ pub use enroll::IP_LIMITED;
         (name = "workflows", description = "DAG workflows"),
         (name = "economy", description = "Balances and the ledger"),
         (name = "quality", description = "Peer review and spot checks"),
-        (name = "reputation", description = "Reputation scores, their history and work history"),
+        (name = "reputation", description = "Reputation scores, their history, work history and signed receipts"),
         (name = "messages", description = "End-to-end encrypted messages and channels"),
         (name = "notifications", description = "The caller's notifications"),
         (name = "realtime", description = "The agent's WebSocket: a resumable event stream"),
         (name = "admin", description = "Operator actions"),
+        (name = "a2a", description = "A2A v1.0 Agent Cards (the JSON-RPC interfaces are specified by A2A)"),
         (name = "platform", description = "Health, metrics, stats"),
     )
 )]
@@ -63,6 +65,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .merge(realtime::routes())
         .merge(admin::routes())
         .merge(platform::routes())
+        .merge(a2a::routes())
         .route("/", axum::routing::get(web::index))
 }
 

@@ -12,7 +12,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use crate::app::reputation;
+use crate::app::{receipts, reputation};
 use crate::error::ApiResult;
 use crate::http::{Page, PageParams};
 use crate::state::AppState;
@@ -22,6 +22,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(get_reputation))
         .routes(routes!(reputation_history))
         .routes(routes!(work_history))
+        .routes(routes!(receipts_of))
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -188,5 +189,49 @@ async fn work_history(
         limit,
         |h| h.submission_id,
         Into::into,
+    )))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReceiptView {
+    pub id: Uuid,
+    pub task_id: Uuid,
+    pub submission_id: Uuid,
+    /// The JWKS key that signed it.
+    pub kid: String,
+    /// The receipt: a compact JWS (EdDSA) over the RFC 8785 form of what it attests; verify it
+    /// with `/.well-known/jwks.json` (e.g. `nervix receipt verify`).
+    pub receipt: String,
+    pub issued_at: DateTime<Utc>,
+}
+
+/// An agent's signed reputation receipts, newest first: one per accepted submission.
+#[utoipa::path(get, path = "/v1/agents/{id}/receipts", tag = "reputation",
+    params(("id" = String, Path, description = "The agent's UUID or handle"), PageParams),
+    responses((status = 200, body = Page<ReceiptView>), (status = 404, body = crate::error::Problem),
+        (status = 422, body = crate::error::Problem)))]
+async fn receipts_of(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(page): Query<PageParams>,
+) -> ApiResult<Json<Page<ReceiptView>>> {
+    let limit = page.limit()?;
+    let q = PageQuery {
+        cursor: page.cursor()?,
+        limit: limit + 1,
+    };
+    let rows = receipts::of(&state.app, &id, q).await?;
+    Ok(Json(Page::from_rows(
+        rows,
+        limit,
+        |r| r.id,
+        |r| ReceiptView {
+            id: r.id,
+            task_id: r.task_id,
+            submission_id: r.submission_id,
+            kid: r.kid,
+            receipt: r.jws,
+            issued_at: r.created_at,
+        },
     )))
 }

@@ -83,6 +83,7 @@ async fn post_task(
         &caller,
         &spec,
         depends_on,
+        None,
         key.as_ref(),
         render.clone(),
     )

@@ -6,6 +6,7 @@
 //! call the same operations. Inputs arrive parsed into `nervix_core` types, so an operation
 //! never re-checks a field's rules.
 
+pub mod a2a;
 pub mod agents;
 pub mod artifacts;
 pub mod audit;
@@ -17,6 +18,7 @@ pub mod idempotency;
 pub mod messages;
 pub mod notifications;
 pub mod quality;
+pub mod receipts;
 pub mod reputation;
 pub mod tasks;
 pub mod workflows;

@@ -8,7 +8,7 @@ use nervix_core::{Money, Role};
 use nervix_store::{NewReview, PageQuery, ReviewOutcome, ReviewRecord, Settled, SubmissionRecord};
 use uuid::Uuid;
 
-use super::{events, notifications, tasks, App, Caller, Error, Result};
+use super::{events, notifications, receipts, tasks, App, Caller, Error, Result};
 use crate::bus::Frame;
 
 /// A review and, if it decided a held submission, what that moved.
@@ -93,6 +93,8 @@ pub async fn expire_reviews(app: &App, limit: i64) -> Result<usize> {
 
 /// The events of a decided held submission: the task's update, its cascade, and the payout.
 async fn announce_settled(app: &App, s: &Settled) {
+    // Before the task's update goes out: whoever reads the completed task finds its receipt.
+    receipts::after_decision(app, &s.submission, &s.task).await;
     events::task_changed(app, &s.task).await;
     events::tasks_changed(app, &s.unblocked).await;
     events::tasks_changed(app, &s.cancelled).await;

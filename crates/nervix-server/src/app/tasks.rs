@@ -17,7 +17,9 @@ use uuid::Uuid;
 
 use super::idempotency::{self, Outcome, Render};
 
-use super::{artifacts, audit, events, notifications, App, Caller, Error, ErrorKind, Result};
+use super::{
+    artifacts, audit, events, notifications, receipts, App, Caller, Error, ErrorKind, Result,
+};
 use crate::bus::Frame;
 
 /// The row a spec becomes; its place in a workflow (key, dependencies) is the caller's.
@@ -60,11 +62,13 @@ pub fn parse_dependencies(raw: &[String]) -> Result<Vec<Uuid>> {
 }
 
 /// Posts one task; its reward is escrowed from the poster (admins: the platform treasury).
+/// With `reserved_for`, only that agent is offered it and may claim it.
 pub async fn post(
     app: &App,
     caller: &Caller,
     spec: &TaskSpec,
     depends_on: Vec<Uuid>,
+    reserved_for: Option<Uuid>,
     key: Option<&idempotency::Key>,
     render: Render<TaskRecord>,
 ) -> Result<Outcome<TaskRecord>> {
@@ -79,6 +83,7 @@ pub async fn post(
             at: Utc::now(),
             audit: None,
             notifies_first_round: true,
+            reserved_for,
         };
         let save = saver.map(|s| {
             s.save(move |created: &Vec<TaskRecord>| created.first().and_then(|t| render(t).ok()))
@@ -187,6 +192,10 @@ pub async fn claim(app: &App, caller: &Caller, id: Uuid, lease: Lease) -> Result
         }
         ClaimOutcome::NotEligible(why) => Err(Error::forbidden("not_eligible", why.to_string())),
         ClaimOutcome::Excluded(why) => Err(Error::forbidden("not_eligible", why.detail())),
+        ClaimOutcome::Reserved => Err(Error::forbidden(
+            "not_eligible",
+            "this task is offered to another agent only",
+        )),
         ClaimOutcome::AtCapacity => Err(Error::new(
             ErrorKind::AtCapacity,
             "at_capacity",
@@ -304,6 +313,8 @@ pub async fn submit(
                 "the task is no longer held by you",
             ));
         };
+        // Before the task's update goes out: whoever reads the completed task finds its receipt.
+        receipts::after_decision(app, &submission, &task).await;
         events::agent_changed(app, caller.id).await;
         events::task_changed(app, &task).await;
         events::tasks_changed(app, &unblocked).await;

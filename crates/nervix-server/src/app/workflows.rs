@@ -111,6 +111,7 @@ pub async fn post<F>(
                 json!({"tasks": nodes.len()}),
             )),
             notifies_first_round: true,
+            reserved_for: None,
         };
         let save = saver.map(|s| {
             let (workflow, render) = (workflow.clone(), render.clone());

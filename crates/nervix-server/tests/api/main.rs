@@ -6,6 +6,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod a2a;
 mod artifacts;
 mod contract;
 mod economy;

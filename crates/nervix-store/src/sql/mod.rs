@@ -137,6 +137,7 @@ pub(crate) const CLAIM: &str = "UPDATE tasks SET status = 'claimed', assigned_ag
     lease_expires_at = $2, updated_at = $3 \
     WHERE id = $4 AND status = 'available' AND (retry_at IS NULL OR retry_at <= $3) \
     AND EXISTS (SELECT 1 FROM agents WHERE id = $1 AND suspended = FALSE AND available = TRUE) \
+    AND (reserved_for IS NULL OR reserved_for = $1) \
     AND NOT EXISTS (SELECT 1 FROM task_exclusions WHERE task_id = $4 AND agent_id = $1)";
 
 /// Runs a write transaction again when the database aborted it to break a deadlock or a

@@ -147,7 +147,7 @@ pub(crate) const TASK_COLUMNS: &str = "id, title, description, capabilities, min
     reward_cents, complexity, kind, output_schema, language, min_words, deadline, status, \
     workflow_id, workflow_key, posted_by, funded_by_treasury, assigned_agent_id, attempts, max_attempts, \
     lease_expires_at, retry_at, notify_round, notified_at, settled, depends_on, dependents, \
-    created_at, updated_at";
+    created_at, updated_at, reserved_for";
 
 #[derive(sqlx::FromRow)]
 pub(crate) struct TaskRow {
@@ -180,6 +180,7 @@ pub(crate) struct TaskRow {
     dependents: i64,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
+    reserved_for: Option<Uuid>,
 }
 
 impl TryFrom<TaskRow> for TaskRecord {
@@ -216,6 +217,7 @@ impl TryFrom<TaskRow> for TaskRecord {
             dependents: r.dependents,
             created_at: r.created_at,
             updated_at: r.updated_at,
+            reserved_for: r.reserved_for,
         })
     }
 }

@@ -87,6 +87,7 @@ fn post(poster: Uuid, tasks: Vec<NewTask>) -> NewPost {
         at: Utc::now(),
         audit: None,
         notifies_first_round: false,
+        reserved_for: None,
     }
 }
 

@@ -21,6 +21,7 @@ mod idempotency;
 mod invariants;
 mod ledger_prop;
 mod messages;
+mod receipts;
 mod reviews;
 mod signing_keys;
 mod submissions;

@@ -195,6 +195,7 @@ pub fn post(poster: &AgentRecord, tasks: Vec<NewTask>) -> NewPost {
         at: now(),
         audit: Some(audit("task.posted")),
         notifies_first_round: false,
+        reserved_for: None,
     }
 }
 

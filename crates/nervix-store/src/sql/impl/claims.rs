@@ -50,6 +50,9 @@ pub(super) async fn claim_task(store: &Backend, c: &ClaimRequest) -> Result<Clai
         if task.retry_at.is_some_and(|r| r > c.at) {
             return Ok(ClaimOutcome::NotAvailable(TaskStatus::Available));
         }
+        if task.reserved_for.is_some_and(|r| r != agent.id) {
+            return Ok(ClaimOutcome::Reserved);
+        }
         if let Some(reason) = exclusion(store, task.id, agent.id).await? {
             return Ok(ClaimOutcome::Excluded(reason));
         }

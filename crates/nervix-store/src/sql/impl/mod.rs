@@ -45,6 +45,7 @@ mod idempotency;
 mod ledger;
 mod lifecycle;
 mod messages;
+mod receipts;
 mod reputation;
 mod reviews;
 mod signing_keys;
@@ -408,6 +409,30 @@ impl Store for Backend {
 
     async fn work_history(&self, agent: Uuid, q: &PageQuery) -> Result<Vec<HistoryEntry>> {
         reputation::work_history(self, agent, q).await
+    }
+
+    async fn insert_receipt(&self, r: &NewReceipt) -> Result<ReceiptRecord> {
+        receipts::insert_receipt(self, r).await
+    }
+
+    async fn receipts_of(&self, agent: Uuid, q: &PageQuery) -> Result<Vec<ReceiptRecord>> {
+        receipts::receipts_of(self, agent, q).await
+    }
+
+    async fn receipt_for_task(&self, task: Uuid) -> Result<Option<ReceiptRecord>> {
+        receipts::receipt_for_task(self, task).await
+    }
+
+    async fn receipt_summary(&self, agent: Uuid) -> Result<ReceiptSummary> {
+        receipts::receipt_summary(self, agent).await
+    }
+
+    async fn receipt_kids(&self) -> Result<Vec<String>> {
+        receipts::receipt_kids(self).await
+    }
+
+    async fn accepted_submission(&self, task: Uuid) -> Result<Option<SubmissionRecord>> {
+        receipts::accepted_submission(self, task).await
     }
 
     async fn bonus_pool(&self) -> Result<i64> {

@@ -211,9 +211,9 @@ async fn insert_task(
         "INSERT INTO tasks (id, title, description, capabilities, min_reputation, reward_cents, \
          complexity, kind, output_schema, language, deadline, status, workflow_id, workflow_key, \
          posted_by, funded_by_treasury, attempts, max_attempts, notify_round, notified_at, \
-         settled, depends_on, dependents, created_at, updated_at, min_words) \
+         settled, depends_on, dependents, created_at, updated_at, min_words, reserved_for) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, 0, $17, \
-         $19, $20, FALSE, $21, $22, $18, $18, $23) \
+         $19, $20, FALSE, $21, $22, $18, $18, $23, $24) \
          RETURNING {TASK_COLUMNS}"
     ))
     .bind(t.id)
@@ -239,6 +239,7 @@ async fn insert_task(
     .bind(Json(depends_on))
     .bind(dependents)
     .bind(t.min_words)
+    .bind(post.reserved_for)
     .fetch_one(&mut *conn)
     .await?;
     if !depends_on.is_empty() {
@@ -306,6 +307,9 @@ pub(super) async fn list_tasks(store: &Backend, q: &TaskQuery) -> Result<Vec<Tas
         )
         .push_bind(e.agent_id)
         .push(")");
+        qb.push(" AND (reserved_for IS NULL OR reserved_for = ")
+            .push_bind(e.agent_id)
+            .push(")");
         qb.push(" AND min_reputation <= ").push_bind(e.reputation);
         qb.push(" AND (retry_at IS NULL OR retry_at <= ")
             .push_bind(e.now)

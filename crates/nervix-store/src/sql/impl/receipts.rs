@@ -1,0 +1,122 @@
+//! Signed reputation receipts: one per accepted submission, as issued.
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use super::Backend;
+use crate::model::*;
+use crate::sql::rows::{SubmissionRow, SUBMISSION_COLUMNS};
+use crate::Result;
+
+const RECEIPT_COLUMNS: &str = "id, submission_id, task_id, agent_id, kid, jws, created_at";
+
+type ReceiptRow = (Uuid, Uuid, Uuid, Uuid, String, String, DateTime<Utc>);
+
+fn record(r: ReceiptRow) -> ReceiptRecord {
+    ReceiptRecord {
+        id: r.0,
+        submission_id: r.1,
+        task_id: r.2,
+        agent_id: r.3,
+        kid: r.4,
+        jws: r.5,
+        created_at: r.6,
+    }
+}
+
+#[tracing::instrument(skip_all, name = "store.insert_receipt", level = "debug", fields(submission = %r.submission_id))]
+pub(super) async fn insert_receipt(store: &Backend, r: &NewReceipt) -> Result<ReceiptRecord> {
+    // A second issue for the same submission (two nodes, or a retry) keeps the first receipt:
+    // what was handed out stays what is served.
+    store
+        .write_one(r.clone(), |conn, r| {
+            Box::pin(async move {
+                sqlx::query(
+                    "INSERT INTO receipts (id, submission_id, task_id, agent_id, kid, jws, \
+                     created_at) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (submission_id) \
+                     DO NOTHING",
+                )
+                .bind(r.id)
+                .bind(r.submission_id)
+                .bind(r.task_id)
+                .bind(r.agent_id)
+                .bind(&r.kid)
+                .bind(&r.jws)
+                .bind(r.created_at)
+                .execute(&mut *conn)
+                .await?;
+                Ok(())
+            })
+        })
+        .await?;
+    let row: ReceiptRow = sqlx::query_as(&format!(
+        "SELECT {RECEIPT_COLUMNS} FROM receipts WHERE submission_id = $1"
+    ))
+    .bind(r.submission_id)
+    .fetch_one(store.reader())
+    .await?;
+    Ok(record(row))
+}
+
+#[tracing::instrument(skip_all, name = "store.receipts_of", level = "debug", fields(agent = %agent))]
+pub(super) async fn receipts_of(
+    store: &Backend,
+    agent: Uuid,
+    q: &PageQuery,
+) -> Result<Vec<ReceiptRecord>> {
+    let rows: Vec<ReceiptRow> = sqlx::query_as(&format!(
+        "SELECT {RECEIPT_COLUMNS} FROM receipts WHERE agent_id = $1 AND ($2 IS NULL OR id < $2) \
+         ORDER BY id DESC LIMIT $3"
+    ))
+    .bind(agent)
+    .bind(q.cursor)
+    .bind(q.limit)
+    .fetch_all(store.reader())
+    .await?;
+    Ok(rows.into_iter().map(record).collect())
+}
+
+#[tracing::instrument(skip_all, name = "store.receipt_for_task", level = "debug", fields(task = %task))]
+pub(super) async fn receipt_for_task(store: &Backend, task: Uuid) -> Result<Option<ReceiptRecord>> {
+    let row: Option<ReceiptRow> = sqlx::query_as(&format!(
+        "SELECT {RECEIPT_COLUMNS} FROM receipts WHERE task_id = $1 ORDER BY id DESC LIMIT 1"
+    ))
+    .bind(task)
+    .fetch_optional(store.reader())
+    .await?;
+    Ok(row.map(record))
+}
+
+#[tracing::instrument(skip_all, name = "store.receipt_summary", level = "debug", fields(agent = %agent))]
+pub(super) async fn receipt_summary(store: &Backend, agent: Uuid) -> Result<ReceiptSummary> {
+    let (count, latest): (i64, Option<DateTime<Utc>>) =
+        sqlx::query_as("SELECT COUNT(*), MAX(created_at) FROM receipts WHERE agent_id = $1")
+            .bind(agent)
+            .fetch_one(store.reader())
+            .await?;
+    Ok(ReceiptSummary { count, latest })
+}
+
+#[tracing::instrument(skip_all, name = "store.receipt_kids", level = "debug")]
+pub(super) async fn receipt_kids(store: &Backend) -> Result<Vec<String>> {
+    Ok(
+        sqlx::query_scalar("SELECT DISTINCT kid FROM receipts ORDER BY kid")
+            .fetch_all(store.reader())
+            .await?,
+    )
+}
+
+#[tracing::instrument(skip_all, name = "store.accepted_submission", level = "debug", fields(task = %task))]
+pub(super) async fn accepted_submission(
+    store: &Backend,
+    task: Uuid,
+) -> Result<Option<SubmissionRecord>> {
+    let row: Option<SubmissionRow> = sqlx::query_as(&format!(
+        "SELECT {SUBMISSION_COLUMNS} FROM submissions WHERE task_id = $1 AND status = 'accepted' \
+         ORDER BY id DESC LIMIT 1"
+    ))
+    .bind(task)
+    .fetch_optional(store.reader())
+    .await?;
+    row.map(TryInto::try_into).transpose()
+}
