@@ -30,6 +30,7 @@ pub mod spot_checks;
 pub mod state;
 pub mod stats;
 pub mod supervisor;
+pub mod web;
 pub mod wire;
 pub mod workers;
 

@@ -39,7 +39,7 @@ use crate::private_fs::create_private_dir;
 use crate::spot_checks::SpotChecks;
 use crate::state::AppState;
 use crate::stats::PlatformStats;
-use crate::{api, http, openapi, workers};
+use crate::{api, http, openapi, web, workers};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -214,11 +214,13 @@ pub fn router(state: AppState) -> Router {
     let openapi = openapi::served(openapi, &contract);
     let openapi = Arc::new(serde_json::to_value(&openapi).unwrap_or_default());
     let config = state.app.config.clone();
+    let pages = web::routes(openapi.clone());
     router
         .route(
             "/v1/openapi.json",
             get(move || async move { Json((*openapi).clone()) }),
         )
+        .merge(pages)
         .fallback(http::not_found)
         .layer(from_fn_with_state(state.clone(), ip_limit))
         .layer(DefaultBodyLimit::max(config.body_limit))

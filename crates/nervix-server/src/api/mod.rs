@@ -14,7 +14,6 @@ pub mod quality;
 pub mod realtime;
 pub mod reputation;
 pub mod tasks;
-pub mod web;
 pub mod workflows;
 
 use utoipa::OpenApi;
@@ -46,7 +45,8 @@ pub use enroll::IP_LIMITED;
 )]
 struct ApiDoc;
 
-/// Every route with its OpenAPI description, from one place (the landing page has none).
+/// Every API route with its OpenAPI description, from one place (the website's pages, in
+/// `crate::web`, have none).
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(enroll::routes())
@@ -61,5 +61,4 @@ pub fn router() -> OpenApiRouter<AppState> {
         .merge(realtime::routes())
         .merge(admin::routes())
         .merge(platform::routes())
-        .route("/", axum::routing::get(web::index))
 }

@@ -15,6 +15,7 @@ pub mod events;
 pub mod idempotency;
 pub mod messages;
 pub mod notifications;
+pub mod pages;
 pub mod quality;
 pub mod reputation;
 pub mod tasks;
