@@ -258,7 +258,9 @@ async fn ip_limit(
     let limited = req
         .extensions()
         .get::<MatchedPath>()
-        .is_some_and(|p| api::IP_LIMITED.contains(&p.as_str()));
+        .is_some_and(|p| {
+            api::IP_LIMITED.contains(&p.as_str()) || web::IP_LIMITED.contains(&p.as_str())
+        });
     if limited {
         http::limit_by_ip(state, req, next).await
     } else {

@@ -89,6 +89,7 @@ async function visit(page, path, name) {
 async function postForm(page, path, fields) {
   const [response] = await Promise.all([
     page.waitForResponse((r) => r.url() === BASE + path && r.request().method() === "POST"),
+    page.waitForNavigation(),
     page.evaluate(({ path, fields }) => {
       const form = document.createElement("form");
       form.method = "post";
@@ -104,7 +105,6 @@ async function postForm(page, path, fields) {
       form.submit();
     }, { path, fields }),
   ]);
-  await page.waitForLoadState();
   return response.status();
 }
 
@@ -190,7 +190,7 @@ const admin = await adminContext.newPage();
 
 await check("admin signs in with a token", async () => {
   await admin.goto(BASE + "/dashboard/sign-in");
-  await admin.getByLabel("Token").fill(env("ADMIN_TOKEN"));
+  await admin.getByLabel("Token", { exact: true }).fill(env("ADMIN_TOKEN"));
   await admin.getByRole("button", { name: "Sign in with the token" }).click();
   await admin.waitForURL(BASE + "/admin");
   assert(!(await admin.content()).includes(env("ADMIN_TOKEN")), "token in page source");

@@ -29,6 +29,14 @@ use crate::state::AppState;
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
                    connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
+/// The sign-in forms, limited per client IP like the API's login routes (they are the same
+/// operations, reachable without a token).
+pub const IP_LIMITED: &[&str] = &[
+    "/dashboard/sign-in/challenge",
+    "/dashboard/sign-in/signature",
+    "/dashboard/sign-in/token",
+];
+
 const CSS: &str = include_str!("../../assets/site.css");
 const JS: &str = include_str!("../../assets/live.js");
 
