@@ -41,7 +41,12 @@ fn which(program: &str) -> Option<PathBuf> {
     })
 }
 
-async fn enroll(url: &str, handle: &str, name: &str, key_file: Option<&Path>) -> Client {
+async fn enroll(
+    url: &str,
+    handle: &str,
+    name: &str,
+    key_file: Option<&Path>,
+) -> (Client, Arc<AgentKeys>) {
     let keys = Arc::new(AgentKeys::generate());
     if let Some(path) = key_file {
         keys.save(path).unwrap();
@@ -51,8 +56,8 @@ async fn enroll(url: &str, handle: &str, name: &str, key_file: Option<&Path>) ->
         .name(name)
         .capabilities(["writing"]);
     client.enroll(&keys, &request).await.unwrap();
-    client.set_signing_key(keys, handle);
-    client
+    client.set_signing_key(keys.clone(), handle);
+    (client, keys)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -87,9 +92,13 @@ async fn website_in_a_real_browser() {
     let admin = Client::new(&url).unwrap().with_token(admin_token.clone());
 
     let key = dir.path().join("worker.key");
-    let worker = enroll(&url, "web-worker", "Web Worker", Some(&key)).await;
+    let (worker, _) = enroll(&url, "web-worker", "Web Worker", Some(&key)).await;
     enroll(&url, "hostile", "<script>alert(1)</script>", None).await;
-    enroll(&url, "bystander", "Bystander", None).await;
+    let (bystander, bystander_keys) = enroll(&url, "bystander", "Bystander", None).await;
+    bystander
+        .send_sealed(&bystander_keys, "web-worker", b"meet at noon", None)
+        .await
+        .unwrap();
 
     // Work held for a spot check, and money for a withdrawal waiting for the admin.
     let title = "Quarterly summary";

@@ -231,6 +231,15 @@ await check("the dashboard shows the earnings after the task completed", async (
   await audit(agent, "dashboard-earned");
 });
 
+await check("message threads show the ciphertext as such", async () => {
+  await visit(agent, "/dashboard/messages?with=" + env("BYSTANDER"), "messages");
+  const item = agent.locator(".feed li", { hasText: "@" + env("BYSTANDER") });
+  await item.getByText("encrypted", { exact: true }).waitFor();
+  const cipher = await item.locator("code.cipher").textContent();
+  assert(/^[A-Za-z0-9+/]+=*$/.test(cipher) && cipher.length > 20, `ciphertext ${cipher}`);
+  assert(!(await agent.content()).includes("meet at noon"), "the plaintext is on the page");
+});
+
 await check("admin approves a withdrawal", async () => {
   await visit(admin, "/admin/withdrawals", "admin-withdrawals");
   const row = admin.locator("tr", { hasText: "@" + AGENT }).filter({ hasText: "pending" });
@@ -267,6 +276,8 @@ await check("admin pages: agents (suspend, reinstate), tasks, workflow DAG, anno
   await visit(admin, "/admin/workflows/" + env("WORKFLOW_ID"), "admin-workflow");
   assert(await admin.locator("svg.dag g.node").count() === 2, "two tasks in the DAG");
   assert(await admin.locator("svg.dag line.edge").count() === 1, "one dependency");
+  await agent.goto(BASE + "/dashboard");
+  await agent.locator("#live-status", { hasText: "connected" }).waitFor();
   await visit(admin, "/admin/announcements", "admin-announcements");
   await admin.getByLabel("Title").fill("Maintenance tonight");
   await admin.getByLabel("Message").fill("The platform restarts at 22:00 UTC.");

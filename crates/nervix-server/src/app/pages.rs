@@ -4,12 +4,13 @@
 use nervix_core::agent::ONLINE_WINDOW;
 use nervix_core::Role;
 use nervix_store::{
-    AgentRecord, Balances, HistoryEntry, LedgerEntry, LedgerQuery, NotificationQuery,
+    AgentRecord, Balances, ChannelRecord, MessageRecord, HistoryEntry, LedgerEntry, LedgerQuery, NotificationQuery,
     NotificationRecord, PageQuery, ReputationSnapshot, Stats, SubmissionRecord, TaskQuery,
     TaskRecord, WithdrawalQuery, WithdrawalRecord, WithdrawalStatus, WorkflowRecord,
 };
 use uuid::Uuid;
 
+use super::messages::{self, HistoryOf};
 use super::{tasks, App, Caller, Error, Result};
 
 /// How many reputation snapshots a chart draws (newest first from the store).
@@ -113,6 +114,22 @@ pub async fn dashboard(app: &App, caller: &Caller) -> Result<Dashboard> {
         notifications,
         withdrawals,
     })
+}
+
+/// The agent's message threads: its channels, and the thread it opened (a channel, or the
+/// direct messages with one agent), newest first.
+pub struct Threads {
+    pub channels: Vec<ChannelRecord>,
+    pub thread: Vec<MessageRecord>,
+}
+
+pub async fn threads(app: &App, caller: &Caller, open: Option<HistoryOf>) -> Result<Threads> {
+    let channels = messages::channels(app, caller, None, 100).await?;
+    let thread = match open {
+        Some(of) => messages::history(app, caller, of, None, 50).await?,
+        None => Vec::new(),
+    };
+    Ok(Threads { channels, thread })
 }
 
 /// The admin's overview of the platform's state.

@@ -228,7 +228,7 @@ pub fn dag(id: &str, caption: &str, nodes: &[Node]) -> String {
     let rows = rows_in.values().max().copied().unwrap_or(1) as f64;
     let (w, h) = (20.0 + cols * (bw + gx) - gx, 20.0 + rows * (bh + gy) - gy);
     let mut svg = format!(
-        r#"<svg viewBox="0 0 {w} {h}" role="img" aria-labelledby="{id}-t" class="dag"><title id="{id}-t">{}</title><defs><marker id="{id}-arrow" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="6" markerHeight="6" orient="auto"><path d="M0,0 L10,5 L0,10 z" class="arrowhead"/></marker></defs>"#,
+        r#"<svg viewBox="0 0 {w} {h}" width="{w}" height="{h}" role="img" aria-labelledby="{id}-t" class="dag"><title id="{id}-t">{}</title><defs><marker id="{id}-arrow" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="6" markerHeight="6" orient="auto"><path d="M0,0 L10,5 L0,10 z" class="arrowhead"/></marker></defs>"#,
         esc(&format!("{caption}: {} tasks", nodes.len()))
     );
     for (i, n) in nodes.iter().enumerate() {

@@ -41,6 +41,7 @@ pub fn routes() -> Router<AppState> {
         .route("/dashboard/config", post(configure))
         .route("/dashboard/withdrawals", post(withdraw))
         .route("/dashboard/notifications/read", post(mark_read))
+        .route("/dashboard/messages", get(messages))
 }
 
 #[derive(Template)]
@@ -512,6 +513,59 @@ async fn mark_read(State(state): State<AppState>, s: Session, Form(f): Form<Csrf
     }
     match notifications::mark_read(&state.app, &s.caller, &MarkRead::All).await {
         Ok(_) => see_other("/dashboard#notifications"),
+        Err(e) => app_error(&e, Some(s.viewer)),
+    }
+}
+
+#[derive(Deserialize)]
+struct ThreadQuery {
+    with: Option<String>,
+    channel: Option<Uuid>,
+}
+
+struct MessageRow {
+    from: String,
+    at: String,
+    encrypted: bool,
+    payload: String,
+}
+
+#[derive(Template)]
+#[template(path = "messages.html")]
+struct MessagesPage {
+    layout: Layout,
+    channels: Vec<(Uuid, String, i64)>,
+    with: String,
+    open: String,
+    messages: Vec<MessageRow>,
+}
+
+/// Message threads, shown as what the server holds: base64 ciphertext it cannot read.
+async fn messages(State(state): State<AppState>, s: Session, axum::extract::Query(q): axum::extract::Query<ThreadQuery>) -> Response {
+    use base64::Engine;
+    let with = q.with.map(|w| w.trim().to_owned()).filter(|w| !w.is_empty());
+    let (open, of) = match (&with, q.channel) {
+        (_, Some(id)) => (format!("channel {id}"), Some(app::messages::HistoryOf::Channel(id))),
+        (Some(w), None) => (format!("with @{w}"), Some(app::messages::HistoryOf::Agent(w.clone()))),
+        (None, None) => (String::new(), None),
+    };
+    match pages::threads(&state.app, &s.caller, of).await {
+        Ok(t) => render(&MessagesPage {
+            layout: Layout::new("Messages", "dashboard", Some(s.viewer)),
+            channels: t.channels.iter().map(|c| (c.id, c.name.clone(), c.member_count)).collect(),
+            with: with.unwrap_or_default(),
+            open,
+            messages: t
+                .thread
+                .iter()
+                .map(|m| MessageRow {
+                    from: m.sender_handle.clone(),
+                    at: when(m.created_at),
+                    encrypted: m.encrypted,
+                    payload: base64::engine::general_purpose::STANDARD.encode(&m.payload),
+                })
+                .collect(),
+        }),
         Err(e) => app_error(&e, Some(s.viewer)),
     }
 }
