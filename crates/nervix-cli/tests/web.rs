@@ -110,7 +110,10 @@ async fn website_in_a_real_browser() {
         )
         .await
         .unwrap();
-    worker.claim(task.id, &ClaimRequest::default()).await.unwrap();
+    worker
+        .claim(task.id, &ClaimRequest::default())
+        .await
+        .unwrap();
     let held = worker
         .submit(task.id, &SubmitRequest::text(ANSWER), None)
         .await
@@ -180,7 +183,10 @@ async fn website_in_a_real_browser() {
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     println!("{stdout}");
-    assert!(output.status.success(), "browser run failed:\n{stdout}\n{stderr}");
+    assert!(
+        output.status.success(),
+        "browser run failed:\n{stdout}\n{stderr}"
+    );
     assert!(stdout.contains(", 0 failed"), "{stdout}");
 
     // What the browser did went through the real operations.

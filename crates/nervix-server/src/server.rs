@@ -255,12 +255,9 @@ async fn ip_limit(
     req: Request,
     next: Next,
 ) -> axum::response::Response {
-    let limited = req
-        .extensions()
-        .get::<MatchedPath>()
-        .is_some_and(|p| {
-            api::IP_LIMITED.contains(&p.as_str()) || web::IP_LIMITED.contains(&p.as_str())
-        });
+    let limited = req.extensions().get::<MatchedPath>().is_some_and(|p| {
+        api::IP_LIMITED.contains(&p.as_str()) || web::IP_LIMITED.contains(&p.as_str())
+    });
     if limited {
         http::limit_by_ip(state, req, next).await
     } else {

@@ -4,9 +4,9 @@
 use nervix_core::agent::ONLINE_WINDOW;
 use nervix_core::Role;
 use nervix_store::{
-    AgentRecord, Balances, ChannelRecord, MessageRecord, HistoryEntry, LedgerEntry, LedgerQuery, NotificationQuery,
-    NotificationRecord, PageQuery, ReputationSnapshot, Stats, SubmissionRecord, TaskQuery,
-    TaskRecord, WithdrawalQuery, WithdrawalRecord, WithdrawalStatus, WorkflowRecord,
+    AgentRecord, Balances, ChannelRecord, HistoryEntry, LedgerEntry, LedgerQuery, MessageRecord,
+    NotificationQuery, NotificationRecord, PageQuery, ReputationSnapshot, Stats, SubmissionRecord,
+    TaskQuery, TaskRecord, WithdrawalQuery, WithdrawalRecord, WithdrawalStatus, WorkflowRecord,
 };
 use uuid::Uuid;
 
@@ -186,7 +186,7 @@ pub async fn admin_agents(
                 || a.name.to_lowercase().contains(&needle)
         })
         .collect();
-    found.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+    found.sort_by_key(|a| std::cmp::Reverse(a.created_at));
     found.truncate(200);
     Ok(found)
 }

@@ -128,9 +128,15 @@ async fn agent_list(
     }
 }
 
-async fn set_suspended(state: &AppState, s: AdminSession, handle: &str, csrf: &str, on: bool) -> Response {
+async fn set_suspended(
+    state: &AppState,
+    s: AdminSession,
+    handle: &str,
+    csrf: &str,
+    on: bool,
+) -> Response {
     let s = s.0;
-    if let Err(refused) = s.check_csrf(csrf) {
+    if let Some(refused) = s.csrf_refusal(csrf) {
         return refused;
     }
     match agents::set_suspended(&state.app, &s.caller, handle, on).await {
@@ -279,7 +285,11 @@ async fn reviews(State(state): State<AppState>, AdminSession(s): AdminSession) -
                 .map(|h| HeldRow {
                     id: h.submission.id,
                     task: h.task.as_ref().map(|t| t.title.clone()).unwrap_or_default(),
-                    agent: h.agent.as_ref().map(|a| a.handle.clone()).unwrap_or_default(),
+                    agent: h
+                        .agent
+                        .as_ref()
+                        .map(|a| a.handle.clone())
+                        .unwrap_or_default(),
                     score: h.submission.quality_score,
                     checks: pretty(&h.submission.checks),
                     content: pretty(&h.submission.content),
@@ -312,7 +322,7 @@ async fn decide_review(
     Path(id): Path<Uuid>,
     Form(f): Form<ReviewForm>,
 ) -> Response {
-    if let Err(refused) = s.check_csrf(&f.csrf) {
+    if let Some(refused) = s.csrf_refusal(&f.csrf) {
         return refused;
     }
     let threshold = i64::from(state.app.config.accept_threshold);
@@ -323,7 +333,10 @@ async fn decide_review(
                 "score",
                 format!("approving needs a score of at least {threshold}; reject instead"),
             )),
-            Err(_) => Err(app::Error::field("score", "must be an integer from 0 to 100")),
+            Err(_) => Err(app::Error::field(
+                "score",
+                "must be an integer from 0 to 100",
+            )),
         },
         "reject" => Ok(0),
         _ => Err(app::Error::field("decision", "must be approve or reject")),
@@ -382,9 +395,15 @@ async fn withdrawals(State(state): State<AppState>, AdminSession(s): AdminSessio
     }
 }
 
-async fn decide_withdrawal(state: &AppState, s: AdminSession, id: Uuid, csrf: &str, approve: bool) -> Response {
+async fn decide_withdrawal(
+    state: &AppState,
+    s: AdminSession,
+    id: Uuid,
+    csrf: &str,
+    approve: bool,
+) -> Response {
     let s = s.0;
-    if let Err(refused) = s.check_csrf(csrf) {
+    if let Some(refused) = s.csrf_refusal(csrf) {
         return refused;
     }
     match economy::decide_withdrawal(&state.app, &s.caller, id, approve).await {
@@ -543,7 +562,7 @@ async fn announce(
     AdminSession(s): AdminSession,
     Form(f): Form<AnnounceForm>,
 ) -> Response {
-    if let Err(refused) = s.check_csrf(&f.csrf) {
+    if let Some(refused) = s.csrf_refusal(&f.csrf) {
         return refused;
     }
     let a = match Announcement::parse(&f.title, &f.body) {
@@ -590,7 +609,7 @@ async fn fund_bonus_pool(
     AdminSession(s): AdminSession,
     Form(f): Form<FundForm>,
 ) -> Response {
-    if let Err(refused) = s.check_csrf(&f.csrf) {
+    if let Some(refused) = s.csrf_refusal(&f.csrf) {
         return refused;
     }
     let amount = match f.amount.trim().parse::<Money>() {

@@ -32,7 +32,13 @@ pub fn esc(s: &str) -> String {
     out
 }
 
-fn figure(id: &str, caption: &str, svg: &str, header: (&str, &str), rows: &[(String, String)]) -> String {
+fn figure(
+    id: &str,
+    caption: &str,
+    svg: &str,
+    header: (&str, &str),
+    rows: &[(String, String)],
+) -> String {
     let mut out = String::new();
     let _ = write!(
         out,
@@ -143,7 +149,12 @@ fn axes(svg: &mut String, lo: &str, hi: &str) {
 }
 
 /// Bars, one per label, from zero.
-pub fn bars(id: &str, caption: &str, data: &[(String, f64)], fmt: impl Fn(f64) -> String) -> String {
+pub fn bars(
+    id: &str,
+    caption: &str,
+    data: &[(String, f64)],
+    fmt: impl Fn(f64) -> String,
+) -> String {
     let rows: Vec<(String, String)> = data.iter().map(|(l, v)| (l.clone(), fmt(*v))).collect();
     let total: f64 = data.iter().map(|d| d.1).sum();
     let summary = if data.is_empty() {
@@ -306,7 +317,15 @@ mod tests {
             status: "open".into(),
             depends_on: deps,
         };
-        let out = dag("d", "w", &[node(c, "c", vec![b]), node(b, "b", vec![a]), node(a, "a", vec![])]);
+        let out = dag(
+            "d",
+            "w",
+            &[
+                node(c, "c", vec![b]),
+                node(b, "b", vec![a]),
+                node(a, "a", vec![]),
+            ],
+        );
         // a in column 0, b in column 1, c in column 2: three columns wide.
         assert!(out.contains(r#"viewBox="0 0 630 66""#), "{out}");
         assert_eq!(out.matches("class=\"edge\"").count(), 2);
@@ -316,7 +335,12 @@ mod tests {
     #[test]
     fn line_has_a_text_alternative() {
         let t = DateTime::from_timestamp(1_700_000_000, 0).unwrap();
-        let out = line("r", "Reputation", &[(t, 50.0), (t + chrono::Duration::days(1), 61.5)], |v| format!("{v:.2}"));
+        let out = line(
+            "r",
+            "Reputation",
+            &[(t, 50.0), (t + chrono::Duration::days(1), 61.5)],
+            |v| format!("{v:.2}"),
+        );
         assert!(out.contains("Reputation: 2 points, from 50.00 to 61.50"));
         assert!(out.contains("<polyline"));
         assert!(out.contains("<td>61.50</td>"));

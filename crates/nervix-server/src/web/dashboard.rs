@@ -25,8 +25,8 @@ use super::chart;
 use super::page::{app_error, money, render, score, see_other, when, AgentRow, Layout};
 use super::session::{self, is_tls, Origin, Session, SigninCsrf};
 use crate::app::{self, agents, auth, economy, notifications, pages};
-use crate::hub::Next;
 use crate::http::ClientIp;
+use crate::hub::Next;
 use crate::state::AppState;
 
 pub fn routes() -> Router<AppState> {
@@ -112,7 +112,7 @@ async fn challenge(
     headers: HeaderMap,
     Form(f): Form<ChallengeForm>,
 ) -> Response {
-    if let Err(refused) = SigninCsrf::check(&headers, &f.csrf) {
+    if let Some(refused) = SigninCsrf::refusal(&headers, &f.csrf) {
         return refused;
     }
     let handle = f.agent_id.trim();
@@ -125,7 +125,12 @@ async fn challenge(
             challenge: c.text,
             expires: when(c.expires_at),
         }),
-        Err(e) => sign_in_again(&headers, handle, StatusCode::UNPROCESSABLE_ENTITY, &e.detail),
+        Err(e) => sign_in_again(
+            &headers,
+            handle,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            &e.detail,
+        ),
     }
 }
 
@@ -144,7 +149,7 @@ async fn signature(
     headers: HeaderMap,
     Form(f): Form<SignatureForm>,
 ) -> Response {
-    if let Err(refused) = SigninCsrf::check(&headers, &f.csrf) {
+    if let Some(refused) = SigninCsrf::refusal(&headers, &f.csrf) {
         return refused;
     }
     match auth::login(&state.app, f.challenge_id, &f.signature, ip).await {
@@ -170,7 +175,7 @@ async fn token(
     headers: HeaderMap,
     Form(f): Form<TokenForm>,
 ) -> Response {
-    if let Err(refused) = SigninCsrf::check(&headers, &f.csrf) {
+    if let Some(refused) = SigninCsrf::refusal(&headers, &f.csrf) {
         return refused;
     }
     let token = f.token.trim();
@@ -202,8 +207,13 @@ struct CsrfOnly {
 
 /// Signs out; a token the sign-in page minted is revoked, a pasted one is left alone (it is
 /// the agent's, and may be in use elsewhere).
-async fn sign_out(State(state): State<AppState>, s: Session, headers: HeaderMap, Form(f): Form<CsrfOnly>) -> Response {
-    if let Err(refused) = s.check_csrf(&f.csrf) {
+async fn sign_out(
+    State(state): State<AppState>,
+    s: Session,
+    headers: HeaderMap,
+    Form(f): Form<CsrfOnly>,
+) -> Response {
+    if let Some(refused) = s.csrf_refusal(&f.csrf) {
         return refused;
     }
     if s.origin == Origin::Minted {
@@ -283,7 +293,11 @@ fn task_row(t: &nervix_store::TaskRecord) -> TaskRow {
 /// Earnings per day (payouts and bonuses received), oldest first.
 fn earnings_by_day(ledger: &[nervix_store::LedgerEntry]) -> Vec<(String, f64)> {
     let mut days: Vec<(String, i64)> = Vec::new();
-    for e in ledger.iter().rev().filter(|e| e.amount > 0 && is_earning(&e.kind)) {
+    for e in ledger
+        .iter()
+        .rev()
+        .filter(|e| e.amount > 0 && is_earning(&e.kind))
+    {
         let day = e.created_at.format("%Y-%m-%d").to_string();
         match days.last_mut() {
             Some((d, sum)) if *d == day => *sum += e.amount,
@@ -320,9 +334,12 @@ async fn dashboard(State(state): State<AppState>, s: Session) -> Response {
         pending: money(b.pending_withdrawal),
         earned: money(b.total_earned),
         withdrawn: money(b.total_withdrawn),
-        earnings_chart: chart::bars("earn", "Earnings per day", &earnings_by_day(&d.ledger), |v| {
-            format!("{v:.2}")
-        }),
+        earnings_chart: chart::bars(
+            "earn",
+            "Earnings per day",
+            &earnings_by_day(&d.ledger),
+            |v| format!("{v:.2}"),
+        ),
         reputation_chart: chart::line("rep", "Reputation over time", &rep, |v| format!("{v:.2}")),
         automated: score(d.agent.rep_automated),
         success: score(d.agent.rep_success),
@@ -460,8 +477,12 @@ fn parse_config(f: &ConfigForm) -> Result<agents::ConfigChange, app::Error> {
     })
 }
 
-async fn configure(State(state): State<AppState>, s: Session, Form(f): Form<ConfigForm>) -> Response {
-    if let Err(refused) = s.check_csrf(&f.csrf) {
+async fn configure(
+    State(state): State<AppState>,
+    s: Session,
+    Form(f): Form<ConfigForm>,
+) -> Response {
+    if let Some(refused) = s.csrf_refusal(&f.csrf) {
         return refused;
     }
     let change = match parse_config(&f) {
@@ -484,8 +505,12 @@ struct WithdrawForm {
     destination: String,
 }
 
-async fn withdraw(State(state): State<AppState>, s: Session, Form(f): Form<WithdrawForm>) -> Response {
-    if let Err(refused) = s.check_csrf(&f.csrf) {
+async fn withdraw(
+    State(state): State<AppState>,
+    s: Session,
+    Form(f): Form<WithdrawForm>,
+) -> Response {
+    if let Some(refused) = s.csrf_refusal(&f.csrf) {
         return refused;
     }
     let parsed = f
@@ -501,14 +526,16 @@ async fn withdraw(State(state): State<AppState>, s: Session, Form(f): Form<Withd
     // No idempotency key: the form's redirect-after-post keeps a reload from sending it twice.
     let render: crate::app::idempotency::Render<nervix_store::WithdrawalRecord> =
         Arc::new(|_| Ok((201, serde_json::Value::Null)));
-    match economy::request_withdrawal(&state.app, &s.caller, amount, destination, None, render).await {
+    match economy::request_withdrawal(&state.app, &s.caller, amount, destination, None, render)
+        .await
+    {
         Ok(_) => see_other("/dashboard#withdrawals"),
         Err(e) => app_error(&e, Some(s.viewer)),
     }
 }
 
 async fn mark_read(State(state): State<AppState>, s: Session, Form(f): Form<CsrfOnly>) -> Response {
-    if let Err(refused) = s.check_csrf(&f.csrf) {
+    if let Some(refused) = s.csrf_refusal(&f.csrf) {
         return refused;
     }
     match notifications::mark_read(&state.app, &s.caller, &MarkRead::All).await {
@@ -541,18 +568,35 @@ struct MessagesPage {
 }
 
 /// Message threads, shown as what the server holds: base64 ciphertext it cannot read.
-async fn messages(State(state): State<AppState>, s: Session, axum::extract::Query(q): axum::extract::Query<ThreadQuery>) -> Response {
+async fn messages(
+    State(state): State<AppState>,
+    s: Session,
+    axum::extract::Query(q): axum::extract::Query<ThreadQuery>,
+) -> Response {
     use base64::Engine;
-    let with = q.with.map(|w| w.trim().to_owned()).filter(|w| !w.is_empty());
+    let with = q
+        .with
+        .map(|w| w.trim().to_owned())
+        .filter(|w| !w.is_empty());
     let (open, of) = match (&with, q.channel) {
-        (_, Some(id)) => (format!("channel {id}"), Some(app::messages::HistoryOf::Channel(id))),
-        (Some(w), None) => (format!("with @{w}"), Some(app::messages::HistoryOf::Agent(w.clone()))),
+        (_, Some(id)) => (
+            format!("channel {id}"),
+            Some(app::messages::HistoryOf::Channel(id)),
+        ),
+        (Some(w), None) => (
+            format!("with @{w}"),
+            Some(app::messages::HistoryOf::Agent(w.clone())),
+        ),
         (None, None) => (String::new(), None),
     };
     match pages::threads(&state.app, &s.caller, of).await {
         Ok(t) => render(&MessagesPage {
             layout: Layout::new("Messages", "dashboard", Some(s.viewer)),
-            channels: t.channels.iter().map(|c| (c.id, c.name.clone(), c.member_count)).collect(),
+            channels: t
+                .channels
+                .iter()
+                .map(|c| (c.id, c.name.clone(), c.member_count))
+                .collect(),
             with: with.unwrap_or_default(),
             open,
             messages: t

@@ -53,7 +53,11 @@ pub fn render<T: Template>(t: &T) -> Response {
         Ok(html) => Html(html).into_response(),
         Err(e) => {
             tracing::error!(error = %e, "template rendering failed");
-            error_page(StatusCode::INTERNAL_SERVER_ERROR, "Something went wrong", None)
+            error_page(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Something went wrong",
+                None,
+            )
         }
     }
 }

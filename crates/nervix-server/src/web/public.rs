@@ -110,7 +110,11 @@ async fn directory(
     let level = match level_raw.as_deref().map(str::parse::<Level>) {
         Some(Ok(l)) => Some(l),
         Some(Err(_)) => {
-            return error_page(StatusCode::UNPROCESSABLE_ENTITY, "Unknown level.", s.viewer())
+            return error_page(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "Unknown level.",
+                s.viewer(),
+            )
         }
         None => None,
     };
@@ -194,7 +198,9 @@ async fn profile(
         automated: score(a.rep_automated),
         success: score(a.rep_success),
         peer: score(a.rep_peer),
-        chart: chart::line("rep", "Reputation over time", &points, |v| format!("{v:.2}")),
+        chart: chart::line("rep", "Reputation over time", &points, |v| {
+            format!("{v:.2}")
+        }),
         work: p.work.iter().map(work_row).collect(),
     })
 }

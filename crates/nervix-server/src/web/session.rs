@@ -51,13 +51,9 @@ pub struct Session {
 }
 
 impl Session {
-    /// Refuses a form whose CSRF token is missing or not this session's.
-    pub fn check_csrf(&self, sent: &str) -> Result<(), Response> {
-        if same(sent, &self.viewer.csrf) {
-            Ok(())
-        } else {
-            Err(csrf_refused(Some(self.viewer.clone())))
-        }
+    /// The refusal of a form whose CSRF token is missing or not this session's.
+    pub fn csrf_refusal(&self, sent: &str) -> Option<Response> {
+        (!same(sent, &self.viewer.csrf)).then(|| csrf_refused(Some(self.viewer.clone())))
     }
 }
 
@@ -73,7 +69,10 @@ pub fn csrf_refused(viewer: Option<Viewer>) -> Response {
 fn same(a: &str, b: &str) -> bool {
     a.len() == b.len()
         && !b.is_empty()
-        && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
 }
 
 fn csrf_for(token: &str) -> String {
@@ -104,7 +103,8 @@ pub fn is_tls(headers: &HeaderMap) -> bool {
 
 fn set_cookie(name: &str, value: &str, max_age: i64, secure: bool) -> HeaderValue {
     let secure = if secure { "; Secure" } else { "" };
-    let text = format!("{name}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}{secure}");
+    let text =
+        format!("{name}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}{secure}");
     HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
@@ -237,11 +237,11 @@ impl SigninCsrf {
         }
     }
 
-    /// Whether a sign-in form's token matches the browser's cookie.
-    pub fn check(headers: &HeaderMap, sent: &str) -> Result<(), Response> {
+    /// The refusal of a sign-in form whose token does not match the browser's cookie.
+    pub fn refusal(headers: &HeaderMap, sent: &str) -> Option<Response> {
         match cookie(headers, SIGNIN_COOKIE) {
-            Some(v) if same(sent, v) => Ok(()),
-            _ => Err(csrf_refused(None)),
+            Some(v) if same(sent, v) => None,
+            _ => Some(csrf_refused(None)),
         }
     }
 
@@ -254,5 +254,49 @@ impl SigninCsrf {
             );
         }
         res.into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csrf_tokens_are_bound_to_the_session_and_compared_whole() {
+        let a = csrf_for("token-a");
+        assert_eq!(a, csrf_for("token-a"));
+        assert_ne!(a, csrf_for("token-b"));
+        assert!(same(&a, &a.clone()));
+        assert!(!same(&a, &a[..a.len() - 1]));
+        assert!(!same("", ""), "an empty expected token matches nothing");
+    }
+
+    #[test]
+    fn cookies_are_read_by_exact_name() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::COOKIE,
+            HeaderValue::from_static("x_nervix_session=evil; nervix_session=m.abc.def; other=1"),
+        );
+        assert_eq!(cookie(&h, SESSION_COOKIE), Some("m.abc.def"));
+        assert_eq!(token_of(&h), Some(("abc.def", Origin::Minted)));
+        h.insert(
+            header::COOKIE,
+            HeaderValue::from_static("nervix_session=abc"),
+        );
+        assert_eq!(token_of(&h), None, "no origin prefix: not ours");
+    }
+
+    #[test]
+    fn session_cookies_are_http_only_and_strict_and_secure_over_tls() {
+        let plain = set_cookie(SESSION_COOKIE, "m.t", 60, false);
+        let plain = plain.to_str().unwrap();
+        assert!(plain.contains("HttpOnly") && plain.contains("SameSite=Strict"));
+        assert!(!plain.contains("Secure"));
+        let tls = set_cookie(SESSION_COOKIE, "m.t", 60, true);
+        assert!(tls.to_str().unwrap().ends_with("; Secure"));
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-proto", HeaderValue::from_static("https"));
+        assert!(is_tls(&h));
     }
 }
