@@ -190,14 +190,21 @@ async fn website_in_a_real_browser() {
     assert!(stdout.contains(", 0 failed"), "{stdout}");
 
     // What the browser did went through the real operations.
-    let paid = admin
+    let all = admin
         .admin_withdrawals(&nervix_client::AdminWithdrawalQuery::default())
         .await
-        .unwrap();
-    assert!(paid
-        .items
-        .iter()
-        .all(|w| w.status == nervix_client::WithdrawalStatus::Paid));
+        .unwrap()
+        .items;
+    let status_of = |destination: &str| {
+        all.iter()
+            .find(|w| w.destination.as_deref() == Some(destination))
+            .map(|w| w.status)
+    };
+    use nervix_client::WithdrawalStatus::{Paid, Pending};
+    assert_eq!(status_of("iban:DE00 web"), Some(Paid));
+    assert_eq!(status_of("iban:from-the-page"), Some(Pending));
+    let me = worker.me().await.unwrap();
+    assert_eq!(me.agent_name.as_deref(), Some("Web Worker Renamed"));
     assert!(worker.earnings().await.unwrap().total_earned > Decimal2::ZERO);
     running.shutdown().await;
 }

@@ -250,6 +250,18 @@ await check("admin approves a withdrawal", async () => {
   assert(await admin.locator("tbody tr", { hasText: "admin.withdrawal.approve" }).count() === 1, "audited");
 });
 
+await check("the dashboard's forms: a withdrawal request and a settings change", async () => {
+  await agent.goto(BASE + "/dashboard");
+  await agent.getByLabel("Amount", { exact: true }).fill("1.00");
+  await agent.getByLabel("Destination").fill("iban:from-the-page");
+  await agent.getByRole("button", { name: "Request withdrawal" }).click();
+  await agent.locator("tr", { hasText: "iban:from-the-page" }).getByText("pending").waitFor();
+  await agent.getByLabel("Display name").fill("Web Worker Renamed");
+  await agent.getByRole("button", { name: "Save settings" }).click();
+  await agent.waitForURL(BASE + "/dashboard#settings");
+  assert(await agent.getByLabel("Display name").inputValue() === "Web Worker Renamed", "name saved");
+});
+
 await check("the leaderboard and a profile with its reputation chart render", async () => {
   await visit(anon, "/leaderboard", "leaderboard");
   await anon.locator("tbody tr", { hasText: "@" + AGENT }).first().waitFor();

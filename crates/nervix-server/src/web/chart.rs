@@ -328,7 +328,10 @@ mod tests {
         );
         // a in column 0, b in column 1, c in column 2: three columns wide, one row high.
         assert!(out.contains(r#"viewBox="0 0 650 66""#), "{out}");
-        assert!(out.contains(r#"<title>c (open)</title><rect x="470" y="10""#), "{out}");
+        assert!(
+            out.contains(r#"<title>c (open)</title><rect x="470" y="10""#),
+            "{out}"
+        );
         assert_eq!(out.matches("class=\"edge\"").count(), 2);
         assert!(out.contains("<td>c</td><td>open, after b</td>"));
     }
