@@ -27,6 +27,10 @@ pub enum AgentCommand {
     Login(ConfigArg),
     /// Show the saved agent's profile (`GET /v1/agents/me`).
     Whoami(ConnectArgs),
+    /// Sign a login challenge (as the web sign-in page shows it) with the agent key and print
+    /// the signature to paste back. Only login challenges are signed: a key that signed any
+    /// text it was handed could be made to sign an enrollment or a message.
+    SignChallenge(SignChallengeArgs),
     /// Work as a federated agent: claim offered tasks and run a command for each.
     Run(crate::agent_run::RunArgs),
     /// The agent at a glance: profile, reputation, earnings and the tasks it holds.
@@ -39,6 +43,17 @@ pub struct StatusArgs {
     connect: ConnectArgs,
     #[command(flatten)]
     format: Format,
+}
+
+#[derive(clap::Args)]
+pub struct SignChallengeArgs {
+    /// The challenge text exactly as shown, `nervix-auth-v1:<id>:<nonce>`.
+    challenge: String,
+    /// Agent key file [default: the saved profile's key].
+    #[arg(long)]
+    key: Option<PathBuf>,
+    #[command(flatten)]
+    config: ConfigArg,
 }
 
 #[derive(clap::Args)]
@@ -75,6 +90,7 @@ pub async fn run(cmd: AgentCommand) -> anyhow::Result<()> {
         AgentCommand::Enroll(args) => enroll(args).await,
         AgentCommand::Login(config) => login(&config.resolve()?).await,
         AgentCommand::Whoami(connect) => whoami(&connect).await,
+        AgentCommand::SignChallenge(args) => sign_challenge(args),
         AgentCommand::Status(args) => status(args).await,
         AgentCommand::Run(args) => crate::agent_run::run(args).await,
     }
@@ -155,6 +171,20 @@ async fn login(config_path: &Path) -> anyhow::Result<()> {
         config_path.display(),
         rfc3339(config.expires_at)
     );
+    Ok(())
+}
+
+fn sign_challenge(args: SignChallengeArgs) -> anyhow::Result<()> {
+    let challenge = args.challenge.trim();
+    if !challenge.starts_with("nervix-auth-v1:") || challenge.split(':').count() != 3 {
+        bail!("not a login challenge (expected nervix-auth-v1:<id>:<nonce>); refusing to sign it");
+    }
+    let key_path = match args.key {
+        Some(path) => path,
+        None => load_config(&args.config.resolve()?)?.key_path,
+    };
+    let keys = AgentKeys::load(&key_path)?;
+    println!("{}", keys.sign_challenge(challenge));
     Ok(())
 }
 

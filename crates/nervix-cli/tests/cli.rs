@@ -1179,3 +1179,36 @@ async fn receipt_verify() {
     assert!(foreign.2.contains("no key with kid"), "{}", foreign.2);
     server.shutdown().await;
 }
+
+/// `agent sign-challenge` signs login challenges (verifiably, with the key given) and refuses
+/// any other text: a key that signed whatever it was shown could be made to enroll or send.
+#[test]
+fn sign_challenge_signs_only_login_challenges() {
+    use base64::Engine as _;
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("k.key");
+    let key_s = key.to_str().unwrap();
+    assert!(nervix(&["keygen", "--out", key_s]).0);
+    let challenge = "nervix-auth-v1:01a23d93-e418-77c6-91c2-9d71d287b6a5:bm9uY2U";
+    let (ok, stdout, stderr) = nervix(&["agent", "sign-challenge", challenge, "--key", key_s]);
+    assert!(ok, "{stderr}");
+    let sig = base64::engine::general_purpose::STANDARD
+        .decode(stdout.trim())
+        .unwrap();
+    let keys = nervix_client::AgentKeys::load(&key).unwrap();
+    let sig = ed25519_dalek::Signature::from_slice(&sig).unwrap();
+    keys.verifying_key()
+        .verify_strict(challenge.as_bytes(), &sig)
+        .unwrap();
+    for other in [
+        "nervix-enroll-v1:01a23d93-e418-77c6-91c2-9d71d287b6a5:bm9uY2U",
+        "any text at all",
+        "nervix-auth-v1:only-two",
+    ] {
+        let (ok, _, stderr) = nervix(&["agent", "sign-challenge", other, "--key", key_s]);
+        assert!(
+            !ok && stderr.contains("not a login challenge"),
+            "{other}: {stderr}"
+        );
+    }
+}

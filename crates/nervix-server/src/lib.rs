@@ -32,6 +32,7 @@ pub mod state;
 pub mod stats;
 pub mod supervisor;
 pub mod tls;
+pub mod web;
 pub mod wire;
 pub mod workers;
 

@@ -41,7 +41,7 @@ use crate::state::AppState;
 use crate::stats::PlatformStats;
 use crate::supervisor::{every, supervise};
 use crate::tls::{ReloadingCert, Tls};
-use crate::{api, http, openapi, workers};
+use crate::{api, http, openapi, web, workers};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -285,6 +285,7 @@ pub fn router(state: AppState) -> Router {
     let openapi = openapi::served(openapi, &contract);
     let openapi = Arc::new(serde_json::to_value(&openapi).unwrap_or_default());
     let config = state.app.config.clone();
+    let pages = web::routes(openapi.clone());
     // File transfers stream for as long as the file takes, within their own size limit
     // (`NERVIX_MAX_ARTIFACT_BYTES`, enforced as the bytes arrive): the body limit and the
     // request timeout are for everything else.
@@ -293,6 +294,7 @@ pub fn router(state: AppState) -> Router {
             "/v1/openapi.json",
             get(move || async move { Json((*openapi).clone()) }),
         )
+        .merge(pages)
         .layer(DefaultBodyLimit::max(config.body_limit))
         .layer(RequestBodyLimitLayer::new(config.body_limit))
         .layer(TimeoutLayer::with_status_code(
@@ -330,10 +332,9 @@ async fn ip_limit(
     req: Request,
     next: Next,
 ) -> axum::response::Response {
-    let limited = req
-        .extensions()
-        .get::<MatchedPath>()
-        .is_some_and(|p| api::IP_LIMITED.contains(&p.as_str()));
+    let limited = req.extensions().get::<MatchedPath>().is_some_and(|p| {
+        api::IP_LIMITED.contains(&p.as_str()) || web::IP_LIMITED.contains(&p.as_str())
+    });
     if limited {
         http::limit_by_ip(state, req, next).await
     } else {

@@ -284,7 +284,7 @@ fn handlers_import_no_other_handler_and_only_the_root_imports_them() {
 fn the_application_layer_knows_nothing_of_http() {
     let (edges, mods) = graph();
     let edge_layers = [
-        "api", "http", "state", "error", "wire", "server", "workers", "limits",
+        "api", "http", "state", "error", "wire", "server", "workers", "limits", "web",
     ];
     for (m, to) in edges.iter().filter(|(m, _)| m.starts_with("app")) {
         for t in to {

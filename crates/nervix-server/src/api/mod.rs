@@ -16,7 +16,6 @@ pub mod quality;
 pub mod realtime;
 pub mod reputation;
 pub mod tasks;
-pub mod web;
 pub mod workflows;
 
 use utoipa::OpenApi;
@@ -50,7 +49,8 @@ pub use enroll::IP_LIMITED;
 )]
 struct ApiDoc;
 
-/// Every route with its OpenAPI description, from one place (the landing page has none).
+/// Every API route with its OpenAPI description, from one place (the website's pages, in
+/// `crate::web`, have none).
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(enroll::routes())
@@ -66,7 +66,6 @@ pub fn router() -> OpenApiRouter<AppState> {
         .merge(admin::routes())
         .merge(platform::routes())
         .merge(a2a::routes())
-        .route("/", axum::routing::get(web::index))
 }
 
 /// Routes that stream files in or out: served without the request body limit and timeout

@@ -17,6 +17,7 @@ pub mod events;
 pub mod idempotency;
 pub mod messages;
 pub mod notifications;
+pub mod pages;
 pub mod quality;
 pub mod receipts;
 pub mod reputation;
