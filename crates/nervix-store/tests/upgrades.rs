@@ -488,6 +488,7 @@ async fn check(store: &dyn Store, level: i64, ids: &Ids) {
                 decision: Decision::Accept,
                 feedback: None,
                 retry: Default::default(),
+                artifacts: Vec::new(),
                 at,
             },
             None,

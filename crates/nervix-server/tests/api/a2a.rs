@@ -418,7 +418,7 @@ pub async fn send_get_list_cancel(backend: Backend) {
 
     // After a key rotation the receipt still verifies (its key stays in the JWKS), and new
     // receipts are signed with the new key.
-    let (new_kid, _) = nervix_server::operator::rotate_signing_key(&app.config).unwrap();
+    let new_kid = rotate_signing_key(&app).await;
     let rotated = eventually(Duration::from_secs(20), "the new key is served", || async {
         let k = jwks(&app).await;
         k.to_string().contains(&new_kid).then_some(k)
@@ -747,7 +747,7 @@ async fn official_python_sdk() {
         kid
     );
 
-    let (new_kid, _) = nervix_server::operator::rotate_signing_key(&app.config).unwrap();
+    let new_kid = rotate_signing_key(&app).await;
     eventually(Duration::from_secs(20), "the new key is served", || async {
         jwks(&app)
             .await
@@ -762,4 +762,15 @@ async fn official_python_sdk() {
         .unwrap();
     assert_eq!(out["verified"], true);
     app.stop().await;
+}
+
+/// Rotates the platform's signing key through the admin route; the new key's id.
+async fn rotate_signing_key(app: &TestApp) -> String {
+    let (status, body) = app
+        .admin
+        .request(Method::POST, "/v1/admin/signing-keys/rotate", None)
+        .await
+        .unwrap();
+    assert_eq!(status, 201, "{body}");
+    body["kid"].as_str().unwrap().to_owned()
 }
