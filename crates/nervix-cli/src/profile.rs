@@ -58,7 +58,9 @@ impl ConfigArg {
 pub struct CaFileArg {
     /// PEM file of a CA that signed the server's certificate (a private deployment), trusted
     /// besides the public roots. [default: the profile's]
+    // An id of its own: `ConfigArg`'s field is also `path`, and clap ids must be unique.
     #[arg(
+        id = "ca_file",
         long = "ca-file",
         env = "NERVIX_CA_FILE",
         value_name = "FILE",

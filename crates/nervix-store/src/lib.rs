@@ -417,7 +417,7 @@ pub trait Store: Send + Sync + 'static {
     /// Returns how many were sealed here.
     async fn seal_signing_keys(&self, sealed: &[SigningKeyRecord]) -> Result<u64>;
     /// Deletes the keys a newer key replaced before `retired_before` (no unexpired token can
-    /// name them); returns their kids. The newest key always stays.
+    /// name them) and that signed no receipt; returns their kids. The newest key always stays.
     async fn prune_signing_keys(&self, retired_before: DateTime<Utc>) -> Result<Vec<String>>;
 }
 

@@ -15,11 +15,10 @@
 //! without a receipt (the acceptance and the payout stand). The window is that of the outbox.
 //!
 //! Key rotation: receipts name their key (`kid`), and a rotation keeps every older key in
-//! the JWKS: `nervix admin rotate-signing-key` deletes only keys retired longer than the token
-//! lifetime (90 days). So a receipt verifies against the live JWKS for at least 90 days after
-//! its key stopped signing, and forever against a JWKS saved with it
-//! (`nervix receipt verify --jwks FILE`). `Store::receipt_kids` names the keys receipts need,
-//! for keeping them past that once signing keys move into the database.
+//! the JWKS while it may still be needed: a rotation prunes only keys retired longer than the
+//! token lifetime (90 days) that signed no receipt (`Store::prune_signing_keys`). So a receipt
+//! verifies against the live JWKS for as long as the platform runs, and forever against a
+//! JWKS saved with it (`nervix receipt verify --jwks FILE`).
 
 use chrono::{SecondsFormat, Utc};
 use nervix_core::quality::CheckResult;

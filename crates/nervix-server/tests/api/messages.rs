@@ -889,7 +889,7 @@ pub async fn send_over_the_websocket(backend: Backend) {
     let body = sealed(&a, &b, "over the socket");
     ws_a.send_json(&json!({"type": "message.send", "data": body, "idempotency_key": "ws-1"}))
         .await;
-    let reply = ws_a.frame().await;
+    let reply = ws_a.reply().await;
     assert_eq!(reply["type"], "message.sent", "{reply}");
     let id = reply["data"]["id"].as_str().unwrap().to_owned();
 
@@ -936,17 +936,17 @@ pub async fn send_over_the_websocket(backend: Backend) {
     nobody["to"] = json!("no-such-agent");
     ws_a.send_json(&json!({"type": "message.send", "data": nobody}))
         .await;
-    let err = ws_a.frame().await;
+    let err = ws_a.reply().await;
     assert_eq!(err["type"], "error", "{err}");
     assert_eq!(err["data"]["code"], "not_found", "{err}");
     let mut bad = sealed(&a, &b, "bad nonce");
     bad["nonce"] = json!("AAAA");
     ws_a.send_json(&json!({"type": "message.send", "data": bad}))
         .await;
-    let err = ws_a.frame().await;
+    let err = ws_a.reply().await;
     assert_eq!(err["data"]["code"], "validation_failed", "{err}");
     assert_eq!(err["data"]["errors"][0]["field"], "nonce", "{err}");
     ws_a.send_json(&json!({"type": "ping"})).await;
-    assert_eq!(ws_a.frame().await["type"], "pong");
+    assert_eq!(ws_a.reply().await["type"], "pong");
     app.stop().await;
 }

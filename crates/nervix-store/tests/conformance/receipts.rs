@@ -12,6 +12,7 @@ nervix_store::backend_matrix! {
     run = crate::support::run;
     reserved_tasks_are_for_their_agent_only,
     receipts_are_stored_once_and_paged,
+    keys_that_signed_receipts_are_kept,
 }
 
 pub async fn reserved_tasks_are_for_their_agent_only(store: Arc<dyn Store>) {
@@ -148,4 +149,61 @@ pub async fn receipts_are_stored_once_and_paged(store: Arc<dyn Store>) {
     let open = post_one(&store, &poster, task(100)).await;
     assert_eq!(store.accepted_submission(open.id).await.unwrap(), None);
     assert_eq!(store.receipt_for_task(open.id).await.unwrap(), None);
+}
+
+/// Pruning retired signing keys keeps every key a receipt names, however old: receipts must
+/// go on verifying against the live JWKS.
+pub async fn keys_that_signed_receipts_are_kept(store: Arc<dyn Store>) {
+    let poster = enroll(&store, &[]).await;
+    grant(&store, poster.id, 1000).await;
+    let worker = enroll(&store, &[]).await;
+    let t = post_one(&store, &poster, task(100)).await;
+    let (s, t, _) = complete(&store, t.id, worker.id, 90).await;
+    let at = now();
+    let key = |kid: &str, days_ago: i64, fill: u8| SigningKeyRecord {
+        kid: kid.to_owned(),
+        created_at: at - chrono::Duration::days(days_ago),
+        seal: KeySeal::None,
+        secret: vec![fill; 32],
+    };
+    store
+        .insert_signing_keys(
+            &[
+                key("signed-a-receipt", 300, 1),
+                key("signed-nothing", 200, 2),
+                // Retires `signed-nothing` long enough ago for no token to name it.
+                key("next", 150, 3),
+                key("current", 1, 4),
+            ],
+            false,
+        )
+        .await
+        .unwrap();
+    store
+        .insert_receipt(&NewReceipt {
+            id: Uuid::now_v7(),
+            submission_id: s.id,
+            task_id: t.id,
+            agent_id: worker.id,
+            kid: "signed-a-receipt".to_owned(),
+            jws: "jws".to_owned(),
+            created_at: at,
+        })
+        .await
+        .unwrap();
+    let pruned = store
+        .prune_signing_keys(at - chrono::Duration::days(90))
+        .await
+        .unwrap();
+    assert_eq!(pruned, ["signed-nothing"]);
+    let left: Vec<String> = store
+        .signing_keys()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|k| k.kid)
+        .collect();
+    assert!(left.contains(&"signed-a-receipt".to_owned()), "{left:?}");
+    assert!(left.contains(&"next".to_owned()), "{left:?}");
+    assert!(left.contains(&"current".to_owned()), "{left:?}");
 }

@@ -111,10 +111,13 @@ pub(super) async fn prune_signing_keys(
         .write_one(retired_before, |conn, retired_before| {
             Box::pin(async move {
                 // A key retired when the next newer key was created; the newest has no successor.
+                // A key that signed a receipt stays: receipts are portable proof, meant to
+                // verify against the live JWKS for as long as the platform runs.
                 let kids: Vec<String> = sqlx::query_scalar(
                     "DELETE FROM signing_keys WHERE kid IN (SELECT k.kid FROM signing_keys k \
                      WHERE EXISTS (SELECT 1 FROM signing_keys n WHERE n.created_at > \
-                     k.created_at AND n.created_at < $1)) RETURNING kid",
+                     k.created_at AND n.created_at < $1) AND NOT EXISTS (SELECT 1 FROM \
+                     receipts r WHERE r.kid = k.kid)) RETURNING kid",
                 )
                 .bind(retired_before)
                 .fetch_all(&mut *conn)
