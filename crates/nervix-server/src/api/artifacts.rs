@@ -70,7 +70,12 @@ impl From<ArtifactRecord> for ArtifactView {
 #[into_params(parameter_in = Query)]
 pub struct UploadParams {
     /// The file's name; its extension tells kinds of text apart (`.json`, `.md`, `.py`, ...).
-    #[param(max_length = 255)]
+    /// Its last path component is kept: printable, and not empty, `.` or `..`
+    /// (`nervix_core::artifact::FileName`).
+    #[param(
+        max_length = 255,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\x00-\x1f\x7f-\x9f/\\\s.][^\x00-\x1f\x7f-\x9f/\\]*$"
+    )]
     pub filename: Option<String>,
 }
 
