@@ -5,6 +5,8 @@
 //! `--json` output and their errors; a profile token renewed by the CLI.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::io::BufRead;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -1034,16 +1036,7 @@ async fn receipt_verify() {
     use serde_json::json;
 
     let dir = tempfile::tempdir().unwrap();
-    let mut config = Config::for_data_dir(dir.path().join("data"));
-    config.rate_limit_enroll_per_minute = 0;
-    config.spot_check_rate = 0.0;
-    let admin_token = nervix_server::operator::create_admin_token(&config)
-        .await
-        .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let server = nervix_server::start(listener, config).await.unwrap();
-    let url = format!("http://{}", server.addr);
-    let admin = Client::new(&url).unwrap().with_token(admin_token);
+    let common::Embedded { server, url, admin } = common::embedded(dir.path()).await;
     let keys = Arc::new(AgentKeys::generate());
     let mut worker = Client::new(&url).unwrap();
     let request = EnrollRequest::new("receipt-worker", &keys).capabilities(["writing"]);

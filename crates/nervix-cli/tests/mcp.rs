@@ -5,6 +5,8 @@
 //! server recorded.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::Arc;
@@ -14,7 +16,6 @@ use nervix_client::{
     AgentKeys, Client, Complexity, Decimal2, EnrollRequest, MessageHistoryQuery, NewTask,
     TaskStatus,
 };
-use nervix_server::Config;
 use serde_json::Value;
 use tokio::process::Command;
 
@@ -77,16 +78,7 @@ async fn an_mcp_client_completes_a_task_through_nervix_mcp() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let mut config = Config::for_data_dir(dir.path().join("data"));
-    config.rate_limit_enroll_per_minute = 0;
-    config.spot_check_rate = 0.0;
-    let admin_token = nervix_server::operator::create_admin_token(&config)
-        .await
-        .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let server = nervix_server::start(listener, config).await.unwrap();
-    let url = format!("http://{}", server.addr);
-    let admin = Client::new(&url).unwrap().with_token(admin_token);
+    let common::Embedded { server, url, admin } = common::embedded(dir.path()).await;
 
     // The assistant's agent, enrolled the usual way: the profile is what `nervix mcp` serves.
     let cfg = dir.path().join("agent.json");

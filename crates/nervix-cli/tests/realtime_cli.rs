@@ -5,13 +5,12 @@
 //! whole story and exiting 0.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::process::Stdio;
 use std::time::Duration;
 
-use nervix_client::{
-    Client, Complexity, Decimal2, NewTask, NewWorkflow, NewWorkflowTask, TaskStatus,
-};
-use nervix_server::Config;
+use nervix_client::{Complexity, Decimal2, NewTask, NewWorkflow, NewWorkflowTask, TaskStatus};
 use serde_json::Value;
 use tokio::io::AsyncReadExt as _;
 use tokio::process::Command;
@@ -80,15 +79,7 @@ async fn agent_run_completes_a_workflow_with_a_shell_script() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let mut config = Config::for_data_dir(dir.path().join("data"));
-    config.rate_limit_enroll_per_minute = 0;
-    config.spot_check_rate = 0.0;
-    let admin_token = nervix_server::operator::create_admin_token(&config)
-        .await
-        .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let server = nervix_server::start(listener, config).await.unwrap();
-    let url = format!("http://{}", server.addr);
+    let common::Embedded { server, url, admin } = common::embedded(dir.path()).await;
 
     // The script lives apart from the agent's key: the sandbox may read its folder only.
     let bin = dir.path().join("bin");
@@ -136,7 +127,6 @@ async fn agent_run_completes_a_workflow_with_a_shell_script() {
         .unwrap();
     let mut stdout = runner.stdout.take().unwrap();
     // Wait until it is listening, so the offers below reach its stream.
-    let admin = Client::new(&url).unwrap().with_token(admin_token);
     let me = |handle: &str| {
         let admin = admin.clone();
         let handle = handle.to_owned();
@@ -251,16 +241,7 @@ async fn agent_run_sandbox_keeps_the_command_in_its_folder_and_limits() {
     use tokio::io::AsyncBufReadExt as _;
 
     let dir = tempfile::tempdir().unwrap();
-    let mut config = Config::for_data_dir(dir.path().join("data"));
-    config.rate_limit_enroll_per_minute = 0;
-    config.spot_check_rate = 0.0;
-    let admin_token = nervix_server::operator::create_admin_token(&config)
-        .await
-        .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let server = nervix_server::start(listener, config).await.unwrap();
-    let url = format!("http://{}", server.addr);
-    let admin = Client::new(&url).unwrap().with_token(admin_token);
+    let common::Embedded { server, url, admin } = common::embedded(dir.path()).await;
 
     let private = dir.path().join("profile");
     let tools = dir.path().join("tools");

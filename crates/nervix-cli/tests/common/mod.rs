@@ -197,3 +197,27 @@ pub async fn enroll(url: &str, handle: &str, capabilities: &[&str]) -> Client {
     client.set_signing_key(keys, handle);
     client
 }
+
+/// A server in this process on a fresh embedded database in `dir` (enrollment limits and spot
+/// checks off, so tests enroll freely and accepted work is paid at once), with its operator's
+/// admin client.
+pub struct Embedded {
+    pub server: nervix_server::Running,
+    pub url: String,
+    pub admin: Client,
+}
+
+pub async fn embedded(dir: &Path) -> Embedded {
+    let mut config = nervix_server::Config::for_data_dir(dir.join("data"));
+    config.rate_limit_enroll_per_minute = 0;
+    config.spot_check_rate = 0.0;
+    // Before the server starts: one SQLite writer per process at a time.
+    let admin_token = nervix_server::operator::create_admin_token(&config)
+        .await
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let server = nervix_server::start(listener, config).await.unwrap();
+    let url = format!("http://{}", server.addr);
+    let admin = Client::new(&url).unwrap().with_token(admin_token);
+    Embedded { server, url, admin }
+}
