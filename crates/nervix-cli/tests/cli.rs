@@ -1033,7 +1033,7 @@ async fn receipt_verify() {
     use base64::engine::general_purpose::URL_SAFE_NO_PAD;
     use base64::Engine;
     use nervix_client::{AgentKeys, Client, EnrollRequest, Method};
-    use serde_json::json;
+    use serde_json::{json, Value};
 
     let dir = tempfile::tempdir().unwrap();
     let common::Embedded { server, url, admin } = common::embedded(dir.path()).await;
@@ -1078,12 +1078,20 @@ async fn receipt_verify() {
         .await
         .unwrap();
     assert_eq!(s, 202, "{v}");
-    let (s, page) = admin
-        .request(Method::GET, "/v1/agents/receipt-worker/receipts", None)
-        .await
-        .unwrap();
-    assert_eq!(s, 200, "{page}");
-    let item = page["items"][0].clone();
+    // Issued by the reputation pass, a moment after the acceptance.
+    let mut item = Value::Null;
+    for _ in 0..200 {
+        let (s, page) = admin
+            .request(Method::GET, "/v1/agents/receipt-worker/receipts", None)
+            .await
+            .unwrap();
+        assert_eq!(s, 200, "{page}");
+        item = page["items"][0].clone();
+        if !item.is_null() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     let jws = item["receipt"].as_str().unwrap().to_owned();
 
     let file = dir.path().join("receipt.jws");

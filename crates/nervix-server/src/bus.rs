@@ -134,6 +134,8 @@ pub enum Event {
     /// Workloads changed for agents nobody named (a reaper took tasks back): every node
     /// re-reads its matching index from storage.
     WorkloadsChanged,
+    /// The receipts of these tasks' accepted work were issued (A2A watchers show them).
+    ReceiptsIssued { task_ids: Vec<Uuid> },
 }
 
 /// Stores each frame as its agent's next event, in one write, then publishes each with its

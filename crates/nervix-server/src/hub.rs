@@ -311,7 +311,8 @@ impl Hub {
                     c.raise(RECHECK);
                 }
             }
-            Event::AgentChanged { .. } | Event::WorkloadsChanged => {}
+            Event::AgentChanged { .. } | Event::WorkloadsChanged | Event::ReceiptsIssued { .. } => {
+            }
         }
     }
 

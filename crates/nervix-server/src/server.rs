@@ -190,6 +190,7 @@ pub async fn start(listener: TcpListener, config: Config) -> Result<Running, Ser
             config.rate_limit_messages_per_minute,
         )),
         artifacts: Arc::new(artifacts),
+        reputation_pass: Arc::default(),
         bus,
         outbox,
         metrics: Arc::new(Metrics::default()),

@@ -7,6 +7,7 @@ use std::panic::AssertUnwindSafe;
 use std::time::Duration;
 
 use futures::FutureExt;
+use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -66,6 +67,38 @@ where
     }
 }
 
+/// Like `every`, and also `gap` after `wake` is notified. Notifications that arrive meanwhile
+/// (during the gap or the run) make one more run, another gap later: however many arrive,
+/// at most one run per gap, and none is lost.
+pub async fn every_or_woken<F, Fut, E>(
+    every: Duration,
+    wake: &Notify,
+    gap: Duration,
+    shutdown: CancellationToken,
+    mut tick: F,
+) -> Result<(), E>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<(), E>>,
+{
+    let mut interval = tokio::time::interval(every);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            _ = interval.tick() => {}
+            _ = wake.notified() => {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return Ok(()),
+                    _ = tokio::time::sleep(gap) => {}
+                }
+                interval.reset();
+            }
+        }
+        tick().await?;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -87,7 +120,7 @@ mod tests {
                 let (started, finished) = (started.clone(), finished.clone());
                 async move {
                     started.fetch_add(1, Ordering::SeqCst);
-                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    tokio::time::sleep(Duration::from_millis(500)).await;
                     finished.fetch_add(1, Ordering::SeqCst);
                     Ok::<_, String>(())
                 }
@@ -100,5 +133,50 @@ mod tests {
         run.await.unwrap().unwrap();
         assert_eq!(started.load(Ordering::SeqCst), 1);
         assert_eq!(finished.load(Ordering::SeqCst), 1);
+    }
+
+    /// A burst of notifications makes two runs a gap apart (the first, and one for those that
+    /// arrived during its gap), then none; a later one makes another.
+    #[tokio::test]
+    async fn a_burst_of_wake_ups_makes_one_run() {
+        let runs = Arc::new(AtomicUsize::new(0));
+        let wake = Arc::new(Notify::new());
+        let shutdown = CancellationToken::new();
+        let run = tokio::spawn({
+            let (runs, wake, shutdown) = (runs.clone(), wake.clone(), shutdown.clone());
+            async move {
+                every_or_woken(
+                    Duration::from_secs(3600),
+                    &wake,
+                    Duration::from_millis(50),
+                    shutdown,
+                    || {
+                        runs.fetch_add(1, Ordering::SeqCst);
+                        async { Ok::<_, String>(()) }
+                    },
+                )
+                .await
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(
+            runs.load(Ordering::SeqCst),
+            1,
+            "the first tick is immediate"
+        );
+        for _ in 0..3 {
+            wake.notify_one();
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(runs.load(Ordering::SeqCst), 1, "not before the gap");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(runs.load(Ordering::SeqCst), 3);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(runs.load(Ordering::SeqCst), 3, "the burst is spent");
+        wake.notify_one();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(runs.load(Ordering::SeqCst), 4);
+        shutdown.cancel();
+        run.await.unwrap().unwrap();
     }
 }

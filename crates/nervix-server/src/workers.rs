@@ -5,6 +5,7 @@
 //! several nodes at once, because the writes they make are conditional.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use chrono::Utc;
 use tokio::task::JoinHandle;
@@ -15,7 +16,7 @@ use crate::auth::keys::KeyError;
 use crate::hub::{Hub, HubError};
 use crate::limits::Limits;
 use crate::matching;
-use crate::supervisor::{every, supervise};
+use crate::supervisor::{every, every_or_woken, supervise};
 
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
@@ -30,6 +31,9 @@ pub enum WorkerError {
 }
 
 const BATCH: i64 = 200;
+/// The reputation pass's shortest rest after an acceptance woke it: receipts are served
+/// this late at most, and a busy node signs and stores them in batches.
+const REPUTATION_GAP: Duration = Duration::from_millis(100);
 /// Rows one retention delete removes: each batch is its own short write, so other writes
 /// (on SQLite, the one writer's queue) interleave with a large backlog.
 const PRUNE_BATCH: i64 = 1000;
@@ -100,9 +104,12 @@ pub fn spawn_all(
     handles.push(supervise("reputation", shutdown.clone(), move |sd| {
         let a = a.clone();
         async move {
-            every(interval, sd, || async {
+            // Woken by acceptances (their receipts are due), at most once per gap: the
+            // receipts of a burst of them are signed in one pass and stored in one write.
+            let wake = a.reputation_pass.clone();
+            every_or_woken(interval, &wake, REPUTATION_GAP, sd, || async {
                 // Drain the backlog: a burst of evidence is scored within one tick.
-                while reputation::recompute_stale(&a, BATCH).await? == BATCH as usize {}
+                while reputation::pass(&a, BATCH).await? {}
                 Ok::<_, WorkerError>(())
             })
             .await

@@ -346,7 +346,15 @@ pub trait Store: Send + Sync + 'static {
 
     // Signed reputation receipts (migration 0014).
     /// Stores a receipt; a second one for the same submission is ignored and the first returned.
+    /// The submission's receipt is no longer due.
     async fn insert_receipt(&self, r: &NewReceipt) -> Result<ReceiptRecord>;
+    /// Stores many receipts in one write, each as `insert_receipt` does.
+    async fn insert_receipts(&self, rs: &[NewReceipt]) -> Result<()>;
+    /// Up to `limit` accepted submissions whose receipt is not issued yet (migration 0016: an
+    /// acceptance makes one due, in its own transaction), with what a receipt states of them.
+    async fn receipts_due(&self, limit: i64) -> Result<Vec<DueReceipt>>;
+    /// Is the receipt of this accepted submission still to be issued?
+    async fn receipt_is_due(&self, submission: Uuid) -> Result<bool>;
     /// An agent's receipts, newest first.
     async fn receipts_of(&self, agent: Uuid, q: &PageQuery) -> Result<Vec<ReceiptRecord>>;
     /// The receipt of a task's accepted work, if any.

@@ -1241,6 +1241,24 @@ pub struct NewReceipt {
 
 pub type ReceiptRecord = NewReceipt;
 
+/// An accepted submission whose receipt is still to be issued, with what its receipt states.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DueReceipt {
+    pub submission_id: Uuid,
+    pub agent_id: Uuid,
+    pub task_id: Uuid,
+    pub task_title: String,
+    pub posted_by: Uuid,
+    /// `None` when the poster is gone from the directory.
+    pub poster_handle: Option<String>,
+    pub quality_score: i64,
+    pub final_score: Option<i64>,
+    /// The submission's checks as stored (`[{name, passed, score, details}]`).
+    pub checks: Value,
+    pub payout_cents: Option<i64>,
+    pub decided_at: DateTime<Utc>,
+}
+
 /// How many receipts an agent holds, and when the newest was issued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReceiptSummary {

@@ -16,7 +16,7 @@
 //! |------------------------|-------------------------|
 //! | blocked, available     | `TASK_STATE_SUBMITTED`  |
 //! | claimed, submitted     | `TASK_STATE_WORKING`    |
-//! | completed              | `TASK_STATE_COMPLETED` (artifact: the accepted work, and a data part with the quality checks and the signed receipt) |
+//! | completed              | `TASK_STATE_COMPLETED` (artifact: the accepted work, and a data part with the quality checks and the signed receipt); `TASK_STATE_WORKING` for the moment its receipt is being issued |
 //! | failed                 | `TASK_STATE_FAILED`     |
 //! | cancelled, expired     | `TASK_STATE_CANCELED`   |
 //!
@@ -354,7 +354,11 @@ pub fn state_of(s: Status) -> TaskState {
 
 fn status_of(t: &A2aTask) -> TaskStatus {
     TaskStatus {
-        state: state_of(t.task.status),
+        state: if t.receipt_pending {
+            TaskState::Working
+        } else {
+            state_of(t.task.status)
+        },
         message: None,
         timestamp: Some(t.task.updated_at),
     }
@@ -363,6 +367,9 @@ fn status_of(t: &A2aTask) -> TaskStatus {
 /// The artifact of completed work: the content, and a data part with its quality checks and
 /// receipt.
 fn artifact(t: &A2aTask) -> Option<Artifact> {
+    if t.receipt_pending {
+        return None;
+    }
     let work = t.work.as_ref()?;
     let content = match &work.content {
         Value::String(s) => Part::text(s.clone()),
@@ -877,7 +884,7 @@ async fn rpc(
                 Err(e) => return reply(&id, Err(e)),
             };
             match ops::task(app, &caller, task_id).await {
-                Ok(t) if ops::is_over(t.task.status) => reply(
+                Ok(t) if t.is_over() => reply(
                     &id,
                     Err(error_info(
                         error_code::UNSUPPORTED_OPERATION,

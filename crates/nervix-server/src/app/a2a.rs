@@ -41,6 +41,26 @@ pub struct A2aTask {
     pub task: TaskRecord,
     pub work: Option<SubmissionRecord>,
     pub receipt: Option<ReceiptRecord>,
+    /// Completed, and its receipt is still being issued (a moment after the acceptance): to
+    /// A2A the task is still working, so that a client's "completed" always carries the
+    /// receipt.
+    pub receipt_pending: bool,
+}
+
+impl A2aTask {
+    fn bare(task: TaskRecord) -> A2aTask {
+        A2aTask {
+            task,
+            work: None,
+            receipt: None,
+            receipt_pending: false,
+        }
+    }
+
+    /// Over for A2A: a terminal state, with its receipt if it completed.
+    pub fn is_over(&self) -> bool {
+        is_over(self.task.status) && !self.receipt_pending
+    }
 }
 
 /// Posts the task a message asks for. `to`: the handle of the agent whose interface was
@@ -68,11 +88,7 @@ pub async fn send(
     let render: super::idempotency::Render<TaskRecord> =
         Arc::new(|_| Err(Error::internal("no idempotent response to render")));
     match tasks::post(app, caller, spec, Vec::new(), reserved_for, None, render).await? {
-        Outcome::Done(task) => Ok(A2aTask {
-            task,
-            work: None,
-            receipt: None,
-        }),
+        Outcome::Done(task) => Ok(A2aTask::bare(task)),
         Outcome::Replayed(_) => Err(Error::internal("replayed without a key")),
     }
 }
@@ -91,20 +107,23 @@ pub async fn task(app: &App, caller: &Caller, id: Uuid) -> Result<A2aTask> {
 
 async fn with_work(app: &App, task: TaskRecord) -> Result<A2aTask> {
     if task.status != TaskStatus::Completed {
-        return Ok(A2aTask {
-            task,
-            work: None,
-            receipt: None,
-        });
+        return Ok(A2aTask::bare(task));
     }
     let (work, receipt) = futures::try_join!(
         async { Ok::<_, Error>(app.store.accepted_submission(task.id).await?) },
         receipts::for_task(app, task.id),
     )?;
+    // Work accepted before receipts were issued this way (migration 0016) has none, and
+    // none is due: that task is simply completed.
+    let receipt_pending = match (&work, &receipt) {
+        (Some(w), None) => app.store.receipt_is_due(w.id).await?,
+        _ => false,
+    };
     Ok(A2aTask {
         task,
         work,
         receipt,
+        receipt_pending,
     })
 }
 
@@ -145,11 +164,7 @@ pub async fn list(
             out.push(if with_artifacts {
                 with_work(app, t).await?
             } else {
-                A2aTask {
-                    task: t,
-                    work: None,
-                    receipt: None,
-                }
+                A2aTask::bare(t)
             });
         }
         if exhausted || out.len() as i64 == limit {
@@ -175,7 +190,7 @@ pub async fn cancel(app: &App, caller: &Caller, id: Uuid) -> Result<A2aTask> {
 }
 
 /// Is the task over (A2A: a terminal state)?
-pub fn is_over(s: TaskStatus) -> bool {
+fn is_over(s: TaskStatus) -> bool {
     matches!(
         s,
         TaskStatus::Completed | TaskStatus::Failed | TaskStatus::Expired | TaskStatus::Cancelled
@@ -214,7 +229,7 @@ struct Watch {
     /// Task updates are sent to the poster; they are what wakes the stream.
     poster: Uuid,
     events: tokio::sync::broadcast::Receiver<Event>,
-    last: Option<TaskStatus>,
+    last: Option<(TaskStatus, bool)>,
     first: Option<A2aTask>,
     done: bool,
 }
@@ -236,6 +251,7 @@ impl Watch {
                     frame: Frame::TaskUpdate { task_id, .. },
                     ..
                 })) => task_id == id && agent_id == self.poster,
+                Ok(Ok(Event::ReceiptsIssued { task_ids })) => task_ids.contains(&id),
                 Ok(Ok(_)) => false,
                 // Lagged: frames were dropped, one may be ours. Timeout: look anyway.
                 Ok(Err(RecvError::Lagged(_))) | Err(_) => true,
@@ -245,7 +261,9 @@ impl Watch {
                 continue;
             }
             match task(&self.app, &self.caller, id).await {
-                Ok(t) if Some(t.task.status) != self.last => return Some(Ok(self.emit(t))),
+                Ok(t) if Some((t.task.status, t.receipt_pending)) != self.last => {
+                    return Some(Ok(self.emit(t)))
+                }
                 Ok(_) => continue,
                 Err(e) => {
                     self.done = true;
@@ -256,8 +274,8 @@ impl Watch {
     }
 
     fn emit(&mut self, t: A2aTask) -> A2aTask {
-        self.last = Some(t.task.status);
-        self.done = is_over(t.task.status);
+        self.last = Some((t.task.status, t.receipt_pending));
+        self.done = t.is_over();
         t
     }
 }
@@ -271,7 +289,7 @@ pub async fn wait(app: &App, caller: &Caller, id: Uuid, cap: Duration) -> Result
     let deadline = tokio::time::Instant::now() + cap;
     while let Ok(Some(t)) = tokio::time::timeout_at(deadline, stream.next()).await {
         let t = t?;
-        let over = is_over(t.task.status);
+        let over = t.is_over();
         latest = Some(t);
         if over {
             break;

@@ -54,6 +54,16 @@ pub async fn access_changed(app: &App, agent_id: Uuid) {
     }
 }
 
+/// The receipts of these tasks' accepted work were issued.
+pub async fn receipts_issued(app: &App, task_ids: Vec<Uuid>) {
+    if task_ids.is_empty() {
+        return;
+    }
+    if let Err(e) = app.bus.publish(Event::ReceiptsIssued { task_ids }).await {
+        tracing::warn!(error = %e, "publishing issued receipts failed");
+    }
+}
+
 /// Workloads changed for agents the caller cannot name: every node's matching index
 /// re-reads them from storage.
 pub async fn workloads_changed(app: &App) {

@@ -72,6 +72,9 @@ pub struct App {
     pub message_quota: Arc<MessageQuota>,
     /// Where artifact files are stored.
     pub artifacts: Arc<ArtifactStore>,
+    /// Wakes this node's reputation pass before its next tick: work was accepted, so a
+    /// receipt is due (see `receipts`).
+    pub reputation_pass: Arc<tokio::sync::Notify>,
 }
 
 impl App {

@@ -93,8 +93,7 @@ pub async fn expire_reviews(app: &App, limit: i64) -> Result<usize> {
 
 /// The events of a decided held submission: the task's update, its cascade, and the payout.
 async fn announce_settled(app: &App, s: &Settled) {
-    // Before the task's update goes out: whoever reads the completed task finds its receipt.
-    receipts::after_decision(app, &s.submission, &s.task).await;
+    receipts::decided(app, &s.submission);
     events::task_changed(app, &s.task).await;
     events::tasks_changed(app, &s.unblocked).await;
     events::tasks_changed(app, &s.cancelled).await;

@@ -1,18 +1,22 @@
 //! Signed reputation receipts: portable proof of an agent's track record.
 //!
-//! When a submission is accepted (at the submit, by a reviewer, or by the review reaper) the
-//! platform signs a receipt with its current token-signing key (the key ring's active key):
-//! a compact JWS over the RFC 8785 canonical form of `nervix_core::receipt::Receipt`, which
-//! anyone verifies offline with `/.well-known/jwks.json`. It is stored as issued (one per
-//! submission) and served by `GET /v1/agents/{id}/receipts`, in the A2A artifact of the
-//! completed task, and summarised on the agent's A2A card.
+//! Every accepted submission (at the submit, by a reviewer, or by the review deadline) gets
+//! one receipt: a compact JWS, signed with the platform's current token-signing key (the key
+//! ring's active key), over the RFC 8785 canonical form of `nervix_core::receipt::Receipt`,
+//! which anyone verifies offline with `/.well-known/jwks.json`. It is stored as issued and
+//! served by `GET /v1/agents/{id}/receipts`, in the A2A artifact of the completed task, and
+//! summarised on the agent's A2A card.
 //!
-//! "Reputation after" is computed from the agent's evidence right after the acceptance
-//! committed (the same maths as the reputation worker, which records it a moment later), so
-//! the receipt states the score this work led to, not the one before it.
+//! Receipts are issued by the reputation pass, not on the request path: the acceptance's own
+//! transaction records that a receipt is due (a trigger, migration 0016), `accepted` wakes
+//! this node's pass, and the pass, which reads the agent's evidence to score it anyway, signs
+//! the due receipts from that same read and stores them in one write. So accepting work costs
+//! no signature and no evidence read, a crash cannot lose a receipt (the due row outlives it),
+//! and a receipt is served a moment (one pass, ~100 ms) after its acceptance.
 //!
-//! Issuing runs after the acceptance's commit: a crash in between leaves that submission
-//! without a receipt (the acceptance and the payout stand). The window is that of the outbox.
+//! "Reputation after" is the score of the evidence up to and including the accepted work, at
+//! the moment it was accepted (`reputation::after`): the score this work led to, whenever the
+//! receipt is signed.
 //!
 //! Key rotation: receipts name their key (`kid`), and a rotation keeps every older key in
 //! the JWKS while it may still be needed: a rotation prunes only keys retired longer than the
@@ -20,21 +24,20 @@
 //! verifies against the live JWKS for as long as the platform runs, and forever against a
 //! JWKS saved with it (`nervix receipt verify --jwks FILE`).
 
-use chrono::{SecondsFormat, Utc};
+use chrono::{DateTime, SecondsFormat, Utc};
 use nervix_core::quality::CheckResult;
 use nervix_core::receipt::{
     canonical, protected_header, signing_input, ChecksSummary, Receipt, ReceiptAgent, ReceiptTask,
     ReputationAfter, RECEIPT_ISSUER, RECEIPT_TYP,
 };
-use nervix_core::reputation::layers;
-use nervix_core::{Level, Money};
+use nervix_core::{Level, Money, Reputation};
 use nervix_store::{
-    NewReceipt, PageQuery, ReceiptRecord, ReceiptSummary, SubmissionRecord, SubmissionStatus,
-    TaskRecord,
+    AgentRecord, DueReceipt, NewReceipt, PageQuery, ReceiptRecord, ReceiptSummary,
+    SubmissionRecord, SubmissionStatus,
 };
 use uuid::Uuid;
 
-use super::{reputation, App, Error, Result};
+use super::{events, App, Error, Result};
 
 /// Signs `payload` (its canonical bytes) with the active key: the compact JWS and its `kid`.
 pub fn sign_compact(app: &App, typ: &str, payload: &serde_json::Value) -> Result<(String, String)> {
@@ -50,32 +53,24 @@ pub fn sign_compact(app: &App, typ: &str, payload: &serde_json::Value) -> Result
     Ok((format!("{input}.{sig}"), key.kid.clone()))
 }
 
-/// Issues the receipt of an accepted submission (a no-op for any other); once per submission.
-pub async fn issue(
-    app: &App,
-    s: &SubmissionRecord,
-    task: &TaskRecord,
-) -> Result<Option<ReceiptRecord>> {
-    if s.status != SubmissionStatus::Accepted {
-        return Ok(None);
+/// Work was decided: when it was accepted, its receipt is due and this node's reputation
+/// pass is woken to issue it.
+pub fn decided(app: &App, s: &SubmissionRecord) {
+    if s.status == SubmissionStatus::Accepted {
+        app.reputation_pass.notify_one();
     }
-    let agent = app
-        .store
-        .agent(s.agent_id)
-        .await?
-        .ok_or_else(|| Error::not_found("agent"))?;
-    let poster = app
-        .store
-        .agent(task.posted_by)
-        .await?
-        .map(|p| p.handle)
-        .unwrap_or_else(|| task.posted_by.to_string());
-    let evidence = app.store.reputation_evidence(agent.id).await?;
-    let now = Utc::now();
-    let score = layers(&reputation::evidence(&evidence), now).score();
-    // This acceptance counts towards the level, whether or not the counter has caught up.
-    let level = Level::of(score, agent.tasks_completed.max(1));
-    let checks: Vec<CheckResult> = serde_json::from_value(s.checks.clone()).unwrap_or_default();
+}
+
+/// Signs the due receipt of `agent`'s accepted work, stating the reputation it led to.
+pub fn sign(
+    app: &App,
+    agent: &AgentRecord,
+    due: &DueReceipt,
+    score: Reputation,
+    level: Level,
+    now: DateTime<Utc>,
+) -> Result<NewReceipt> {
+    let checks: Vec<CheckResult> = serde_json::from_value(due.checks.clone()).unwrap_or_default();
     let id = Uuid::now_v7();
     let receipt = Receipt {
         iss: RECEIPT_ISSUER.to_owned(),
@@ -87,22 +82,22 @@ pub async fn issue(
             public_key: agent.public_key.clone(),
         },
         task: ReceiptTask {
-            id: task.id.to_string(),
-            title: task.title.clone(),
+            id: due.task_id.to_string(),
+            title: due.task_title.clone(),
         },
-        poster,
-        submission_id: s.id.to_string(),
-        quality_score: s.final_score.unwrap_or(s.quality_score),
+        poster: due
+            .poster_handle
+            .clone()
+            .unwrap_or_else(|| due.posted_by.to_string()),
+        submission_id: due.submission_id.to_string(),
+        quality_score: due.final_score.unwrap_or(due.quality_score),
         checks: ChecksSummary {
             passed: checks.iter().filter(|c| c.passed).count() as u32,
             total: checks.len() as u32,
             names: checks.iter().map(|c| c.name.clone()).collect(),
         },
-        reward_paid: Money::from_cents(s.payout_cents.unwrap_or(0)).to_string(),
-        completed_at: s
-            .decided_at
-            .unwrap_or(now)
-            .to_rfc3339_opts(SecondsFormat::Secs, true),
+        reward_paid: Money::from_cents(due.payout_cents.unwrap_or(0)).to_string(),
+        completed_at: due.decided_at.to_rfc3339_opts(SecondsFormat::Secs, true),
         reputation_after: ReputationAfter {
             score: score.to_string(),
             level: level.to_string(),
@@ -110,27 +105,25 @@ pub async fn issue(
     };
     let payload = serde_json::to_value(&receipt).map_err(Error::internal)?;
     let (jws, kid) = sign_compact(app, RECEIPT_TYP, &payload)?;
-    let stored = app
-        .store
-        .insert_receipt(&NewReceipt {
-            id,
-            submission_id: s.id,
-            task_id: task.id,
-            agent_id: agent.id,
-            kid,
-            jws,
-            created_at: now,
-        })
-        .await?;
-    Ok(Some(stored))
+    Ok(NewReceipt {
+        id,
+        submission_id: due.submission_id,
+        task_id: due.task_id,
+        agent_id: agent.id,
+        kid,
+        jws,
+        created_at: now,
+    })
 }
 
-/// Issues a receipt after an acceptance, logging (not failing) when it cannot: the acceptance
-/// and its payout have committed already.
-pub async fn after_decision(app: &App, s: &SubmissionRecord, task: &TaskRecord) {
-    if let Err(e) = issue(app, s, task).await {
-        tracing::warn!(submission = %s.id, error = %e, "receipt not issued");
+/// Stores signed receipts in one write and tells whoever waits for them.
+pub async fn store(app: &App, receipts: &[NewReceipt]) -> Result<()> {
+    if receipts.is_empty() {
+        return Ok(());
     }
+    app.store.insert_receipts(receipts).await?;
+    events::receipts_issued(app, receipts.iter().map(|r| r.task_id).collect()).await;
+    Ok(())
 }
 
 /// An agent's receipts, newest first (public).

@@ -1,11 +1,13 @@
-//! Reputation: recomputing agents' scores when their evidence changes, and reading scores
-//! and histories.
+//! Reputation: recomputing agents' scores when their evidence changes, issuing the receipts
+//! of accepted work, and reading scores and histories.
 //!
 //! Evidence is written by other operations (a submission decided, a review, a task released
-//! or lost), each of which bumps the agent's evidence version in its own transaction. The
-//! recompute loop (a background worker on every node) reads the evidence outside any
-//! transaction, computes the layers with `nervix_core::reputation`, and records the result
-//! only if no newer evidence arrived meanwhile: an update can be late, never lost.
+//! or lost), each of which bumps the agent's evidence version in its own transaction (and,
+//! for accepted work, records that its receipt is due). The pass (a background worker on
+//! every node, woken early by an acceptance) reads each such agent's evidence once, outside
+//! any transaction, computes the layers with `nervix_core::reputation`, records the result
+//! only if no newer evidence arrived meanwhile (an update can be late, never lost), and signs
+//! the agent's due receipts from the same evidence, stored in one write per pass.
 
 use std::collections::HashMap;
 
@@ -13,30 +15,111 @@ use chrono::{DateTime, Utc};
 use nervix_core::reputation::{layers, Evidence, PeerReview, TaskEvidence, TaskOutcome};
 use nervix_core::{Level, Reputation};
 use nervix_store::{
-    AgentRecord, EvidenceRecords, HistoryEntry, PageQuery, ReputationSnapshot, ReputationUpdate,
-    StaleReputation, WorkOutcome,
+    AgentRecord, DueReceipt, EvidenceRecords, HistoryEntry, PageQuery, ReputationSnapshot,
+    ReputationUpdate, StaleReputation, WorkOutcome,
 };
 use uuid::Uuid;
 
-use super::{events, notifications, App, Result};
+use super::{events, notifications, receipts, App, Error, Result};
 use crate::bus::Frame;
 
-/// Recomputes up to `limit` agents whose evidence changed; returns how many were recorded.
-pub async fn recompute_stale(app: &App, limit: i64) -> Result<usize> {
+/// One pass over up to `limit` agents whose evidence changed and up to `limit` due receipts;
+/// `true` when either batch came back full (more is waiting: run again at once).
+pub async fn pass(app: &App, limit: i64) -> Result<bool> {
     let stale = app.store.stale_reputations(limit).await?;
-    let mut recorded = 0;
-    for s in stale {
-        if recompute(app, s).await? {
-            recorded += 1;
-        }
+    let due = app.store.receipts_due(limit).await?;
+    let full = stale.len() as i64 == limit || due.len() as i64 == limit;
+    let mut due_of: HashMap<Uuid, Vec<DueReceipt>> = HashMap::new();
+    for d in due {
+        due_of.entry(d.agent_id).or_default().push(d);
     }
-    Ok(recorded)
+    let mut signed = Vec::new();
+    for s in stale {
+        let records = app.store.reputation_evidence(s.agent_id).await?;
+        if let Some(due) = due_of.remove(&s.agent_id) {
+            signed.extend(sign_receipts(app, s.agent_id, &records, &due).await?);
+        }
+        recompute(app, &s, &records).await?;
+    }
+    // Acceptances that committed after the stale agents were read, or agents another node
+    // scored first: their receipts are due all the same.
+    for (agent, due) in due_of {
+        let records = app.store.reputation_evidence(agent).await?;
+        signed.extend(sign_receipts(app, agent, &records, &due).await?);
+    }
+    receipts::store(app, &signed).await?;
+    Ok(full)
 }
 
-async fn recompute(app: &App, s: StaleReputation) -> Result<bool> {
-    let records = app.store.reputation_evidence(s.agent_id).await?;
+async fn sign_receipts(
+    app: &App,
+    agent: Uuid,
+    records: &EvidenceRecords,
+    due: &[DueReceipt],
+) -> Result<Vec<nervix_store::NewReceipt>> {
+    let agent = app
+        .store
+        .agent(agent)
+        .await?
+        .ok_or_else(|| Error::not_found("agent"))?;
     let now = Utc::now();
-    let l = layers(&evidence(&records), now);
+    due.iter()
+        .map(|d| {
+            let (score, level) = after(records, agent.tasks_completed, d.decided_at);
+            receipts::sign(app, &agent, d, score, level, now)
+        })
+        .collect()
+}
+
+/// The reputation that work accepted at `at` led to: the score of the evidence up to and
+/// including it, as of that moment, and the level for the tasks completed by then. The same
+/// whenever it is computed, so a receipt signed late states what one signed at once would.
+pub fn after(
+    records: &EvidenceRecords,
+    tasks_completed: i64,
+    at: DateTime<Utc>,
+) -> (Reputation, Level) {
+    let until = EvidenceRecords {
+        work: records
+            .work
+            .iter()
+            .filter(|w| w.at <= at)
+            .cloned()
+            .collect(),
+        posted_work: records
+            .posted_work
+            .iter()
+            .filter(|(_, t)| *t <= at)
+            .copied()
+            .collect(),
+        reviews: records
+            .reviews
+            .iter()
+            .filter(|r| r.at <= at)
+            .cloned()
+            .collect(),
+        reviews_given: records
+            .reviews_given
+            .iter()
+            .filter(|(_, t)| *t <= at)
+            .copied()
+            .collect(),
+    };
+    let score = layers(&evidence(&until), at).score();
+    let accepted_later = records
+        .work
+        .iter()
+        .filter(|w| w.at > at && matches!(w.outcome, WorkOutcome::Accepted { .. }))
+        .count();
+    let completed = tasks_completed - i64::try_from(accepted_later).unwrap_or(i64::MAX);
+    // This acceptance counts towards the level, whether or not the counter has caught up.
+    (score, Level::of(score, completed.max(1)))
+}
+
+/// Records the agent's score from `records`, unless newer evidence arrived meanwhile.
+async fn recompute(app: &App, s: &StaleReputation, records: &EvidenceRecords) -> Result<()> {
+    let now = Utc::now();
+    let l = layers(&evidence(records), now);
     let score = l.score();
     let level = Level::of(score, s.tasks_completed);
     let update = ReputationUpdate {
@@ -53,7 +136,7 @@ async fn recompute(app: &App, s: StaleReputation) -> Result<bool> {
     };
     let Some(previous) = app.store.record_reputation(&update).await? else {
         // Newer evidence arrived; the next pass computes it.
-        return Ok(false);
+        return Ok(());
     };
     // The score, the level and the capacity feed matching.
     events::agent_changed(app, s.agent_id).await;
@@ -70,7 +153,7 @@ async fn recompute(app: &App, s: StaleReputation) -> Result<bool> {
         peer: l.peer,
     };
     events::to_agent(app, s.agent_id, frame).await;
-    Ok(true)
+    Ok(())
 }
 
 /// Turns stored evidence into the reputation maths' input, counting for each item how often
@@ -211,5 +294,46 @@ mod tests {
         assert_eq!(repeats, [2, 0, 0, 0]);
         let repeats: Vec<u32> = e.reviews.iter().map(|x| x.pair_repeats).collect();
         assert_eq!(repeats, [2, 0]);
+    }
+
+    /// A receipt signed late states what one signed at the acceptance would: later evidence
+    /// (more work, a review) changes neither the score nor the level it names.
+    #[test]
+    fn reputation_after_ignores_later_evidence() {
+        let other = Uuid::now_v7();
+        let accepted = |at, score| WorkRecord {
+            task_id: Uuid::now_v7(),
+            poster: Some(other),
+            at,
+            outcome: WorkOutcome::Accepted {
+                score,
+                on_time: true,
+            },
+        };
+        let then = EvidenceRecords {
+            work: (1..=6).map(|i| accepted(t(i * 10), 95)).collect(),
+            ..EvidenceRecords::default()
+        };
+        let mut later = then.clone();
+        later.work.insert(0, accepted(t(100), 30));
+        later.work.insert(0, accepted(t(90), 20));
+        later.reviews.push(ReviewEvidence {
+            reviewer: other,
+            reviewer_score: 9000,
+            score: 10,
+            at: t(95),
+        });
+        let at = t(60);
+        let (score, level) = after(&then, 6, at);
+        assert_eq!(score, layers(&evidence(&then), at).score());
+        assert_eq!(level, Level::of(score, 6));
+        assert_eq!(after(&later, 8, at), (score, level));
+        // The later evidence does move the score it leads to.
+        assert_ne!(after(&later, 8, t(100)).0, score);
+        // Work accepted before this one is counted; work after it is not.
+        assert_eq!(
+            after(&then, 6, t(10)).1,
+            Level::of(after(&then, 6, t(10)).0, 1)
+        );
     }
 }

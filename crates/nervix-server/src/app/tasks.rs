@@ -313,8 +313,7 @@ pub async fn submit(
                 "the task is no longer held by you",
             ));
         };
-        // Before the task's update goes out: whoever reads the completed task finds its receipt.
-        receipts::after_decision(app, &submission, &task).await;
+        receipts::decided(app, &submission);
         events::agent_changed(app, caller.id).await;
         events::task_changed(app, &task).await;
         events::tasks_changed(app, &unblocked).await;

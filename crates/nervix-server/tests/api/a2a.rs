@@ -358,13 +358,25 @@ pub async fn send_get_list_cancel(backend: Backend) {
         .unwrap();
     assert_eq!(s, 202, "{v}");
 
-    let v = rpc_to(
-        &app,
-        "/a2a",
-        &poster.token,
-        "GetTask",
-        json!({"id": task_id}),
-    )
+    // Completed once its receipt is issued (by the reputation pass, a moment after the
+    // acceptance); until then working, with no artifact yet.
+    let v = eventually(Duration::from_secs(20), "the task completes", || async {
+        let v = rpc_to(
+            &app,
+            "/a2a",
+            &poster.token,
+            "GetTask",
+            json!({"id": task_id}),
+        )
+        .await;
+        let state = v["result"]["status"]["state"].clone();
+        if state == "TASK_STATE_WORKING" {
+            let artifacts = v["result"]["artifacts"].as_array();
+            assert!(artifacts.is_none_or(Vec::is_empty), "{v}");
+            return None;
+        }
+        Some(v)
+    })
     .await;
     let done = &v["result"];
     assert_eq!(done["status"]["state"], "TASK_STATE_COMPLETED", "{v}");
@@ -613,7 +625,13 @@ pub async fn streaming_follows_the_task(backend: Backend) {
         .unwrap();
     assert_eq!(s, 202, "{v}");
     for rx in [&mut rx, &mut srx] {
-        let artifact = next(rx).await;
+        // Still working while the receipt is issued; then the artifact carries it.
+        let artifact = loop {
+            let e = next(rx).await;
+            if e["result"]["statusUpdate"]["status"]["state"] != "TASK_STATE_WORKING" {
+                break e;
+            }
+        };
         let parts = &artifact["result"]["artifactUpdate"]["artifact"]["parts"];
         assert_eq!(parts[0]["text"], WORK, "{artifact}");
         assert!(parts[1]["data"]["receipt"].is_string(), "{artifact}");

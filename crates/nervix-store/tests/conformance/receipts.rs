@@ -13,6 +13,7 @@ nervix_store::backend_matrix! {
     reserved_tasks_are_for_their_agent_only,
     receipts_are_stored_once_and_paged,
     keys_that_signed_receipts_are_kept,
+    accepted_work_makes_its_receipt_due_until_issued,
 }
 
 pub async fn reserved_tasks_are_for_their_agent_only(store: Arc<dyn Store>) {
@@ -206,4 +207,91 @@ pub async fn keys_that_signed_receipts_are_kept(store: Arc<dyn Store>) {
     assert!(left.contains(&"signed-a-receipt".to_owned()), "{left:?}");
     assert!(left.contains(&"next".to_owned()), "{left:?}");
     assert!(left.contains(&"current".to_owned()), "{left:?}");
+}
+
+/// Every way work is accepted makes its receipt due, in the acceptance's own transaction
+/// (migration 0016); rejected or held work does not; storing the receipt, alone or in a
+/// batch, settles it, and a second issue changes nothing.
+pub async fn accepted_work_makes_its_receipt_due_until_issued(store: Arc<dyn Store>) {
+    let poster = enroll(&store, &[]).await;
+    grant(&store, poster.id, 10_000).await;
+    let worker = enroll(&store, &[]).await;
+    assert_eq!(store.receipts_due(10).await.unwrap(), []);
+
+    let t = post_one(&store, &poster, task(725)).await;
+    let (accepted, t, _) = complete(&store, t.id, worker.id, 90).await;
+    let rejected = post_one(&store, &poster, task(100)).await;
+    claim_ok(&store, rejected.id, worker.id).await;
+    let (refused, ..) = submit_done(&store, rejected.id, worker.id, Decision::Reject, 20).await;
+    let held = post_one(&store, &poster, task(100)).await;
+    claim_ok(&store, held.id, worker.id).await;
+    let deadline = now() - chrono::Duration::seconds(1);
+    let (pending, ..) = submit_done(
+        &store,
+        held.id,
+        worker.id,
+        Decision::Hold {
+            review_deadline: deadline,
+        },
+        80,
+    )
+    .await;
+
+    let due = store.receipts_due(10).await.unwrap();
+    assert_eq!(due.len(), 1, "{due:?}");
+    let d = &due[0];
+    assert_eq!(d.submission_id, accepted.id);
+    assert_eq!(d.agent_id, worker.id);
+    assert_eq!(d.task_id, t.id);
+    assert_eq!(d.task_title, t.title);
+    assert_eq!(d.posted_by, poster.id);
+    assert_eq!(d.poster_handle.as_deref(), Some(poster.handle.as_str()));
+    assert_eq!(d.quality_score, 90);
+    assert_eq!(d.payout_cents, accepted.payout_cents);
+    assert!(d.payout_cents.is_some());
+    assert_eq!(Some(d.decided_at), accepted.decided_at);
+    assert!(store.receipt_is_due(accepted.id).await.unwrap());
+    assert!(!store.receipt_is_due(refused.id).await.unwrap());
+    assert!(!store.receipt_is_due(pending.id).await.unwrap());
+
+    // The review deadline accepts the held work: due too.
+    let settled = store
+        .expire_reviews(now(), &RetryPolicy::default(), 10)
+        .await
+        .unwrap();
+    assert_eq!(settled.len(), 1);
+    assert!(store.receipt_is_due(pending.id).await.unwrap());
+    let due = store.receipts_due(10).await.unwrap();
+    assert_eq!(
+        due.iter().map(|d| d.submission_id).collect::<Vec<_>>(),
+        [accepted.id, pending.id]
+    );
+    assert_eq!(store.receipts_due(1).await.unwrap().len(), 1);
+
+    let receipt = |d: &DueReceipt| NewReceipt {
+        id: Uuid::now_v7(),
+        submission_id: d.submission_id,
+        task_id: d.task_id,
+        agent_id: d.agent_id,
+        kid: "k".to_owned(),
+        jws: format!("jws-{}", d.submission_id),
+        created_at: now(),
+    };
+    let issued: Vec<NewReceipt> = due.iter().map(receipt).collect();
+    store.insert_receipts(&issued).await.unwrap();
+    assert_eq!(store.receipts_due(10).await.unwrap(), []);
+    assert!(!store.receipt_is_due(accepted.id).await.unwrap());
+    assert_eq!(
+        store.receipt_for_task(t.id).await.unwrap(),
+        Some(issued[0].clone())
+    );
+    // Issued again (another node's pass): the first stays.
+    let again: Vec<NewReceipt> = due.iter().map(receipt).collect();
+    store.insert_receipts(&again).await.unwrap();
+    store.insert_receipts(&[]).await.unwrap();
+    assert_eq!(
+        store.receipt_for_task(held.id).await.unwrap(),
+        Some(issued[1].clone())
+    );
+    assert_eq!(store.receipt_summary(worker.id).await.unwrap().count, 2);
 }

@@ -415,6 +415,18 @@ impl Store for Backend {
         receipts::insert_receipt(self, r).await
     }
 
+    async fn insert_receipts(&self, rs: &[NewReceipt]) -> Result<()> {
+        receipts::insert_receipts(self, rs).await
+    }
+
+    async fn receipts_due(&self, limit: i64) -> Result<Vec<DueReceipt>> {
+        receipts::receipts_due(self, limit).await
+    }
+
+    async fn receipt_is_due(&self, submission: Uuid) -> Result<bool> {
+        receipts::receipt_is_due(self, submission).await
+    }
+
     async fn receipts_of(&self, agent: Uuid, q: &PageQuery) -> Result<Vec<ReceiptRecord>> {
         receipts::receipts_of(self, agent, q).await
     }

@@ -1,6 +1,9 @@
-//! Signed reputation receipts: one per accepted submission, as issued.
+//! Signed reputation receipts: one per accepted submission, as issued, and the accepted
+//! submissions whose receipt is still due (migration 0016).
 
 use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::types::Json;
 use uuid::Uuid;
 
 use super::Backend;
@@ -26,29 +29,7 @@ fn record(r: ReceiptRow) -> ReceiptRecord {
 
 #[tracing::instrument(skip_all, name = "store.insert_receipt", level = "debug", fields(submission = %r.submission_id))]
 pub(super) async fn insert_receipt(store: &Backend, r: &NewReceipt) -> Result<ReceiptRecord> {
-    // A second issue for the same submission (two nodes, or a retry) keeps the first receipt:
-    // what was handed out stays what is served.
-    store
-        .write_one(r.clone(), |conn, r| {
-            Box::pin(async move {
-                sqlx::query(
-                    "INSERT INTO receipts (id, submission_id, task_id, agent_id, kid, jws, \
-                     created_at) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (submission_id) \
-                     DO NOTHING",
-                )
-                .bind(r.id)
-                .bind(r.submission_id)
-                .bind(r.task_id)
-                .bind(r.agent_id)
-                .bind(&r.kid)
-                .bind(&r.jws)
-                .bind(r.created_at)
-                .execute(&mut *conn)
-                .await?;
-                Ok(())
-            })
-        })
-        .await?;
+    insert_receipts(store, std::slice::from_ref(r)).await?;
     let row: ReceiptRow = sqlx::query_as(&format!(
         "SELECT {RECEIPT_COLUMNS} FROM receipts WHERE submission_id = $1"
     ))
@@ -56,6 +37,97 @@ pub(super) async fn insert_receipt(store: &Backend, r: &NewReceipt) -> Result<Re
     .fetch_one(store.reader())
     .await?;
     Ok(record(row))
+}
+
+#[tracing::instrument(skip_all, name = "store.insert_receipts", level = "debug", fields(count = rs.len()))]
+pub(super) async fn insert_receipts(store: &Backend, rs: &[NewReceipt]) -> Result<()> {
+    if rs.is_empty() {
+        return Ok(());
+    }
+    // A second issue for the same submission (two nodes, or a retry) keeps the first receipt:
+    // what was handed out stays what is served.
+    store
+        .write(rs.to_vec(), |mut tx, rs| {
+            Box::pin(async move {
+                for r in rs {
+                    sqlx::query(
+                        "INSERT INTO receipts (id, submission_id, task_id, agent_id, kid, jws, \
+                         created_at) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT \
+                         (submission_id) DO NOTHING",
+                    )
+                    .bind(r.id)
+                    .bind(r.submission_id)
+                    .bind(r.task_id)
+                    .bind(r.agent_id)
+                    .bind(&r.kid)
+                    .bind(&r.jws)
+                    .bind(r.created_at)
+                    .execute(&mut *tx)
+                    .await?;
+                    sqlx::query("DELETE FROM receipts_due WHERE submission_id = $1")
+                        .bind(r.submission_id)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await?;
+                Ok(())
+            })
+        })
+        .await
+}
+
+#[derive(sqlx::FromRow)]
+struct DueRow {
+    submission_id: Uuid,
+    agent_id: Uuid,
+    task_id: Uuid,
+    task_title: String,
+    posted_by: Uuid,
+    poster_handle: Option<String>,
+    quality_score: i64,
+    final_score: Option<i64>,
+    checks: Json<Value>,
+    payout_cents: Option<i64>,
+    decided_at: DateTime<Utc>,
+}
+
+#[tracing::instrument(skip_all, name = "store.receipts_due", level = "debug")]
+pub(super) async fn receipts_due(store: &Backend, limit: i64) -> Result<Vec<DueReceipt>> {
+    let rows: Vec<DueRow> = sqlx::query_as(
+        "SELECT d.submission_id, d.agent_id, s.task_id, t.title AS task_title, t.posted_by, \
+         p.handle AS poster_handle, s.quality_score, s.final_score, s.checks, s.payout_cents, \
+         COALESCE(s.decided_at, s.created_at) AS decided_at FROM receipts_due d JOIN \
+         submissions s ON s.id = d.submission_id JOIN tasks t ON t.id = s.task_id LEFT JOIN \
+         agents p ON p.id = t.posted_by ORDER BY d.submission_id LIMIT $1",
+    )
+    .bind(limit)
+    .fetch_all(store.reader())
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| DueReceipt {
+            submission_id: r.submission_id,
+            agent_id: r.agent_id,
+            task_id: r.task_id,
+            task_title: r.task_title,
+            posted_by: r.posted_by,
+            poster_handle: r.poster_handle,
+            quality_score: r.quality_score,
+            final_score: r.final_score,
+            checks: r.checks.0,
+            payout_cents: r.payout_cents,
+            decided_at: r.decided_at,
+        })
+        .collect())
+}
+
+#[tracing::instrument(skip_all, name = "store.receipt_is_due", level = "debug", fields(submission = %submission))]
+pub(super) async fn receipt_is_due(store: &Backend, submission: Uuid) -> Result<bool> {
+    let due: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM receipts_due WHERE submission_id = $1")
+        .bind(submission)
+        .fetch_one(store.reader())
+        .await?;
+    Ok(due > 0)
 }
 
 #[tracing::instrument(skip_all, name = "store.receipts_of", level = "debug", fields(agent = %agent))]
