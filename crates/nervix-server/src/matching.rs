@@ -1,6 +1,6 @@
 //! The matching service: an in-memory capability index of agents, ranked per task, with the
-//! top N notified as `task_available` through the event bus, widening to the next N each
-//! window nobody claims.
+//! top N notified as `task_available` through the outbox (stored as their events, published
+//! on the event bus), widening to the next N each window nobody claims.
 //!
 //! Each node keeps its own index, warmed from storage at start and kept fresh by
 //! `AgentChanged` events on the bus. It is advisory: the claim re-checks eligibility against
@@ -18,8 +18,9 @@ use nervix_store::{AgentRecord, Store, TaskRecord};
 use parking_lot::RwLock;
 use uuid::Uuid;
 
-use crate::bus::{deliver, Event, EventBus, Frame};
+use crate::bus::{Event, EventBus, Frame};
 use crate::metrics::Metrics;
+use crate::outbox::Outbox;
 
 const REBUILD_EVERY: std::time::Duration = std::time::Duration::from_secs(300);
 
@@ -123,7 +124,7 @@ impl Matcher {
     pub async fn notify(
         &self,
         store: &dyn Store,
-        bus: &dyn EventBus,
+        outbox: &Outbox,
         metrics: &Metrics,
         task: &TaskRecord,
         became_available: DateTime<Utc>,
@@ -137,8 +138,7 @@ impl Matcher {
         let excluded: HashSet<Uuid> = store.excluded_agents(task.id).await?.into_iter().collect();
         Ok(self
             .publish_round(
-                store,
-                bus,
+                outbox,
                 metrics,
                 task,
                 usize::try_from(round).unwrap_or(0),
@@ -148,13 +148,11 @@ impl Matcher {
             .await)
     }
 
-    /// Stores and publishes `task_available` to the agents of `round`. Returns how many were
-    /// told.
-    #[allow(clippy::too_many_arguments)]
+    /// Hands `task_available` for the agents of `round` to the outbox, which stores and
+    /// publishes them with other operations' frames in one write. Returns how many were told.
     pub async fn publish_round(
         &self,
-        store: &dyn Store,
-        bus: &dyn EventBus,
+        outbox: &Outbox,
         metrics: &Metrics,
         task: &TaskRecord,
         round: usize,
@@ -176,9 +174,7 @@ impl Matcher {
                 (*agent_id, frame)
             })
             .collect();
-        if let Err(e) = deliver(store, bus, frames).await {
-            tracing::warn!(error = %e, "storing or publishing task_available failed");
-        }
+        outbox.frames(frames).await;
         metrics.notifications.inc_by(picks.len() as u64);
         if round == 0 {
             let secs = (Utc::now() - became_available)

@@ -127,7 +127,7 @@ pub fn spawn_all(
                 for t in a.store.tasks_to_notify(now, now - window, BATCH).await? {
                     let since = t.retry_at.unwrap_or(t.updated_at).max(t.updated_at);
                     a.matcher
-                        .notify(a.store.as_ref(), a.bus.as_ref(), &a.metrics, &t, since)
+                        .notify(a.store.as_ref(), &a.outbox, &a.metrics, &t, since)
                         .await?;
                 }
                 Ok::<_, WorkerError>(())

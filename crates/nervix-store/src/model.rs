@@ -149,6 +149,8 @@ pub struct AgentQuery {
     /// `Some(true)`: seen since `online_since`; `Some(false)`: not.
     pub online: Option<bool>,
     pub online_since: DateTime<Utc>,
+    /// A case-insensitive part of the handle or the name (ASCII case only on SQLite).
+    pub search: Option<String>,
     /// Keyset pagination: ids are UUIDv7, so id order is creation order.
     pub before: Option<Uuid>,
     pub limit: i64,

@@ -184,6 +184,7 @@ async fn list_agents(
         capability: f.capability.map(|c| c.trim().to_ascii_lowercase()),
         level,
         online: f.online,
+        search: None,
     };
     let rows = agents::directory(&state.app, filter, page.cursor()?, limit + 1).await?;
     Ok(Json(Page::from_rows(

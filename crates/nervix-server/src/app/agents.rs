@@ -100,6 +100,8 @@ pub struct Filter {
     pub capability: Option<String>,
     pub level: Option<Level>,
     pub online: Option<bool>,
+    /// A part of the handle or name, any case.
+    pub search: Option<String>,
 }
 
 /// Up to `limit` agents of the directory after the cursor.
@@ -114,6 +116,7 @@ pub async fn directory(
         level: f.level,
         online: f.online,
         online_since: Utc::now() - ONLINE_WINDOW,
+        search: f.search,
         before,
         limit,
     };

@@ -109,8 +109,7 @@ pub fn announce(app: &App, t: TaskRecord) {
         app.matcher
             // Freshly posted: nobody has lost it yet.
             .publish_round(
-                app.store.as_ref(),
-                app.bus.as_ref(),
+                &app.outbox,
                 &app.metrics,
                 &t,
                 0,
@@ -129,7 +128,7 @@ pub fn offer(app: &App, t: TaskRecord) {
             .matcher
             .notify(
                 app.store.as_ref(),
-                app.bus.as_ref(),
+                &app.outbox,
                 &app.metrics,
                 &t,
                 t.updated_at,

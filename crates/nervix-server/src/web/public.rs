@@ -12,6 +12,7 @@ use axum::Router;
 use nervix_core::Level;
 use serde::Deserialize;
 use serde_json::Value;
+use uuid::Uuid;
 
 use super::chart;
 use super::page::{app_error, error_page, money, render, score, when, AgentRow, Layout};
@@ -87,7 +88,13 @@ struct DirectoryQuery {
     capability: Option<String>,
     level: Option<String>,
     online: Option<String>,
+    /// The next page: agents enrolled before this one.
+    before: Option<String>,
 }
+
+/// Agents per directory page: a page stays small (~12 KB of HTML) however large the
+/// federation grows.
+const DIRECTORY_PAGE: usize = 50;
 
 #[derive(Template)]
 #[template(path = "agents.html")]
@@ -96,8 +103,11 @@ struct Directory {
     q: String,
     capability: String,
     online: bool,
+    level: String,
     levels: Vec<(&'static str, bool)>,
     rows: Vec<AgentRow>,
+    /// The cursor of the next page, when there is one.
+    next: Option<Uuid>,
 }
 
 async fn directory(
@@ -118,6 +128,17 @@ async fn directory(
         }
         None => None,
     };
+    let before = match blank(f.before).map(|b| b.parse::<Uuid>()) {
+        Some(Ok(b)) => Some(b),
+        Some(Err(_)) => {
+            return error_page(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "Unknown page.",
+                s.viewer(),
+            )
+        }
+        None => None,
+    };
     let online = f.online.as_deref() == Some("1");
     let capability = blank(f.capability);
     let q = blank(f.q).unwrap_or_default();
@@ -125,18 +146,19 @@ async fn directory(
         capability: capability.clone(),
         level,
         online: online.then_some(true),
+        search: (!q.is_empty()).then(|| q.clone()),
     };
-    match agents::directory(&state.app, filter, None, 200).await {
-        Ok(list) => {
-            let needle = q.to_lowercase();
+    // One more than a page: whether a next page exists, without counting.
+    let limit = DIRECTORY_PAGE as i64 + 1;
+    match agents::directory(&state.app, filter, before, limit).await {
+        Ok(mut list) => {
+            let next = (list.len() > DIRECTORY_PAGE).then(|| {
+                list.truncate(DIRECTORY_PAGE);
+                list[DIRECTORY_PAGE - 1].id
+            });
             let rows = list
                 .iter()
                 .filter(|a| a.role != nervix_core::Role::Admin)
-                .filter(|a| {
-                    needle.is_empty()
-                        || a.handle.contains(&needle)
-                        || a.name.to_lowercase().contains(&needle)
-                })
                 .map(AgentRow::of)
                 .collect();
             render(&Directory {
@@ -144,11 +166,13 @@ async fn directory(
                 q,
                 capability: capability.unwrap_or_default(),
                 online,
+                level: level_raw.unwrap_or_default(),
                 levels: Level::ALL
                     .iter()
                     .map(|l| (l.as_str(), Some(*l) == level))
                     .collect(),
                 rows,
+                next,
             })
         }
         Err(e) => app_error(&e, s.viewer()),

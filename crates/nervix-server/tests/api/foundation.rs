@@ -30,6 +30,7 @@ nervix_store::backend_matrix! {
     suspension_locks_out_at_once,
     config_patch_refuses_mass_assignment,
     directory_and_public_view,
+    directory_page_is_paged_and_searched,
     enroll_rate_limit_per_ip,
     agent_rate_limit,
     revoked_token_spends_no_budget,
@@ -1311,4 +1312,62 @@ async fn request_ids_are_echoed(backend: Backend) {
         .unwrap();
     assert_eq!(r.status, 401);
     assert_eq!(r.header("x-request-id"), Some("trace-me-42"));
+}
+
+/// The website's `/agents`: 50 agents a page, newest first, with a "Next page" form that
+/// keeps the filters; the search finds a handle or a name in any case, across all agents.
+async fn directory_page_is_paged_and_searched(backend: Backend) {
+    let Some(app) = TestApp::start(backend).await else {
+        return;
+    };
+    let futures = (0..55).map(|i| {
+        let app = &app;
+        async move { app.enroll(&format!("dir-{i:02}"), &["writing"]).await }
+    });
+    let agents = futures::future::join_all(futures).await;
+    let anon = app.client();
+    let page = |path: String| {
+        let anon = anon.clone();
+        async move {
+            let r = anon
+                .request_raw(Method::GET, &path, &[], None)
+                .await
+                .unwrap();
+            (r.status, String::from_utf8(r.body).unwrap())
+        }
+    };
+    let rows = |html: &str| -> Vec<String> {
+        html.split("<tr><td><a href=\"/agents/")
+            .skip(1)
+            .map(|r| r[..r.find('"').unwrap()].to_owned())
+            .collect()
+    };
+    let next = |html: &str| -> Option<String> {
+        let at = html.find("name=\"before\" value=\"")? + "name=\"before\" value=\"".len();
+        Some(html[at..at + 36].to_owned())
+    };
+
+    let (status, first) = page("/agents?capability=writing".into()).await;
+    assert_eq!(status, 200);
+    let shown = rows(&first);
+    assert_eq!(shown.len(), 50, "{first}");
+    let cursor = next(&first).expect("a next page");
+    assert!(first.contains(r#"<input type="hidden" name="capability" value="writing">"#));
+    let (status, second) = page(format!("/agents?capability=writing&before={cursor}")).await;
+    assert_eq!(status, 200);
+    let rest = rows(&second);
+    assert_eq!(rest.len(), 5, "{second}");
+    assert_eq!(next(&second), None);
+    let mut all: Vec<String> = shown.into_iter().chain(rest).collect();
+    all.sort();
+    let mut expected: Vec<String> = agents.iter().map(|a| a.handle.clone()).collect();
+    expected.sort();
+    assert_eq!(all, expected, "two pages show every agent once");
+
+    // Searched in storage, not within a page: the oldest agent is found.
+    let (_, found) = page("/agents?q=DIR-00".into()).await;
+    assert_eq!(rows(&found), ["dir-00"]);
+    let (status, _) = page("/agents?before=not-a-page".into()).await;
+    assert_eq!(status, 422);
+    app.stop().await;
 }

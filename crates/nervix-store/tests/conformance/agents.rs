@@ -15,6 +15,7 @@ nervix_store::backend_matrix! {
     tokens_revoke_rotate_suspend,
     update_agent_config_patches_only_given_fields,
     list_agents_pagination_and_filters,
+    list_agents_searches_handles_and_names,
 }
 
 pub async fn tokens_revoke_rotate_suspend(store: Arc<dyn Store>) {
@@ -417,4 +418,44 @@ pub async fn list_agents_pagination_and_filters(store: Arc<dyn Store>) {
         page.iter().map(|a| a.id).collect::<Vec<_>>(),
         expected[5..7].to_vec()
     );
+}
+
+/// The directory's search: a part of the handle or the name, in any case, matched literally
+/// (`%` and `_` are not wildcards).
+pub async fn list_agents_searches_handles_and_names(store: Arc<dyn Store>) {
+    let named = |handle: &str, name: &str| {
+        let mut a = new_agent(handle, &[]);
+        a.name = name.to_owned();
+        a
+    };
+    let scribe = enroll_with(&store, named("scribe-one", "Quarterly Scribe")).await;
+    let sure = enroll_with(&store, named("alpha_2", "Agent 100% Sure")).await;
+    enroll_with(&store, named("other", "Another one")).await;
+    let found = |search: &str| {
+        let store = store.clone();
+        let search = search.to_owned();
+        async move {
+            store
+                .list_agents(&AgentQuery {
+                    search: Some(search),
+                    limit: 10,
+                    ..AgentQuery::default()
+                })
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|a| a.id)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(
+        found("SCRIBE").await,
+        [scribe.id],
+        "handle and name, one row"
+    );
+    assert_eq!(found("quarterly").await, [scribe.id], "the name, any case");
+    assert_eq!(found("%").await, [sure.id], "a literal %");
+    assert_eq!(found("a_2").await, [sure.id], "a literal _");
+    assert_eq!(found("a_").await, [sure.id]);
+    assert_eq!(found("nobody").await, Vec::<Uuid>::new());
 }

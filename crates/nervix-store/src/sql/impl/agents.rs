@@ -144,6 +144,20 @@ pub(super) async fn list_agents(store: &Backend, q: &AgentQuery) -> Result<Vec<A
         }
         None => {}
     }
+    if let Some(search) = &q.search {
+        // The needle is matched literally: its own `%`, `_` and `\` are escaped.
+        let needle = search
+            .to_lowercase()
+            .replace('\\', "\\\\")
+            .replace('%', "\\%")
+            .replace('_', "\\_");
+        let pattern = format!("%{needle}%");
+        qb.push(" AND (LOWER(handle) LIKE ")
+            .push_bind(pattern.clone())
+            .push(" ESCAPE '\\' OR LOWER(name) LIKE ")
+            .push_bind(pattern)
+            .push(" ESCAPE '\\')");
+    }
     if let Some(before) = q.before {
         qb.push(" AND id < ").push_bind(before);
     }
