@@ -26,6 +26,7 @@ pub mod outbox;
 pub mod presence;
 pub mod private_fs;
 pub mod quota;
+pub mod recent_errors;
 pub mod server;
 pub mod spot_checks;
 pub mod state;

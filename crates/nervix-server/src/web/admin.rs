@@ -20,6 +20,7 @@ use super::chart::{self, Node};
 use super::page::{app_error, money, render, see_other, when, AgentRow, Layout, Viewer};
 use super::session::AdminSession;
 use crate::app::{self, agents, audit, economy, notifications, pages, quality};
+use crate::recent_errors::{LoggedError, RecentErrors};
 use crate::state::AppState;
 
 pub fn routes() -> Router<AppState> {
@@ -68,6 +69,28 @@ struct SystemPage {
     pending_withdrawals: usize,
     bonus_pool: String,
     ledger_balanced: bool,
+    errors: Vec<ErrorRow>,
+}
+
+/// A recent error as the system page lists it.
+struct ErrorRow {
+    at: String,
+    target: String,
+    message: String,
+    request: String,
+    request_id: String,
+}
+
+impl ErrorRow {
+    fn of(e: LoggedError) -> Self {
+        ErrorRow {
+            at: when(e.at),
+            target: e.target,
+            message: e.message,
+            request: e.request.unwrap_or_default(),
+            request_id: e.request_id.unwrap_or_default(),
+        }
+    }
 }
 
 async fn system(State(state): State<AppState>, AdminSession(s): AdminSession) -> Response {
@@ -92,6 +115,11 @@ async fn system(State(state): State<AppState>, AdminSession(s): AdminSession) ->
             pending_withdrawals: sys.pending_withdrawals,
             bonus_pool: money(sys.bonus_pool_cents),
             ledger_balanced: sys.ledger_balanced,
+            errors: RecentErrors::global()
+                .newest_first()
+                .into_iter()
+                .map(ErrorRow::of)
+                .collect(),
         }),
         Err(e) => app_error(&e, Some(s.viewer)),
     }
@@ -623,5 +651,55 @@ async fn fund_bonus_pool(
     match economy::fund_bonus_pool(&state.app, &s.caller, amount, memo).await {
         Ok(_) => see_other("/admin/bonus-pool"),
         Err(e) => app_error(&e, Some(s.viewer)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    /// The system page lists recent errors, escaped: a logged cause is text, never markup.
+    #[test]
+    fn system_page_lists_recent_errors_escaped() {
+        let viewer = Viewer {
+            handle: "admin".to_owned(),
+            admin: true,
+            csrf: "t".to_owned(),
+        };
+        let page = |errors: Vec<ErrorRow>| SystemPage {
+            layout: layout("System", &viewer),
+            version: "0",
+            backend: "sqlite",
+            nodes: "one",
+            connections: 0,
+            agents: 1,
+            online: 0,
+            open: 0,
+            completed: 0,
+            workflows: 0,
+            paid: "0.00".to_owned(),
+            review_queue: 0,
+            pending_withdrawals: 0,
+            bonus_pool: "0.00".to_owned(),
+            ledger_balanced: true,
+            errors,
+        };
+        let html = page(Vec::new()).render().unwrap();
+        assert!(html.contains("None since this node started."));
+        let html = page(vec![ErrorRow::of(LoggedError {
+            at: Utc::now(),
+            target: "nervix_server::error".to_owned(),
+            message: "internal error error=<script>alert(1)</script>".to_owned(),
+            request: Some("POST /v1/tasks".to_owned()),
+            request_id: Some("0b6e-42".to_owned()),
+        })])
+        .render()
+        .unwrap();
+        assert!(html.contains("POST /v1/tasks"), "{html}");
+        assert!(html.contains("0b6e-42"));
+        assert!(html.contains("&#60;script&#62;alert(1)"), "{html}");
+        assert!(!html.contains("<script>alert(1)"));
     }
 }
