@@ -8,11 +8,11 @@ use sqlx::types::Json;
 use uuid::Uuid;
 
 use super::agents::agent;
-use super::economy::{exclude, exclusion, lock_bonus_pool};
+use super::economy::{exclude, lock_bonus_pool, task_for_claim};
 use super::idempotency::{claim_key, key_used, store_response, KEY_USED};
 use super::ledger::{funding_account, post_ledger};
 use super::lifecycle::{finish_task, retry_or_fail};
-use super::tasks::{fetch_task, task};
+use super::tasks::fetch_task;
 use super::workflows::on_completed;
 use super::{Backend, Conn, Db};
 use crate::model::*;
@@ -33,11 +33,14 @@ pub(super) async fn claim_task(store: &Backend, c: &ClaimRequest) -> Result<Clai
     // paused, and (the capacity trigger) below max_concurrent_tasks. When it
     // matches nothing, something changed since the snapshot: judge again.
     for _ in 0..3 {
-        let (agent, task) = futures::try_join!(agent(store, c.agent_id), task(store, c.task_id))?;
+        let (agent, task) = futures::try_join!(
+            agent(store, c.agent_id),
+            task_for_claim(store, c.task_id, c.agent_id)
+        )?;
         let Some(agent) = agent else {
             return Ok(ClaimOutcome::AgentNotFound);
         };
-        let Some(task) = task else {
+        let Some((task, exclusion)) = task else {
             return Ok(ClaimOutcome::TaskNotFound);
         };
         match task.status {
@@ -53,7 +56,7 @@ pub(super) async fn claim_task(store: &Backend, c: &ClaimRequest) -> Result<Clai
         if task.reserved_for.is_some_and(|r| r != agent.id) {
             return Ok(ClaimOutcome::Reserved);
         }
-        if let Some(reason) = exclusion(store, task.id, agent.id).await? {
+        if let Some(reason) = exclusion {
             return Ok(ClaimOutcome::Excluded(reason));
         }
         match check_eligibility(

@@ -53,26 +53,41 @@ pub(super) async fn exclude(
     Ok(())
 }
 
-/// Why `agent` may not claim `task` again, if it may not (the first reason recorded).
-pub(super) async fn exclusion(
+#[derive(sqlx::FromRow)]
+struct ClaimReadRow {
+    #[sqlx(flatten)]
+    task: TaskRow,
+    exclusion: Option<String>,
+}
+
+/// The task as a claim judges it, with why `agent` may not take it (if it lost or gave it
+/// back before): one read.
+#[tracing::instrument(skip_all, name = "store.task_for_claim", level = "debug", fields(task = %task, agent = %agent))]
+pub(super) async fn task_for_claim(
     store: &Backend,
     task: Uuid,
     agent: Uuid,
-) -> Result<Option<ExclusionReason>> {
-    let reason: Option<String> = sqlx::query_scalar(
-        "SELECT reason FROM task_exclusions WHERE task_id = $1 AND agent_id = $2 ORDER BY \
-         created_at LIMIT 1",
-    )
+) -> Result<Option<(TaskRecord, Option<ExclusionReason>)>> {
+    let row: Option<ClaimReadRow> = sqlx::query_as(&format!(
+        "SELECT {TASK_COLUMNS}, (SELECT e.reason FROM task_exclusions e WHERE e.task_id = \
+         tasks.id AND e.agent_id = $2 ORDER BY e.created_at LIMIT 1) AS exclusion FROM tasks \
+         WHERE id = $1"
+    ))
     .bind(task)
     .bind(agent)
     .fetch_optional(store.reader())
     .await?;
-    reason
+    let Some(row) = row else {
+        return Ok(None);
+    };
+    let exclusion = row
+        .exclusion
         .map(|r| {
             r.parse()
                 .map_err(|_| StoreError::Corrupt(format!("unknown exclusion reason {r:?}")))
         })
-        .transpose()
+        .transpose()?;
+    Ok(Some((row.task.try_into()?, exclusion)))
 }
 
 #[tracing::instrument(skip_all, name = "store.excluded_agents", level = "debug", fields(task = %task))]

@@ -6,10 +6,15 @@ use serde_json::Value;
 use sqlx::types::Json;
 use uuid::Uuid;
 
-use super::Backend;
+use sqlx::QueryBuilder;
+
+use super::{Backend, Db};
 use crate::model::*;
 use crate::sql::rows::{SubmissionRow, SUBMISSION_COLUMNS};
 use crate::Result;
+
+/// Receipts one statement stores at most (7 parameters each, well under either backend's limit).
+const CHUNK: usize = 1000;
 
 const RECEIPT_COLUMNS: &str = "id, submission_id, task_id, agent_id, kid, jws, created_at";
 
@@ -49,25 +54,33 @@ pub(super) async fn insert_receipts(store: &Backend, rs: &[NewReceipt]) -> Resul
     store
         .write(rs.to_vec(), |mut tx, rs| {
             Box::pin(async move {
-                for r in rs {
-                    sqlx::query(
+                // Two statements per chunk, however many receipts: a pass stores its batch
+                // in one short write.
+                for chunk in rs.chunks(CHUNK) {
+                    let mut insert = QueryBuilder::<Db>::new(
                         "INSERT INTO receipts (id, submission_id, task_id, agent_id, kid, jws, \
-                         created_at) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT \
-                         (submission_id) DO NOTHING",
-                    )
-                    .bind(r.id)
-                    .bind(r.submission_id)
-                    .bind(r.task_id)
-                    .bind(r.agent_id)
-                    .bind(&r.kid)
-                    .bind(&r.jws)
-                    .bind(r.created_at)
-                    .execute(&mut *tx)
-                    .await?;
-                    sqlx::query("DELETE FROM receipts_due WHERE submission_id = $1")
-                        .bind(r.submission_id)
-                        .execute(&mut *tx)
-                        .await?;
+                         created_at) ",
+                    );
+                    insert.push_values(chunk, |mut b, r| {
+                        b.push_bind(r.id)
+                            .push_bind(r.submission_id)
+                            .push_bind(r.task_id)
+                            .push_bind(r.agent_id)
+                            .push_bind(&r.kid)
+                            .push_bind(&r.jws)
+                            .push_bind(r.created_at);
+                    });
+                    insert.push(" ON CONFLICT (submission_id) DO NOTHING");
+                    insert.build().execute(&mut *tx).await?;
+                    let mut settled = QueryBuilder::<Db>::new(
+                        "DELETE FROM receipts_due WHERE submission_id IN (",
+                    );
+                    let mut ids = settled.separated(", ");
+                    for r in chunk {
+                        ids.push_bind(r.submission_id);
+                    }
+                    settled.push(")");
+                    settled.build().execute(&mut *tx).await?;
                 }
                 tx.commit().await?;
                 Ok(())
@@ -94,11 +107,14 @@ struct DueRow {
 #[tracing::instrument(skip_all, name = "store.receipts_due", level = "debug")]
 pub(super) async fn receipts_due(store: &Backend, limit: i64) -> Result<Vec<DueReceipt>> {
     let rows: Vec<DueRow> = sqlx::query_as(
+        // The due rows first (a LIMIT subquery is never flattened): a planner without
+        // statistics would otherwise walk every submission to find the few that are due.
         "SELECT d.submission_id, d.agent_id, s.task_id, t.title AS task_title, t.posted_by, \
          p.handle AS poster_handle, s.quality_score, s.final_score, s.checks, s.payout_cents, \
-         COALESCE(s.decided_at, s.created_at) AS decided_at FROM receipts_due d JOIN \
-         submissions s ON s.id = d.submission_id JOIN tasks t ON t.id = s.task_id LEFT JOIN \
-         agents p ON p.id = t.posted_by ORDER BY d.submission_id LIMIT $1",
+         COALESCE(s.decided_at, s.created_at) AS decided_at FROM (SELECT submission_id, \
+         agent_id FROM receipts_due ORDER BY submission_id LIMIT $1) d JOIN submissions s ON \
+         s.id = d.submission_id JOIN tasks t ON t.id = s.task_id LEFT JOIN agents p ON p.id = \
+         t.posted_by ORDER BY d.submission_id",
     )
     .bind(limit)
     .fetch_all(store.reader())
