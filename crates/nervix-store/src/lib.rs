@@ -345,10 +345,8 @@ pub trait Store: Send + Sync + 'static {
     async fn work_history(&self, agent: Uuid, q: &PageQuery) -> Result<Vec<HistoryEntry>>;
 
     // Signed reputation receipts (migration 0014).
-    /// Stores a receipt; a second one for the same submission is ignored and the first returned.
-    /// The submission's receipt is no longer due.
-    async fn insert_receipt(&self, r: &NewReceipt) -> Result<ReceiptRecord>;
-    /// Stores many receipts in one write, each as `insert_receipt` does.
+    /// Stores receipts in one write; their submissions' receipts are no longer due. A second
+    /// receipt for the same submission is ignored: the first stays what is served.
     async fn insert_receipts(&self, rs: &[NewReceipt]) -> Result<()>;
     /// Up to `limit` accepted submissions whose receipt is not issued yet (migration 0016: an
     /// acceptance makes one due, in its own transaction), with what a receipt states of them.

@@ -109,15 +109,19 @@ async fn with_work(app: &App, task: TaskRecord) -> Result<A2aTask> {
     if task.status != TaskStatus::Completed {
         return Ok(A2aTask::bare(task));
     }
-    let (work, receipt) = futures::try_join!(
-        async { Ok::<_, Error>(app.store.accepted_submission(task.id).await?) },
-        receipts::for_task(app, task.id),
-    )?;
-    // Work accepted before receipts were issued this way (migration 0016) has none, and
-    // none is due: that task is simply completed.
-    let receipt_pending = match (&work, &receipt) {
-        (Some(w), None) => app.store.receipt_is_due(w.id).await?,
-        _ => false,
+    let work = app.store.accepted_submission(task.id).await?;
+    // Due first, then the receipt: the write that stores a receipt also settles its due row,
+    // so a receipt that is no longer due is there to read (the other order could see neither).
+    // Work accepted before receipts were issued this way (migration 0016) has none, and none
+    // is due: that task is simply completed.
+    let receipt_pending = match &work {
+        Some(w) => app.store.receipt_is_due(w.id).await?,
+        None => false,
+    };
+    let receipt = if receipt_pending {
+        None
+    } else {
+        receipts::for_task(app, task.id).await?
     };
     Ok(A2aTask {
         task,

@@ -35,26 +35,31 @@ pub async fn pass(app: &App, limit: i64) -> Result<bool> {
     }
     let mut signed = Vec::new();
     for s in stale {
-        let records = app.store.reputation_evidence(s.agent_id).await?;
+        let evidence = evidence_of(app, s.agent_id).await?;
         if let Some(due) = due_of.remove(&s.agent_id) {
-            signed.extend(sign_receipts(app, s.agent_id, &records, &due).await?);
+            signed.extend(sign_receipts(app, s.agent_id, &evidence, &due).await?);
         }
-        recompute(app, &s, &records).await?;
+        recompute(app, &s, &evidence).await?;
     }
     // Acceptances that committed after the stale agents were read, or agents another node
     // scored first: their receipts are due all the same.
     for (agent, due) in due_of {
-        let records = app.store.reputation_evidence(agent).await?;
-        signed.extend(sign_receipts(app, agent, &records, &due).await?);
+        let evidence = evidence_of(app, agent).await?;
+        signed.extend(sign_receipts(app, agent, &evidence, &due).await?);
     }
     receipts::store(app, &signed).await?;
     Ok(full)
 }
 
+/// The agent's stored evidence as the reputation maths takes it.
+async fn evidence_of(app: &App, agent: Uuid) -> Result<Evidence> {
+    Ok(evidence(&app.store.reputation_evidence(agent).await?))
+}
+
 async fn sign_receipts(
     app: &App,
     agent: Uuid,
-    records: &EvidenceRecords,
+    evidence: &Evidence,
     due: &[DueReceipt],
 ) -> Result<Vec<nervix_store::NewReceipt>> {
     let agent = app
@@ -65,7 +70,7 @@ async fn sign_receipts(
     let now = Utc::now();
     due.iter()
         .map(|d| {
-            let (score, level) = after(records, agent.tasks_completed, d.decided_at);
+            let (score, level) = after(evidence, agent.tasks_completed, d.decided_at);
             receipts::sign(app, &agent, d, score, level, now)
         })
         .collect()
@@ -74,52 +79,38 @@ async fn sign_receipts(
 /// The reputation that work accepted at `at` led to: the score of the evidence up to and
 /// including it, as of that moment, and the level for the tasks completed by then. The same
 /// whenever it is computed, so a receipt signed late states what one signed at once would.
-pub fn after(
-    records: &EvidenceRecords,
-    tasks_completed: i64,
-    at: DateTime<Utc>,
-) -> (Reputation, Level) {
-    let until = EvidenceRecords {
-        work: records
-            .work
+/// `evidence` may be the agent's whole evidence: each item's repeated dealings count only
+/// earlier items, so the items up to `at` are exactly what the evidence up to `at` gives.
+pub fn after(evidence: &Evidence, tasks_completed: i64, at: DateTime<Utc>) -> (Reputation, Level) {
+    let until = Evidence {
+        tasks: evidence
+            .tasks
             .iter()
-            .filter(|w| w.at <= at)
-            .cloned()
-            .collect(),
-        posted_work: records
-            .posted_work
-            .iter()
-            .filter(|(_, t)| *t <= at)
+            .filter(|t| t.at <= at)
             .copied()
             .collect(),
-        reviews: records
+        reviews: evidence
             .reviews
             .iter()
             .filter(|r| r.at <= at)
-            .cloned()
-            .collect(),
-        reviews_given: records
-            .reviews_given
-            .iter()
-            .filter(|(_, t)| *t <= at)
             .copied()
             .collect(),
     };
-    let score = layers(&evidence(&until), at).score();
-    let accepted_later = records
-        .work
+    let score = layers(&until, at).score();
+    let accepted_later = evidence
+        .tasks
         .iter()
-        .filter(|w| w.at > at && matches!(w.outcome, WorkOutcome::Accepted { .. }))
+        .filter(|t| t.at > at && matches!(t.outcome, TaskOutcome::Completed { .. }))
         .count();
     let completed = tasks_completed - i64::try_from(accepted_later).unwrap_or(i64::MAX);
     // This acceptance counts towards the level, whether or not the counter has caught up.
     (score, Level::of(score, completed.max(1)))
 }
 
-/// Records the agent's score from `records`, unless newer evidence arrived meanwhile.
-async fn recompute(app: &App, s: &StaleReputation, records: &EvidenceRecords) -> Result<()> {
+/// Records the agent's score from its evidence, unless newer evidence arrived meanwhile.
+async fn recompute(app: &App, s: &StaleReputation, evidence: &Evidence) -> Result<()> {
     let now = Utc::now();
-    let l = layers(&evidence(records), now);
+    let l = layers(evidence, now);
     let score = l.score();
     let level = Level::of(score, s.tasks_completed);
     let update = ReputationUpdate {
@@ -324,16 +315,19 @@ mod tests {
             at: t(95),
         });
         let at = t(60);
-        let (score, level) = after(&then, 6, at);
+        let (score, level) = after(&evidence(&then), 6, at);
         assert_eq!(score, layers(&evidence(&then), at).score());
         assert_eq!(level, Level::of(score, 6));
-        assert_eq!(after(&later, 8, at), (score, level));
+        assert_eq!(after(&evidence(&later), 8, at), (score, level));
         // The later evidence does move the score it leads to.
-        assert_ne!(after(&later, 8, t(100)).0, score);
+        assert_ne!(after(&evidence(&later), 8, t(100)).0, score);
         // Work accepted before this one is counted; work after it is not.
-        assert_eq!(
-            after(&then, 6, t(10)).1,
-            Level::of(after(&then, 6, t(10)).0, 1)
-        );
+        let (first, level) = after(&evidence(&then), 6, t(10));
+        assert_eq!(level, Level::of(first, 1));
+        let only_first = EvidenceRecords {
+            work: vec![then.work[0].clone()],
+            ..EvidenceRecords::default()
+        };
+        assert_eq!(first, layers(&evidence(&only_first), t(10)).score());
     }
 }

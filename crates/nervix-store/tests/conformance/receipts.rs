@@ -99,14 +99,18 @@ pub async fn receipts_are_stored_once_and_paged(store: Arc<dyn Store>) {
             jws: format!("jws-{kid}"),
             created_at: now(),
         };
-        assert_eq!(store.insert_receipt(&r).await.unwrap(), r);
+        store
+            .insert_receipts(std::slice::from_ref(&r))
+            .await
+            .unwrap();
+        assert_eq!(store.receipt_for_task(t.id).await.unwrap(), Some(r.clone()));
         // A second issue for the same submission keeps the first.
         let again = NewReceipt {
             id: Uuid::now_v7(),
             jws: "another".to_owned(),
             ..r.clone()
         };
-        assert_eq!(store.insert_receipt(&again).await.unwrap(), r);
+        store.insert_receipts(&[again]).await.unwrap();
         assert_eq!(store.receipt_for_task(t.id).await.unwrap(), Some(r.clone()));
         issued.push(r);
     }
@@ -181,7 +185,7 @@ pub async fn keys_that_signed_receipts_are_kept(store: Arc<dyn Store>) {
         .await
         .unwrap();
     store
-        .insert_receipt(&NewReceipt {
+        .insert_receipts(&[NewReceipt {
             id: Uuid::now_v7(),
             submission_id: s.id,
             task_id: t.id,
@@ -189,7 +193,7 @@ pub async fn keys_that_signed_receipts_are_kept(store: Arc<dyn Store>) {
             kid: "signed-a-receipt".to_owned(),
             jws: "jws".to_owned(),
             created_at: at,
-        })
+        }])
         .await
         .unwrap();
     let pruned = store

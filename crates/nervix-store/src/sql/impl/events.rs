@@ -21,8 +21,9 @@ use crate::model::*;
 use crate::sql::rows::*;
 use crate::{Result, StoreError};
 
-/// Rows per multi-row statement: far below either backend's limit on bound parameters.
-const CHUNK: usize = 1000;
+/// Rows per multi-row statement: far below either backend's limit on bound parameters
+/// (SQLite's 32,766, PostgreSQL's 65,535) at up to 7 parameters a row.
+pub(super) const CHUNK: usize = 1000;
 
 /// The frame type of a notification's event.
 const NOTIFICATION: &str = "notification";

@@ -411,10 +411,6 @@ impl Store for Backend {
         reputation::work_history(self, agent, q).await
     }
 
-    async fn insert_receipt(&self, r: &NewReceipt) -> Result<ReceiptRecord> {
-        receipts::insert_receipt(self, r).await
-    }
-
     async fn insert_receipts(&self, rs: &[NewReceipt]) -> Result<()> {
         receipts::insert_receipts(self, rs).await
     }

@@ -8,13 +8,11 @@ use uuid::Uuid;
 
 use sqlx::QueryBuilder;
 
+use super::events::CHUNK;
 use super::{Backend, Db};
 use crate::model::*;
 use crate::sql::rows::{SubmissionRow, SUBMISSION_COLUMNS};
 use crate::Result;
-
-/// Receipts one statement stores at most (7 parameters each, well under either backend's limit).
-const CHUNK: usize = 1000;
 
 const RECEIPT_COLUMNS: &str = "id, submission_id, task_id, agent_id, kid, jws, created_at";
 
@@ -30,18 +28,6 @@ fn record(r: ReceiptRow) -> ReceiptRecord {
         jws: r.5,
         created_at: r.6,
     }
-}
-
-#[tracing::instrument(skip_all, name = "store.insert_receipt", level = "debug", fields(submission = %r.submission_id))]
-pub(super) async fn insert_receipt(store: &Backend, r: &NewReceipt) -> Result<ReceiptRecord> {
-    insert_receipts(store, std::slice::from_ref(r)).await?;
-    let row: ReceiptRow = sqlx::query_as(&format!(
-        "SELECT {RECEIPT_COLUMNS} FROM receipts WHERE submission_id = $1"
-    ))
-    .bind(r.submission_id)
-    .fetch_one(store.reader())
-    .await?;
-    Ok(record(row))
 }
 
 #[tracing::instrument(skip_all, name = "store.insert_receipts", level = "debug", fields(count = rs.len()))]
