@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context as _};
 use nervix_client::{
-    Agent, AgentKeys, Client, Earnings, EnrollRequest, Reputation, Task, TaskQuery, TaskStatus,
-    TokenResponse,
+    Agent, AgentKeys, Client, CreateTokenRequest, Earnings, EnrollRequest, Reputation, Task,
+    TaskQuery, TaskStatus, TokenResponse,
 };
 use serde::Serialize;
 
@@ -35,6 +35,26 @@ pub enum AgentCommand {
     Run(crate::agent_run::RunArgs),
     /// The agent at a glance: profile, reputation, earnings and the tasks it holds.
     Status(StatusArgs),
+    /// Mint a narrower token for the saved agent (least privilege), e.g. read-only for a
+    /// dashboard or a monitoring script: `--scope profile:read --scope tasks:read`. Prints
+    /// the token (last word of the output); the saved token is not changed.
+    Token(TokenArgs),
+}
+
+#[derive(clap::Args)]
+pub struct TokenArgs {
+    /// A scope the token keeps (repeatable): profile:read, profile:write, tasks:read,
+    /// tasks:work, tasks:post, reviews, money:read, money:withdraw, messages, notifications,
+    /// events, admin.
+    #[arg(long = "scope", required = true)]
+    scopes: Vec<String>,
+    /// Seconds until it expires [default: the login token lifetime, 90 days].
+    #[arg(long)]
+    expires_in: Option<i64>,
+    #[command(flatten)]
+    connect: ConnectArgs,
+    #[command(flatten)]
+    format: Format,
 }
 
 #[derive(clap::Args)]
@@ -93,7 +113,26 @@ pub async fn run(cmd: AgentCommand) -> anyhow::Result<()> {
         AgentCommand::SignChallenge(args) => sign_challenge(args),
         AgentCommand::Status(args) => status(args).await,
         AgentCommand::Run(args) => crate::agent_run::run(args).await,
+        AgentCommand::Token(args) => token(args).await,
     }
+}
+
+async fn token(args: TokenArgs) -> anyhow::Result<()> {
+    let connected = args.connect.connect()?;
+    let request = CreateTokenRequest {
+        scopes: args.scopes,
+        expires_in: args.expires_in,
+    };
+    let created = connected.client.create_token(&request).await;
+    connected.finish()?;
+    let created = created.context("cannot mint the token")?;
+    if args.format.json {
+        return print_json(&created);
+    }
+    println!("scopes   {}", created.scopes.join(" "));
+    println!("expires  {}", rfc3339(created.expires_at));
+    println!("{}", created.token);
+    Ok(())
 }
 
 async fn enroll(args: EnrollArgs) -> anyhow::Result<()> {

@@ -130,6 +130,47 @@ async fn keygen_enroll_whoami_login_and_admin_token() {
         serde_json::from_str(&std::fs::read_to_string(&cfg).unwrap()).unwrap();
     assert_ne!(saved["token"].as_str().unwrap(), token);
 
+    // A read-only token minted from the saved one: printed last, the saved one unchanged.
+    let (ok, stdout, stderr) = tokio::task::spawn_blocking({
+        let cfg_s = cfg_s.clone();
+        move || {
+            nervix(&[
+                "agent",
+                "token",
+                "--scope",
+                "profile:read",
+                "--scope",
+                "tasks:read",
+                "--expires-in",
+                "600",
+                "--config",
+                &cfg_s,
+            ])
+        }
+    })
+    .await
+    .unwrap();
+    assert!(ok, "{stdout}{stderr}");
+    let minted = stdout.split_whitespace().last().unwrap().to_owned();
+    let read_only = nervix_client::Client::new(&url).unwrap().with_token(minted);
+    let verified = read_only.verify().await.unwrap();
+    assert_eq!(verified.scopes, ["profile:read", "tasks:read"]);
+    assert_eq!(
+        read_only.earnings().await.unwrap_err().status(),
+        Some(403),
+        "money:read was not asked for"
+    );
+    let resaved: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&cfg).unwrap()).unwrap();
+    assert_eq!(resaved["token"], saved["token"]);
+    let (ok, _, stderr) = tokio::task::spawn_blocking({
+        let cfg_s = cfg_s.clone();
+        move || nervix(&["agent", "token", "--scope", "root", "--config", &cfg_s])
+    })
+    .await
+    .unwrap();
+    assert!(!ok && stderr.contains("scopes[0]"), "{stderr}");
+
     // The operator's token: the last word of stdout, an admin on the same storage.
     let data_s = data.to_str().unwrap().to_owned();
     let (ok, stdout, stderr) = tokio::task::spawn_blocking(move || {

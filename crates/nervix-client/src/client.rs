@@ -23,13 +23,13 @@ use crate::tls::Trust;
 use crate::types::{
     AdminWithdrawalQuery, Agent, AgentQuery, Announcement, AuditQuery, AuditRecord, AuthChallenge,
     BonusPool, Channel, ChannelMembers, ChannelQuery, ClaimRequest, ClaimResponse, ConfigPatch,
-    ContributionsQuery, Earnings, EnrollRequest, EnrollResponse, Granted, Health, Leaderboard,
-    LedgerEntry, ListQuery, MarkRead, Message, MessageHistoryQuery, NewAnnouncement, NewChannel,
-    NewReview, NewTask, NewWorkflow, Notification, NotificationQuery, Page, Readiness, Reputation,
-    ReputationHistoryQuery, ReputationSnapshot, Review, ReviewQueueQuery, Role, SendMessage,
-    SentMessage, Stats, Submission, SubmitRequest, SubmitResponse, Task, TaskQuery, TokenResponse,
-    Transfer, VerifyResponse, Withdrawal, WithdrawalQuery, WithdrawalRequest, WorkHistoryEntry,
-    WorkHistoryQuery, Workflow,
+    ContributionsQuery, CreateTokenRequest, CreatedToken, Earnings, EnrollRequest, EnrollResponse,
+    Granted, Health, Leaderboard, LedgerEntry, ListQuery, MarkRead, Message, MessageHistoryQuery,
+    NewAnnouncement, NewChannel, NewReview, NewTask, NewWorkflow, Notification, NotificationQuery,
+    Page, Readiness, Reputation, ReputationHistoryQuery, ReputationSnapshot, Review,
+    ReviewQueueQuery, Role, SendMessage, SentMessage, Stats, Submission, SubmitRequest,
+    SubmitResponse, Task, TaskQuery, TokenResponse, Transfer, VerifyResponse, Withdrawal,
+    WithdrawalQuery, WithdrawalRequest, WorkHistoryEntry, WorkHistoryQuery, Workflow,
 };
 
 type Result<T, E = ClientError> = std::result::Result<T, E>;
@@ -397,6 +397,14 @@ impl Client {
         self.session
             .write(|s| s.credential = Some(Credential::from_response(&token)));
         Ok(token)
+    }
+
+    /// Mints a narrower token for this agent (`POST /v1/auth/tokens`), e.g. read-only for a
+    /// dashboard or a monitoring script; the current token stays as it is. Hand the new token
+    /// to [`Client::with_token`] of another client.
+    pub async fn create_token(&self, request: &CreateTokenRequest) -> Result<CreatedToken> {
+        let url = self.endpoint(&["v1", "auth", "tokens"])?;
+        self.send(self.http.post(url).json(request)).await
     }
 
     /// Revokes the current token. The client keeps it (now useless) so callers can observe

@@ -18,6 +18,7 @@ pub mod quality;
 pub mod receipt;
 pub mod reputation;
 pub mod review;
+pub mod scope;
 pub mod spot_check;
 pub mod task;
 
@@ -26,4 +27,5 @@ pub use error::{FieldError, FieldErrors};
 pub use ids::AgentHandle;
 pub use money::Money;
 pub use reputation::{Level, Reputation};
+pub use scope::{Scope, Scopes};
 pub use task::{Complexity, Lease, Notes, Reward, Role, TaskKind, TaskSpec, TaskStatus};

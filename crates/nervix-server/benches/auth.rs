@@ -29,6 +29,7 @@ fn token_verification(c: &mut Criterion) {
         uuid::Uuid::now_v7(),
         "bench-agent",
         Role::Agent,
+        None,
         chrono::Utc::now(),
         chrono::Duration::days(90),
     )
@@ -56,6 +57,7 @@ fn token_verification(c: &mut Criterion) {
                 uuid::Uuid::now_v7(),
                 "bench-agent",
                 Role::Agent,
+                None,
                 chrono::Utc::now(),
                 chrono::Duration::days(90),
             )

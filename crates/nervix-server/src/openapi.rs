@@ -62,10 +62,7 @@ impl utoipa::Modify for Contract {
                 HttpBuilder::new()
                     .scheme(HttpAuthScheme::Bearer)
                     .bearer_format("JWT")
-                    .description(Some(
-                        "A token from `POST /v1/enroll/{enrollment_id}/respond` or \
-                         `POST /v1/auth/token`.",
-                    ))
+                    .description(Some(bearer_description()))
                     .build(),
             ),
         );
@@ -85,6 +82,34 @@ impl utoipa::Modify for Contract {
             }
         }
     }
+}
+
+/// The bearer scheme's description: where tokens come from, and what each scope allows.
+fn bearer_description() -> String {
+    let mut text = String::from(
+        "A token from `POST /v1/enroll/{enrollment_id}/respond` or `POST /v1/auth/token` \
+         (unrestricted: whatever the agent's role allows), or from `POST /v1/auth/tokens` \
+         (only the scopes it names). Each operation lists the scopes it needs; a token \
+         without them gets 403 `insufficient_scope`. Scopes:\n",
+    );
+    for scope in nervix_core::Scope::ALL {
+        text.push_str(&format!("- `{scope}`: {}\n", scope.description()));
+    }
+    text
+}
+
+/// The scopes an operation's bearer requirement lists.
+fn required_scopes(op: &Operation) -> nervix_core::Scopes {
+    // `SecurityRequirement` keeps its map private; its JSON form is the document's.
+    let security = serde_json::to_value(&op.security).unwrap_or_default();
+    security
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|alternative| alternative.get(BEARER)?.as_array())
+        .flatten()
+        .filter_map(|name| nervix_core::Scope::parse(name.as_str()?))
+        .collect()
 }
 
 impl Contract {
@@ -120,10 +145,16 @@ impl Contract {
                 "401",
                 "`unauthorized`: the bearer token is missing, invalid, expired or revoked.",
             );
+            let scopes = required_scopes(op);
+            let scope_refusal = if scopes.is_empty() {
+                String::new()
+            } else {
+                format!("`insufficient_scope`: the token lacks `{scopes}`; ")
+            };
             add(
                 op,
                 "403",
-                "`agent_suspended`, or the caller may not do this.",
+                &format!("{scope_refusal}`agent_suspended`, or the caller may not do this."),
             );
             op.responses
                 .responses
@@ -424,6 +455,28 @@ pub fn capabilities() -> utoipa::openapi::schema::Array {
 pub fn nullable_capabilities() -> utoipa::openapi::schema::Array {
     capability_list()
         .schema_type(SchemaType::from_iter([Type::Array, Type::Null]))
+        .build()
+}
+
+/// The scopes a token is asked for with.
+pub fn scopes() -> utoipa::openapi::schema::Array {
+    let names = nervix_core::Scope::ALL.iter().map(|s| s.as_str());
+    ArrayBuilder::new()
+        .items(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .enum_values(Some(names)),
+        )
+        .min_items(Some(1))
+        .description(Some(
+            "The scopes the token keeps (see the bearer scheme); each must be one the \
+             presenting token has.",
+        ))
+        .examples([serde_json::json!([
+            "profile:read",
+            "tasks:read",
+            "money:read"
+        ])])
         .build()
 }
 

@@ -67,6 +67,7 @@ pub async fn create_admin_token(config: &Config) -> Result<String, ServerError> 
         admin.id,
         &admin.handle,
         Role::Admin,
+        None,
         now,
         config.token_ttl,
     )

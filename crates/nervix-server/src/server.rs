@@ -62,6 +62,8 @@ pub enum ServerError {
     Tls(#[from] crate::tls::TlsError),
     #[error("artifact storage: {0}")]
     Artifacts(#[from] crate::artifact_store::ArtifactStoreError),
+    #[error("route authorization: {0}")]
+    Routes(String),
 }
 
 /// Opens storage for `config` (creating the data folder for the embedded default).
@@ -214,7 +216,7 @@ pub async fn start(listener: TcpListener, config: Config) -> Result<Running, Ser
         &shutdown,
     );
     let state = AppState { app, limits, hub };
-    let app = router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+    let app = router(state.clone())?.into_make_service_with_connect_info::<SocketAddr>();
     let addr = listener.local_addr()?;
     let token = shutdown.clone();
     let graceful = async move { token.cancelled().await };
@@ -278,13 +280,21 @@ fn reload_certificate(
 }
 
 /// The full HTTP application with its middleware stack.
-pub fn router(state: AppState) -> Router {
+pub fn router(state: AppState) -> Result<Router, ServerError> {
     let (router, mut openapi) = api::router().split_for_parts();
     let (streamed, streamed_doc) = api::streamed_router().split_for_parts();
     openapi.merge(streamed_doc);
     let contract = openapi::Contract::new(&state.app.config, api::IP_LIMITED);
     let openapi = openapi::served(openapi, &contract);
     let openapi = Arc::new(serde_json::to_value(&openapi).unwrap_or_default());
+    let authorization = http::authorize::Authorization {
+        state: state.clone(),
+        // The document is built from the code's annotations: an error here is a typo there,
+        // which every test that starts a server reports.
+        routes: Arc::new(
+            http::authorize::RouteScopes::from_openapi(&openapi).map_err(ServerError::Routes)?,
+        ),
+    };
     let config = state.app.config.clone();
     let pages = web::routes(openapi.clone());
     // File transfers stream for as long as the file takes, within their own size limit
@@ -303,9 +313,13 @@ pub fn router(state: AppState) -> Router {
             config.request_timeout,
         ));
     let streamed = streamed.layer(DefaultBodyLimit::disable());
-    bounded
+    Ok(bounded
         .merge(streamed)
         .fallback(http::not_found)
+        .layer(from_fn_with_state(
+            authorization,
+            http::authorize::authorize,
+        ))
         .layer(from_fn_with_state(state.clone(), ip_limit))
         .layer(from_fn_with_state(state.clone(), http::track_metrics))
         .layer(
@@ -325,7 +339,7 @@ pub fn router(state: AppState) -> Router {
             header::COOKIE,
         ]))
         .layer(from_fn(http::problemize))
-        .with_state(state)
+        .with_state(state))
 }
 
 async fn ip_limit(

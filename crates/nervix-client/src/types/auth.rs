@@ -130,4 +130,41 @@ pub struct VerifyResponse {
     pub role: Role,
     /// When the token stops working.
     pub expires_at: DateTime<Utc>,
+    /// What the token may do (e.g. `tasks:read`): its scopes within what the role allows.
+    #[serde(default)]
+    pub scopes: Vec<String>,
+}
+
+/// `POST /v1/auth/tokens`: a narrower token for the same agent.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CreateTokenRequest {
+    /// The scopes the new token keeps, each one the presenting token has (e.g.
+    /// `["profile:read", "tasks:read", "money:read"]` for a read-only dashboard).
+    pub scopes: Vec<String>,
+    /// Seconds until it expires (60 up to the login token lifetime, the default).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires_in: Option<i64>,
+}
+
+/// The token `POST /v1/auth/tokens` minted.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct CreatedToken {
+    /// The bearer token (a JWT).
+    pub token: String,
+    /// Always `Bearer`.
+    pub token_type: String,
+    /// When the token stops working.
+    pub expires_at: DateTime<Utc>,
+    /// The scopes it carries.
+    pub scopes: Vec<String>,
+}
+
+impl fmt::Debug for CreatedToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CreatedToken")
+            .field("token", &"<redacted>")
+            .field("expires_at", &self.expires_at)
+            .field("scopes", &self.scopes)
+            .finish()
+    }
 }

@@ -46,7 +46,7 @@ use axum::Json;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use nervix_core::task::TaskInput;
-use nervix_core::{Money, Reputation, TaskSpec, TaskStatus as Status};
+use nervix_core::{Money, Reputation, Scope, TaskSpec, TaskStatus as Status};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
@@ -56,6 +56,7 @@ use uuid::Uuid;
 
 use crate::app::a2a::{self as ops, A2aTask, BLOCKING_WAIT_CAP};
 use crate::app::{Caller, Error as AppError, ErrorKind};
+use crate::http::authorize::AnyScope;
 use crate::state::AppState;
 
 /// The protocol version this interface speaks.
@@ -740,7 +741,7 @@ async fn platform_rpc(
     State(state): State<AppState>,
     Query(q): Query<VersionQuery>,
     headers: HeaderMap,
-    caller: Caller,
+    AnyScope(caller): AnyScope,
     body: Bytes,
 ) -> Response {
     rpc(state, q, headers, caller, None, body).await
@@ -751,7 +752,7 @@ async fn agent_rpc(
     Path(handle): Path<String>,
     Query(q): Query<VersionQuery>,
     headers: HeaderMap,
-    caller: Caller,
+    AnyScope(caller): AnyScope,
     body: Bytes,
 ) -> Response {
     rpc(state, q, headers, caller, Some(handle), body).await
@@ -814,6 +815,11 @@ async fn rpc(
                 meta,
             )),
         );
+    }
+    if let Some(scope) = method_scope(method) {
+        if let Err(e) = caller.require(scope) {
+            return reply(&id, Err(from_app(e, None)));
+        }
     }
     let app = &state.app;
     let params = req.params;
@@ -912,6 +918,19 @@ async fn rpc(
             Err(rpc_error(A2AError::extended_card_not_configured())),
         ),
         other => reply(&id, Err(rpc_error(A2AError::method_not_found(other)))),
+    }
+}
+
+/// The scope a JSON-RPC method needs, as the REST route doing the same work declares it.
+fn method_scope(method: &str) -> Option<Scope> {
+    match method {
+        methods::SEND_MESSAGE | methods::SEND_STREAMING_MESSAGE | methods::CANCEL_TASK => {
+            Some(Scope::TasksPost)
+        }
+        methods::GET_TASK | methods::LIST_TASKS | methods::SUBSCRIBE_TO_TASK => {
+            Some(Scope::TasksRead)
+        }
+        _ => None,
     }
 }
 

@@ -81,7 +81,7 @@ pub struct AuditFilter {
 }
 
 /// The audit log, newest first.
-#[utoipa::path(get, path = "/v1/admin/audit", tag = "admin", security(("bearer" = [])), params(AuditFilter, PageParams),
+#[utoipa::path(get, path = "/v1/admin/audit", tag = "admin", security(("bearer" = ["admin"])), params(AuditFilter, PageParams),
     responses((status = 200, body = Page<AuditView>, description = "One page of audit records."),
         (status = 403, body = Problem, description = "The caller is not an admin."),
         (status = 404, body = Problem, description = "`actor` names no agent.")))]
@@ -110,7 +110,7 @@ async fn list_audit(
 }
 
 /// Suspend an agent: all its tokens stop working at once.
-#[utoipa::path(post, path = "/v1/admin/agents/{id}/suspend", tag = "admin", security(("bearer" = [])), params(("id" = String, Path, description = "UUID or agent_id handle")),
+#[utoipa::path(post, path = "/v1/admin/agents/{id}/suspend", tag = "admin", security(("bearer" = ["admin"])), params(("id" = String, Path, description = "UUID or agent_id handle")),
     responses((status = 200, body = AgentView, description = "The agent, suspended."),
         (status = 403, body = Problem, description = "The caller is not an admin, or names itself (`invalid_target`)."),
         (status = 404, body = Problem, description = "No such agent.")))]
@@ -124,7 +124,7 @@ async fn suspend(
 }
 
 /// Lift a suspension.
-#[utoipa::path(post, path = "/v1/admin/agents/{id}/reinstate", tag = "admin", security(("bearer" = [])), params(("id" = String, Path, description = "UUID or agent_id handle")),
+#[utoipa::path(post, path = "/v1/admin/agents/{id}/reinstate", tag = "admin", security(("bearer" = ["admin"])), params(("id" = String, Path, description = "UUID or agent_id handle")),
     responses((status = 200, body = AgentView, description = "The agent, no longer suspended."),
         (status = 403, body = Problem, description = "The caller is not an admin, or names itself (`invalid_target`)."),
         (status = 404, body = Problem, description = "No such agent.")))]
@@ -145,7 +145,7 @@ pub struct RoleBody {
 }
 
 /// Make an agent a reviewer, or an agent again; takes effect on its next request.
-#[utoipa::path(post, path = "/v1/admin/agents/{id}/role", tag = "admin", security(("bearer" = [])), params(("id" = String, Path)), request_body = RoleBody,
+#[utoipa::path(post, path = "/v1/admin/agents/{id}/role", tag = "admin", security(("bearer" = ["admin"])), params(("id" = String, Path)), request_body = RoleBody,
     responses((status = 200, body = AgentView), (status = 403, body = crate::error::Problem), (status = 404, body = crate::error::Problem), (status = 422, body = crate::error::Problem)))]
 async fn set_role(
     State(state): State<AppState>,
@@ -173,7 +173,7 @@ pub struct GrantResponse {
 }
 
 /// Credit an agent from the platform treasury (e.g. to fund the tasks it posts).
-#[utoipa::path(post, path = "/v1/admin/agents/{id}/grant", tag = "admin", security(("bearer" = [])), params(("id" = String, Path, description = "UUID or agent_id handle")), request_body = GrantBody,
+#[utoipa::path(post, path = "/v1/admin/agents/{id}/grant", tag = "admin", security(("bearer" = ["admin"])), params(("id" = String, Path, description = "UUID or agent_id handle")), request_body = GrantBody,
     responses((status = 200, body = GrantResponse, description = "The agent was credited."),
         (status = 403, body = Problem, description = "The caller is not an admin."),
         (status = 404, body = Problem, description = "No such agent.")))]
@@ -198,7 +198,7 @@ pub struct BonusPoolView {
 }
 
 /// The bonus pool, which pays the level bonus on top of a task's escrow.
-#[utoipa::path(get, path = "/v1/admin/bonus-pool", tag = "admin", security(("bearer" = [])),
+#[utoipa::path(get, path = "/v1/admin/bonus-pool", tag = "admin", security(("bearer" = ["admin"])),
     responses((status = 200, body = BonusPoolView), (status = 401, body = crate::error::Problem), (status = 403, body = crate::error::Problem)))]
 async fn bonus_pool(
     State(state): State<AppState>,
@@ -216,7 +216,7 @@ pub struct FundBody {
 }
 
 /// Fund the bonus pool from the platform treasury (audited).
-#[utoipa::path(post, path = "/v1/admin/bonus-pool/fund", tag = "admin", security(("bearer" = [])), request_body = FundBody,
+#[utoipa::path(post, path = "/v1/admin/bonus-pool/fund", tag = "admin", security(("bearer" = ["admin"])), request_body = FundBody,
     responses((status = 200, body = BonusPoolView), (status = 400, body = crate::error::Problem), (status = 401, body = crate::error::Problem),
         (status = 403, body = crate::error::Problem), (status = 422, body = crate::error::Problem)))]
 async fn fund_bonus_pool(
@@ -236,7 +236,7 @@ pub struct WithdrawalFilter {
 }
 
 /// Every agent's withdrawals, newest first.
-#[utoipa::path(get, path = "/v1/admin/withdrawals", tag = "admin", security(("bearer" = [])), params(WithdrawalFilter, PageParams),
+#[utoipa::path(get, path = "/v1/admin/withdrawals", tag = "admin", security(("bearer" = ["admin"])), params(WithdrawalFilter, PageParams),
     responses((status = 200, body = Page<WithdrawalView>), (status = 401, body = crate::error::Problem),
         (status = 403, body = crate::error::Problem), (status = 422, body = crate::error::Problem)))]
 async fn list_withdrawals(
@@ -265,7 +265,7 @@ async fn list_withdrawals(
 }
 
 /// Approve a pending withdrawal: it is paid out (exactly once; audited).
-#[utoipa::path(post, path = "/v1/admin/withdrawals/{id}/approve", tag = "admin", security(("bearer" = [])), params(("id" = Uuid, Path)),
+#[utoipa::path(post, path = "/v1/admin/withdrawals/{id}/approve", tag = "admin", security(("bearer" = ["admin"])), params(("id" = Uuid, Path)),
     responses((status = 200, body = WithdrawalView), (status = 401, body = crate::error::Problem), (status = 403, body = crate::error::Problem),
         (status = 404, body = crate::error::Problem), (status = 409, description = "already decided", body = crate::error::Problem)))]
 async fn approve_withdrawal(
@@ -279,7 +279,7 @@ async fn approve_withdrawal(
 
 /// Reject a pending withdrawal: the money returns to the agent's available balance (exactly
 /// once; audited).
-#[utoipa::path(post, path = "/v1/admin/withdrawals/{id}/reject", tag = "admin", security(("bearer" = [])), params(("id" = Uuid, Path)),
+#[utoipa::path(post, path = "/v1/admin/withdrawals/{id}/reject", tag = "admin", security(("bearer" = ["admin"])), params(("id" = Uuid, Path)),
     responses((status = 200, body = WithdrawalView), (status = 401, body = crate::error::Problem), (status = 403, body = crate::error::Problem),
         (status = 404, body = crate::error::Problem), (status = 409, description = "already decided", body = crate::error::Problem)))]
 async fn reject_withdrawal(
@@ -313,7 +313,7 @@ pub struct AnnouncementView {
 
 /// Announce to every agent: stored (agents offline now get it when they reconnect with
 /// `since`), pushed as an `announcement` frame to every connected agent, audited.
-#[utoipa::path(post, path = "/v1/admin/announcements", tag = "admin", security(("bearer" = [])), request_body = AnnouncementBody,
+#[utoipa::path(post, path = "/v1/admin/announcements", tag = "admin", security(("bearer" = ["admin"])), request_body = AnnouncementBody,
     responses((status = 201, body = AnnouncementView, description = "Stored and sent."),
         (status = 403, body = Problem, description = "The caller is not an admin."),
         (status = 422, body = Problem, description = "`title` or `body` is empty or too long.")))]
@@ -352,7 +352,7 @@ pub struct SigningKeyRotationView {
 /// (`signing_key.rotate`). The same as `nervix admin rotate-signing-key`. The keys are
 /// stored sealed with AES-256-GCM under the operator's master key (`NERVIX_MASTER_KEY` or
 /// `NERVIX_MASTER_KEY_FILE`) when one is configured, in the clear otherwise.
-#[utoipa::path(post, path = "/v1/admin/signing-keys/rotate", tag = "admin", security(("bearer" = [])),
+#[utoipa::path(post, path = "/v1/admin/signing-keys/rotate", tag = "admin", security(("bearer" = ["admin"])),
     responses((status = 201, body = SigningKeyRotationView, description = "The new key is active."),
         (status = 401, body = Problem, description = "No valid token."),
         (status = 403, body = Problem, description = "The caller is not an admin.")))]

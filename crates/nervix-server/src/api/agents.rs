@@ -63,7 +63,7 @@ impl MeView {
 }
 
 /// The caller's full profile.
-#[utoipa::path(get, path = "/v1/agents/me", tag = "agents", security(("bearer" = [])),
+#[utoipa::path(get, path = "/v1/agents/me", tag = "agents", security(("bearer" = ["profile:read"])),
     responses((status = 200, body = MeView, description = "The caller's profile.")))]
 async fn me(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<MeView>> {
     Ok(Json(MeView::new(agents::me(&state.app, &caller).await?)))
@@ -126,7 +126,7 @@ impl ConfigPatch {
 }
 
 /// Change the caller's own settings.
-#[utoipa::path(patch, path = "/v1/agents/me/config", tag = "agents", security(("bearer" = [])), request_body = ConfigPatch,
+#[utoipa::path(patch, path = "/v1/agents/me/config", tag = "agents", security(("bearer" = ["profile:write"])), request_body = ConfigPatch,
     responses((status = 200, body = MeView, description = "The profile after the change; with any field refused, nothing changes.")))]
 async fn patch_config(
     State(state): State<AppState>,

@@ -81,7 +81,7 @@ pub struct UploadParams {
 
 /// Upload a file for a claimed task (the assignee only), streamed as the raw request body;
 /// reference the returned `id` in the submission's `submission_data.artifacts`.
-#[utoipa::path(post, path = "/v1/tasks/{id}/artifacts", tag = "artifacts", security(("bearer" = [])),
+#[utoipa::path(post, path = "/v1/tasks/{id}/artifacts", tag = "artifacts", security(("bearer" = ["tasks:work"])),
     params(("id" = Uuid, Path), UploadParams),
     request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "The file's bytes. Its type is sniffed from them: every task takes text, JSON, images and PDF; code tasks also archives; programs and unknown binaries are refused."),
     responses((status = 201, body = ArtifactView, description = "Stored, hashed and checked."),
@@ -123,7 +123,7 @@ async fn upload(
 /// Download a file: its uploader, the task's poster, reviewers and admins (anyone else gets
 /// 404). `ETag` is the SHA-256; `If-None-Match` answers 304; one `Range: bytes=` range
 /// answers 206.
-#[utoipa::path(get, path = "/v1/artifacts/{id}", tag = "artifacts", security(("bearer" = [])),
+#[utoipa::path(get, path = "/v1/artifacts/{id}", tag = "artifacts", security(("bearer" = ["tasks:read"])),
     params(("id" = Uuid, Path),
         ("Range" = Option<String>, Header, description = "One byte range, e.g. `bytes=0-1023`."),
         ("If-None-Match" = Option<String>, Header, description = "ETags the caller has.")),

@@ -50,7 +50,7 @@ pub struct Earnings {
 }
 
 /// The caller's balances.
-#[utoipa::path(get, path = "/v1/agents/me/earnings", tag = "economy", security(("bearer" = [])),
+#[utoipa::path(get, path = "/v1/agents/me/earnings", tag = "economy", security(("bearer" = ["money:read"])),
     responses((status = 200, body = Earnings, description = "The caller's balances.")))]
 async fn earnings(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Earnings>> {
     let b = economy::balances(&state.app, &caller).await?;
@@ -80,7 +80,7 @@ pub struct EntryView {
 }
 
 /// The caller's ledger entries, newest first.
-#[utoipa::path(get, path = "/v1/agents/me/contributions", tag = "economy", security(("bearer" = [])), params(PageParams),
+#[utoipa::path(get, path = "/v1/agents/me/contributions", tag = "economy", security(("bearer" = ["money:read"])), params(PageParams),
     responses((status = 200, body = Page<EntryView>, description = "One page of ledger entries.")))]
 async fn contributions(
     State(state): State<AppState>,
@@ -125,7 +125,7 @@ pub struct WithdrawalRequest {
 
 /// Request a withdrawal: the amount moves from the available balance to pending withdrawals
 /// until an admin approves (paid out) or rejects (released back) it.
-#[utoipa::path(post, path = "/v1/withdrawal/request", tag = "economy", security(("bearer" = [])),
+#[utoipa::path(post, path = "/v1/withdrawal/request", tag = "economy", security(("bearer" = ["money:withdraw"])),
     params(("Idempotency-Key" = Option<String>, Header)), request_body = WithdrawalRequest,
     responses((status = 201, body = WithdrawalView), (status = 400, body = crate::error::Problem),
         (status = 401, body = crate::error::Problem), (status = 422, description = "invalid amount or destination, insufficient_funds, or an Idempotency-Key reused with another body", body = crate::error::Problem)))]
@@ -159,7 +159,7 @@ async fn request_withdrawal(
 }
 
 /// The caller's withdrawals, newest first.
-#[utoipa::path(get, path = "/v1/withdrawals", tag = "economy", security(("bearer" = [])), params(PageParams),
+#[utoipa::path(get, path = "/v1/withdrawals", tag = "economy", security(("bearer" = ["money:read"])), params(PageParams),
     responses((status = 200, body = Page<WithdrawalView>), (status = 401, body = crate::error::Problem), (status = 422, body = crate::error::Problem)))]
 async fn my_withdrawals(
     State(state): State<AppState>,

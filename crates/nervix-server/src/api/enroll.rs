@@ -6,6 +6,7 @@ use axum::Json;
 use chrono::{DateTime, Utc};
 use nervix_core::{
     AgentName, Capabilities, EncryptionKey, FieldErrors, MaxConcurrentTasks, Metadata, PublicKey,
+    Scope, Scopes,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -34,6 +35,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(verify))
         .routes(routes!(rotate))
         .routes(routes!(revoke))
+        .routes(routes!(create_token))
 }
 
 /// The routes `limit_by_ip` applies to.
@@ -113,6 +115,32 @@ pub struct VerifyResponse {
     pub agent_id: String,
     pub role: String,
     pub expires_at: DateTime<Utc>,
+    /// What the token may do: its scopes within what the agent's role allows.
+    pub scopes: Vec<&'static str>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTokenRequest {
+    #[schema(schema_with = openapi::scopes)]
+    pub scopes: Vec<String>,
+    /// Seconds until the token expires: at least 60, at most the lifetime of a login token
+    /// (90 days), which is also the default.
+    #[serde(default, deserialize_with = "int::optional")]
+    #[schema(minimum = 60)]
+    pub expires_in: Option<i64>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CreatedToken {
+    pub token: String,
+    pub token_type: &'static str,
+    pub expires_at: DateTime<Utc>,
+    pub scopes: Vec<&'static str>,
+}
+
+fn scope_names(scopes: Scopes) -> Vec<&'static str> {
+    scopes.iter().map(Scope::as_str).collect()
 }
 
 impl EnrollRequest {
@@ -261,6 +289,7 @@ async fn auth_token(
 async fn verify(caller: Caller) -> Json<VerifyResponse> {
     Json(VerifyResponse {
         valid: true,
+        scopes: scope_names(caller.scopes()),
         agent_id: caller.handle,
         role: caller.role.to_string(),
         expires_at: caller.expires_at,
@@ -285,4 +314,31 @@ pub struct RevokeResponse {
 async fn revoke(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<RevokeResponse>> {
     let revoked = auth::revoke(&state.app, &caller).await?;
     Ok(Json(RevokeResponse { revoked }))
+}
+
+/// Mint a narrower token for the presenting token's agent: it can do only what its
+/// `scopes` name (for example read-only for a dashboard or a monitoring script), each of which
+/// the presenting token must have. The presenting token stays valid; the new one is revoked
+/// with `POST /v1/auth/revoke` presented with it, and rotation keeps its scopes.
+#[utoipa::path(post, path = "/v1/auth/tokens", tag = "auth", security(("bearer" = [])),
+    request_body = CreateTokenRequest,
+    responses((status = 201, body = CreatedToken, description = "The new token."),
+        (status = 403, body = Problem, description = "`insufficient_scope`: a scope asked for is not one the presenting token has; `agent_suspended`.")))]
+async fn create_token(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(body): ApiJson<CreateTokenRequest>,
+) -> ApiResult<(StatusCode, Json<CreatedToken>)> {
+    let req = auth::TokenRequest::parse(&body.scopes, body.expires_in, state.app.config.token_ttl)?;
+    let scopes = req.scopes;
+    let session = auth::create_token(&state.app, &caller, req).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(CreatedToken {
+            token: session.token,
+            token_type: "Bearer",
+            expires_at: session.expires_at,
+            scopes: scope_names(scopes),
+        }),
+    ))
 }

@@ -44,7 +44,7 @@ pub struct SentView {
 
 /// Send a message to an agent or to a channel the caller is a member of. The recipients'
 /// connections get it as a `message` frame; everyone gets it through history.
-#[utoipa::path(post, path = "/v1/messages/send", tag = "messages", security(("bearer" = [])),
+#[utoipa::path(post, path = "/v1/messages/send", tag = "messages", security(("bearer" = ["messages"])),
     params(IdempotencyHeader), request_body = SendMessageBody,
     responses((status = 201, body = SentView, description = "Stored, and delivered to the recipients' connections."),
         (status = 404, body = Problem, description = "No such recipient, or a channel the caller is not a member of (or that does not exist)."),
@@ -125,7 +125,7 @@ pub struct HistoryParams {
 /// A conversation's messages, newest first (by time sent, then id): the direct messages
 /// between the caller and `with` (both ways; nobody else's), or a channel's. Give exactly one
 /// of `with` and `channel`; page back with `before` = the previous page's `next_cursor`.
-#[utoipa::path(get, path = "/v1/messages/history", tag = "messages", security(("bearer" = [])),
+#[utoipa::path(get, path = "/v1/messages/history", tag = "messages", security(("bearer" = ["messages"])),
     params(HistoryParams),
     responses((status = 200, body = Page<MessageView>, description = "One page of messages, newest first."),
         (status = 404, body = Problem, description = "No such agent, or a channel the caller is not a member of."),
@@ -243,7 +243,7 @@ pub struct NewChannelBody {
 }
 
 /// Create a channel; the caller is a member, with the agents listed.
-#[utoipa::path(post, path = "/v1/channels", tag = "messages", security(("bearer" = [])),
+#[utoipa::path(post, path = "/v1/channels", tag = "messages", security(("bearer" = ["messages"])),
     request_body = NewChannelBody,
     responses((status = 201, body = ChannelDetailView, description = "The channel and its members."),
         (status = 404, body = Problem, description = "An agent in `members` does not exist (`errors` names it).")))]
@@ -270,7 +270,7 @@ async fn create_channel(
 }
 
 /// The caller's channels, newest first.
-#[utoipa::path(get, path = "/v1/channels", tag = "messages", security(("bearer" = [])), params(PageParams),
+#[utoipa::path(get, path = "/v1/channels", tag = "messages", security(("bearer" = ["messages"])), params(PageParams),
     responses((status = 200, body = Page<ChannelView>, description = "One page of the channels the caller is a member of.")))]
 async fn my_channels(
     State(state): State<AppState>,
@@ -288,7 +288,7 @@ async fn my_channels(
 }
 
 /// A channel the caller is a member of, with its members.
-#[utoipa::path(get, path = "/v1/channels/{id}", tag = "messages", security(("bearer" = [])), params(("id" = Uuid, Path)),
+#[utoipa::path(get, path = "/v1/channels/{id}", tag = "messages", security(("bearer" = ["messages"])), params(("id" = Uuid, Path)),
     responses((status = 200, body = ChannelDetailView, description = "The channel and its members."),
         (status = 404, body = Problem, description = "No such channel, or the caller is not a member.")))]
 async fn get_channel(
@@ -308,7 +308,7 @@ pub struct AddMembersBody {
 }
 
 /// Add agents to a channel the caller is a member of (an agent that left comes back).
-#[utoipa::path(post, path = "/v1/channels/{id}/members", tag = "messages", security(("bearer" = [])),
+#[utoipa::path(post, path = "/v1/channels/{id}/members", tag = "messages", security(("bearer" = ["messages"])),
     params(("id" = Uuid, Path)), request_body = AddMembersBody,
     responses((status = 200, body = ChannelDetailView, description = "The channel and its members."),
         (status = 404, body = Problem, description = "No such channel, the caller is not a member, or an agent in `members` does not exist (`errors` names it)."),
@@ -328,7 +328,7 @@ async fn add_members(
 }
 
 /// Leave a channel: the caller can no longer read or send to it, unless a member adds it again.
-#[utoipa::path(post, path = "/v1/channels/{id}/leave", tag = "messages", security(("bearer" = [])), params(("id" = Uuid, Path)),
+#[utoipa::path(post, path = "/v1/channels/{id}/leave", tag = "messages", security(("bearer" = ["messages"])), params(("id" = Uuid, Path)),
     responses((status = 204, description = "The caller is no longer a member."),
         (status = 404, body = Problem, description = "No such channel, or the caller is not a member.")))]
 async fn leave_channel(

@@ -63,7 +63,7 @@ pub struct NotificationFilter {
 }
 
 /// The caller's notifications, newest first.
-#[utoipa::path(get, path = "/v1/notifications", tag = "notifications", security(("bearer" = [])), params(NotificationFilter, PageParams),
+#[utoipa::path(get, path = "/v1/notifications", tag = "notifications", security(("bearer" = ["notifications"])), params(NotificationFilter, PageParams),
     responses((status = 200, body = Page<NotificationView>, description = "One page of the caller's notifications.")))]
 async fn list(
     State(state): State<AppState>,
@@ -96,7 +96,7 @@ pub struct Marked {
 
 /// Mark notifications read: `{"ids": [...]}` or `{"all": true}`. Ids of other agents'
 /// notifications match nothing.
-#[utoipa::path(post, path = "/v1/notifications/mark-read", tag = "notifications", security(("bearer" = [])), request_body = MarkReadBody,
+#[utoipa::path(post, path = "/v1/notifications/mark-read", tag = "notifications", security(("bearer" = ["notifications"])), request_body = MarkReadBody,
     responses((status = 200, body = Marked, description = "How many were marked read."),
         (status = 422, body = Problem, description = "Neither or both of `ids` and `all`, or an id that is not one.")))]
 async fn mark_read(

@@ -74,7 +74,7 @@ impl ReviewView {
 /// Review a submission (peer layer of reputation). Whoever may read the submission may review
 /// it, except the agent who did the work; a reviewer's or admin's review of a held submission
 /// also decides it.
-#[utoipa::path(post, path = "/v1/quality/submit", tag = "quality", security(("bearer" = [])), request_body = ReviewBody,
+#[utoipa::path(post, path = "/v1/quality/submit", tag = "quality", security(("bearer" = ["reviews"])), request_body = ReviewBody,
     responses((status = 201, body = ReviewView), (status = 401, body = crate::error::Problem),
         (status = 403, body = crate::error::Problem), (status = 404, body = crate::error::Problem),
         (status = 409, body = crate::error::Problem), (status = 422, body = crate::error::Problem)))]
@@ -94,7 +94,7 @@ async fn submit_review(
 }
 
 /// Submissions held for a spot check, oldest first (reviewers and admins).
-#[utoipa::path(get, path = "/v1/quality/queue", tag = "quality", security(("bearer" = [])), params(PageParams),
+#[utoipa::path(get, path = "/v1/quality/queue", tag = "quality", security(("bearer" = ["reviews"])), params(PageParams),
     responses((status = 200, body = Page<SubmissionView>), (status = 401, body = crate::error::Problem),
         (status = 403, body = crate::error::Problem), (status = 422, body = crate::error::Problem)))]
 async fn queue(

@@ -12,6 +12,7 @@ use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::response::Response;
 use futures::SinkExt;
+use nervix_core::Scope;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::time::{Instant, MissedTickBehavior};
@@ -21,7 +22,7 @@ use utoipa_axum::routes;
 
 use crate::app::{self, auth, messages, notifications, Caller, ErrorKind};
 use crate::error::{ApiError, ApiResult, Problem};
-use crate::http::{bearer, client_ip};
+use crate::http::client_ip;
 use crate::hub::{Ended, Next, Subscription};
 use crate::state::AppState;
 use crate::wire::messages::SendMessageBody;
@@ -56,7 +57,7 @@ mod code {
     pub const BAD_AUTH_FRAME: u16 = 4400;
     /// No token, a bad one, none in time, or it stopped being valid (revoked, expired).
     pub const UNAUTHORIZED: u16 = 4401;
-    /// The agent is suspended.
+    /// The agent is suspended, or the token lacks the `events` scope.
     pub const FORBIDDEN: u16 = 4403;
     /// Nothing (not even a pong) came from the client for the idle timeout.
     pub const IDLE: u16 = 4408;
@@ -136,12 +137,14 @@ fn since(raw: Option<i64>) -> Result<Option<i64>, ApiError> {
 ///
 /// The server pings every 20 s and closes a connection it heard nothing from (not even a pong)
 /// for 75 s (4408). Close codes: 4401 no, bad or late token, or the token was revoked or
-/// expired while connected; 4403 agent suspended; 4400 malformed `auth` frame; 4008 slow
+/// expired while connected; 4403 agent suspended, or the token lacks the `events` scope (the
+/// frames `message.send` and `notifications.mark_read` need `messages` and `notifications`,
+/// or get an `error` frame `insufficient_scope`); 4400 malformed `auth` frame; 4008 slow
 /// consumer: the client fell more than 4096 frames behind or did not read for 15 s (reconnect
 /// with `since`; the reason gives the last `seq` sent); 4429 over the agent's request rate;
 /// 1001 the server is shutting down; 1011 internal error.
 #[utoipa::path(get, path = "/v1/agent/connect", tag = "realtime", params(ConnectParams),
-    security((), ("bearer" = [])),
+    security((), ("bearer" = ["events"])),
     responses((status = 101, description = "Switching Protocols: the connection is now the agent's WebSocket (frames above)."),
         (status = 426, body = Problem, description = "`upgrade_required`: not a WebSocket upgrade request.")))]
 async fn connect(
@@ -159,15 +162,9 @@ async fn connect(
     })?;
     let since = since(params.since)?;
     let ip = client_ip(&parts);
-    // A header token is checked before the upgrade, so a bad one is an ordinary 401/403.
-    let caller = match bearer(&parts) {
-        Some(token) => {
-            let caller = auth::authenticate(&state.app, token, ip.clone()).await?;
-            state.limits.check_agent(caller.id)?;
-            Some(caller)
-        }
-        None => None,
-    };
+    // A header token was checked before the upgrade (`http::authorize`, with this route's
+    // scope), so a bad one is an ordinary 401/403.
+    let caller = parts.extensions.get::<Caller>().cloned();
     Ok(upgrade
         .read_buffer_size(READ_BUFFER)
         .write_buffer_size(WRITE_BUFFER)
@@ -460,6 +457,7 @@ async fn await_auth(
         }
         let caller = auth::authenticate(&state.app, &data.token, ip)
             .await
+            .and_then(|caller| caller.require(Scope::Events).map(|()| caller))
             .map_err(|e| Close::from_auth(&e))?;
         if state.limits.check_agent(caller.id).is_err() {
             return Err(Close::new(
@@ -541,6 +539,7 @@ async fn send_message(
     data: Value,
     key: Option<&str>,
 ) -> Result<Value, app::Error> {
+    caller.require(Scope::Messages)?;
     let body: SendMessageBody =
         serde_json::from_value(data).map_err(|e| app::Error::field("data", e.to_string()))?;
     let req = body.parse()?;
@@ -551,6 +550,7 @@ async fn send_message(
 }
 
 async fn mark_read(state: &AppState, caller: &Caller, data: Value) -> Result<u64, app::Error> {
+    caller.require(Scope::Notifications)?;
     let body: MarkReadBody =
         serde_json::from_value(data).map_err(|e| app::Error::field("data", e.to_string()))?;
     let which = notifications::selection(body.ids.as_deref(), body.all)?;

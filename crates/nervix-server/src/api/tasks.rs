@@ -50,7 +50,7 @@ fn json<T: Serialize>(v: &T) -> app::Result<Value> {
 }
 
 /// Post a task; its reward is escrowed from the poster (admins: the platform treasury).
-#[utoipa::path(post, path = "/v1/tasks", tag = "tasks", security(("bearer" = [])), request_body = NewTaskSchema,
+#[utoipa::path(post, path = "/v1/tasks", tag = "tasks", security(("bearer" = ["tasks:post"])), request_body = NewTaskSchema,
     params(IdempotencyHeader),
     responses((status = 201, body = TaskView, description = "The task, its reward escrowed."),
         (status = 402, body = Problem, description = "`insufficient_funds`: the balance does not cover the reward."),
@@ -104,7 +104,7 @@ pub struct TaskFilter {
 }
 
 /// List tasks.
-#[utoipa::path(get, path = "/v1/tasks", tag = "tasks", security(("bearer" = [])), params(TaskFilter, PageParams),
+#[utoipa::path(get, path = "/v1/tasks", tag = "tasks", security(("bearer" = ["tasks:read"])), params(TaskFilter, PageParams),
     responses((status = 200, body = Page<TaskView>, description = "One page of tasks.")))]
 async fn list_tasks(
     State(state): State<AppState>,
@@ -142,7 +142,7 @@ async fn list_tasks(
 }
 
 /// One task.
-#[utoipa::path(get, path = "/v1/tasks/{id}", tag = "tasks", security(("bearer" = [])), params(("id" = Uuid, Path)),
+#[utoipa::path(get, path = "/v1/tasks/{id}", tag = "tasks", security(("bearer" = ["tasks:read"])), params(("id" = Uuid, Path)),
     responses((status = 200, body = TaskView, description = "The task."),
         (status = 404, body = Problem, description = "No such task.")))]
 async fn get_task(
@@ -171,7 +171,7 @@ pub struct ClaimResponse {
 }
 
 /// Claim a task. Exactly one of any number of concurrent claimers wins.
-#[utoipa::path(post, path = "/v1/tasks/{id}/claim", tag = "tasks", security(("bearer" = [])), params(("id" = Uuid, Path)),
+#[utoipa::path(post, path = "/v1/tasks/{id}/claim", tag = "tasks", security(("bearer" = ["tasks:work"])), params(("id" = Uuid, Path)),
     request_body(content = Option<ClaimBody>, description = "Optional: an empty body means the defaults."),
     responses((status = 200, body = ClaimResponse, description = "The caller holds the task until the lease expires."),
         (status = 403, body = Problem, description = "`not_eligible` (level, capability, reputation, an earlier attempt, or the caller posted it)."),
@@ -233,7 +233,7 @@ pub struct SubmitResponse {
     pub task: TaskView,
 }
 /// Submit work for a claimed task (assignee only). Checks run before the response.
-#[utoipa::path(post, path = "/v1/tasks/{id}/submit", tag = "tasks", security(("bearer" = [])), params(("id" = Uuid, Path), IdempotencyHeader), request_body = SubmitBody,
+#[utoipa::path(post, path = "/v1/tasks/{id}/submit", tag = "tasks", security(("bearer" = ["tasks:work"])), params(("id" = Uuid, Path), IdempotencyHeader), request_body = SubmitBody,
     responses((status = 202, body = SubmitResponse, description = "Checked: accepted (paid), rejected, or held for review."),
         (status = 403, body = Problem, description = "The caller is not the task's assignee."),
         (status = 404, body = Problem, description = "No such task."),
@@ -279,7 +279,7 @@ async fn submit(
 }
 
 /// Give a claimed task back (assignee only); no attempt is counted.
-#[utoipa::path(post, path = "/v1/tasks/{id}/release", tag = "tasks", security(("bearer" = [])), params(("id" = Uuid, Path)),
+#[utoipa::path(post, path = "/v1/tasks/{id}/release", tag = "tasks", security(("bearer" = ["tasks:work"])), params(("id" = Uuid, Path)),
     responses((status = 200, body = TaskView, description = "The task, available again."),
         (status = 403, body = Problem, description = "The caller is not the task's assignee."),
         (status = 404, body = Problem, description = "No such task."),
@@ -293,7 +293,7 @@ async fn release(
 }
 
 /// Cancel a task (poster or admin); the escrow is refunded and dependents are cancelled.
-#[utoipa::path(post, path = "/v1/tasks/{id}/cancel", tag = "tasks", security(("bearer" = [])), params(("id" = Uuid, Path)),
+#[utoipa::path(post, path = "/v1/tasks/{id}/cancel", tag = "tasks", security(("bearer" = ["tasks:post"])), params(("id" = Uuid, Path)),
     responses((status = 200, body = TaskView, description = "The task, cancelled; its escrow refunded."),
         (status = 403, body = Problem, description = "Only the poster or an admin may cancel."),
         (status = 404, body = Problem, description = "No such task."),
@@ -307,7 +307,7 @@ async fn cancel(
 }
 
 /// A submission: visible to its submitter, the task's poster, reviewers and admins.
-#[utoipa::path(get, path = "/v1/submissions/{id}", tag = "tasks", security(("bearer" = [])), params(("id" = Uuid, Path)),
+#[utoipa::path(get, path = "/v1/submissions/{id}", tag = "tasks", security(("bearer" = ["tasks:read"])), params(("id" = Uuid, Path)),
     responses((status = 200, body = SubmissionView, description = "The submission."),
         (status = 404, body = Problem, description = "No such submission, or the caller may not see it.")))]
 async fn get_submission(

@@ -112,7 +112,7 @@ impl From<Workflow> for WorkflowView {
 }
 
 /// Post a workflow. Cycles, unknown keys, self-dependencies or over 1,000 tasks: 422 `invalid_dag`.
-#[utoipa::path(post, path = "/v1/workflows", tag = "workflows", security(("bearer" = [])), request_body = NewWorkflowRequest,
+#[utoipa::path(post, path = "/v1/workflows", tag = "workflows", security(("bearer" = ["tasks:post"])), request_body = NewWorkflowRequest,
     params(IdempotencyHeader),
     responses((status = 201, body = WorkflowView, description = "The workflow and its tasks, their rewards escrowed."),
         (status = 402, body = Problem, description = "`insufficient_funds`: the balance does not cover the rewards.")))]
@@ -162,7 +162,7 @@ async fn post_workflow(
 }
 
 /// A workflow with its tasks and progress.
-#[utoipa::path(get, path = "/v1/workflows/{id}", tag = "workflows", security(("bearer" = [])), params(("id" = Uuid, Path)),
+#[utoipa::path(get, path = "/v1/workflows/{id}", tag = "workflows", security(("bearer" = ["tasks:read"])), params(("id" = Uuid, Path)),
     responses((status = 200, body = WorkflowView, description = "The workflow."),
         (status = 404, body = Problem, description = "No such workflow.")))]
 async fn get_workflow(
@@ -174,7 +174,7 @@ async fn get_workflow(
 }
 
 /// Cancel a workflow (poster or admin): every open task is cancelled and refunded.
-#[utoipa::path(post, path = "/v1/workflows/{id}/cancel", tag = "workflows", security(("bearer" = [])), params(("id" = Uuid, Path)),
+#[utoipa::path(post, path = "/v1/workflows/{id}/cancel", tag = "workflows", security(("bearer" = ["tasks:post"])), params(("id" = Uuid, Path)),
     responses((status = 200, body = WorkflowView, description = "The workflow, cancelled."),
         (status = 403, body = Problem, description = "Only the poster or an admin may cancel."),
         (status = 404, body = Problem, description = "No such workflow."),

@@ -6,8 +6,8 @@ use base64::Engine;
 use chrono::{DateTime, Utc};
 use ed25519_dalek::Signature;
 use nervix_core::{
-    AgentHandle, AgentName, Capabilities, EncryptionKey, FieldError, MaxConcurrentTasks, Metadata,
-    PublicKey, Role,
+    AgentHandle, AgentName, Capabilities, EncryptionKey, FieldError, FieldErrors,
+    MaxConcurrentTasks, Metadata, PublicKey, Role, Scopes,
 };
 use nervix_store::{
     AgentRecord, ChallengePurpose, ChallengeRecord, NewAgent, NewChallenge, StoreError,
@@ -206,14 +206,20 @@ async fn check_challenge(
     Ok(c)
 }
 
-fn issue(app: &App, agent: &AgentRecord, role: Role) -> Result<Issued> {
+fn issue(
+    app: &App,
+    agent: &AgentRecord,
+    scopes: Option<Scopes>,
+    ttl: chrono::Duration,
+) -> Result<Issued> {
     Ok(tokens::issue(
         &app.keys(),
         agent.id,
         &agent.handle,
-        role,
+        agent.role,
+        scopes,
         Utc::now(),
-        app.config.token_ttl,
+        ttl,
     )?)
 }
 
@@ -249,6 +255,7 @@ pub async fn complete_enrollment(
         agent.id,
         &agent.handle,
         Role::Agent,
+        None,
         now,
         app.config.token_ttl,
     )?;
@@ -333,7 +340,7 @@ pub async fn login(
         .await?
         .ok_or_else(|| Error::not_found("agent"))?;
     refuse_suspended(&agent)?;
-    let issued = issue(app, &agent, agent.role)?;
+    let issued = issue(app, &agent, None, app.config.token_ttl)?;
     let entry = audit::by_agent(
         (agent.id, &agent.handle),
         ip,
@@ -390,17 +397,18 @@ pub async fn authenticate(app: &App, token: &str, client_ip: Option<String>) -> 
         jti: claims.jti,
         expires_at: DateTime::from_timestamp(claims.exp, 0).unwrap_or_default(),
         client_ip,
+        granted: claims.scopes(),
     })
 }
 
-/// Swaps the caller's token for a fresh one; the presented one is revoked.
+/// Swaps the caller's token for a fresh one with the same scopes; the presented one is revoked.
 pub async fn rotate(app: &App, caller: &Caller) -> Result<Session> {
     let agent = app
         .store
         .agent(caller.id)
         .await?
         .ok_or_else(|| Error::unauthenticated("unknown agent"))?;
-    let issued = issue(app, &agent, agent.role)?;
+    let issued = issue(app, &agent, caller.granted, app.config.token_ttl)?;
     let entry = audit::by(
         caller,
         "token.rotate",
@@ -415,6 +423,78 @@ pub async fn rotate(app: &App, caller: &Caller) -> Result<Session> {
         return Err(Error::unauthenticated("token has been revoked"));
     }
     events::access_changed(app, caller.id).await;
+    Ok(Session {
+        token: issued.token,
+        expires_at: issued.record.expires_at,
+        agent,
+    })
+}
+
+/// The shortest life a minted token may have: less is a mistake, not least privilege.
+pub const MIN_TOKEN_TTL: chrono::Duration = chrono::Duration::minutes(1);
+
+/// A narrower token as asked for: its scopes and its life.
+#[derive(Debug)]
+pub struct TokenRequest {
+    pub scopes: Scopes,
+    pub ttl: chrono::Duration,
+}
+
+impl TokenRequest {
+    /// `expires_in` in seconds; absent means the server's token lifetime, which is also
+    /// the most a token may have.
+    pub fn parse(
+        scopes: &[String],
+        expires_in: Option<i64>,
+        max_ttl: chrono::Duration,
+    ) -> Result<TokenRequest> {
+        let scopes = Scopes::parse_list(scopes);
+        let ttl = match expires_in {
+            None => Ok(max_ttl),
+            Some(secs) if (MIN_TOKEN_TTL.num_seconds()..=max_ttl.num_seconds()).contains(&secs) => {
+                Ok(chrono::Duration::seconds(secs))
+            }
+            Some(_) => Err(FieldError::new(
+                "expires_in",
+                format!(
+                    "must be between {} and {} seconds",
+                    MIN_TOKEN_TTL.num_seconds(),
+                    max_ttl.num_seconds()
+                ),
+            )),
+        };
+        match (scopes, ttl) {
+            (Ok(scopes), Ok(ttl)) => Ok(TokenRequest { scopes, ttl }),
+            (scopes, ttl) => {
+                Err(FieldErrors(scopes.err().into_iter().chain(ttl.err()).collect()).into())
+            }
+        }
+    }
+}
+
+/// Mints a token for the caller's agent that can do only what `req.scopes` name. A token
+/// cannot grant what it lacks: each scope asked for must be one the caller's token has. The
+/// caller's token stays valid; the new one is revoked by itself (`POST /v1/auth/revoke`).
+pub async fn create_token(app: &App, caller: &Caller, req: TokenRequest) -> Result<Session> {
+    caller.require_all(req.scopes)?;
+    let agent = app
+        .store
+        .agent(caller.id)
+        .await?
+        .ok_or_else(|| Error::unauthenticated("unknown agent"))?;
+    let issued = issue(app, &agent, Some(req.scopes), req.ttl)?;
+    let entry = audit::by(
+        caller,
+        "token.create",
+        Some(agent.id.to_string()),
+        json!({
+            "jti": issued.record.jti,
+            "by_jti": caller.jti,
+            "scopes": req.scopes.to_claim(),
+            "expires_at": issued.record.expires_at,
+        }),
+    );
+    app.store.insert_token(&issued.record, &entry).await?;
     Ok(Session {
         token: issued.token,
         expires_at: issued.record.expires_at,

@@ -28,7 +28,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use nervix_core::quality::CheckPipeline;
-use nervix_core::Role;
+use nervix_core::{Role, Scope, Scopes};
 use nervix_store::{AgentRecord, Store};
 use uuid::Uuid;
 
@@ -110,18 +110,42 @@ pub struct Caller {
     pub jti: Uuid,
     pub expires_at: DateTime<Utc>,
     pub client_ip: Option<String>,
+    /// The scopes the token was narrowed to; `None` for an unrestricted token.
+    pub granted: Option<Scopes>,
 }
 
 impl Caller {
     pub fn is_admin(&self) -> bool {
-        self.role == Role::Admin
+        self.role == Role::Admin && self.scopes().contains(Scope::Admin)
     }
 
     pub fn require_admin(&self) -> Result<()> {
-        if self.is_admin() {
-            Ok(())
-        } else {
-            Err(Error::forbidden("forbidden", "admin role required"))
+        if self.role != Role::Admin {
+            return Err(Error::forbidden("forbidden", "admin role required"));
         }
+        self.require(Scope::Admin)
+    }
+
+    /// What this request may do: what the token keeps of what the agent's role allows now.
+    pub fn scopes(&self) -> Scopes {
+        let allowed = Scopes::allowed(self.role);
+        self.granted.map_or(allowed, |g| g.intersection(allowed))
+    }
+
+    pub fn require(&self, scope: Scope) -> Result<()> {
+        self.require_all(Scopes::of(&[scope]))
+    }
+
+    /// Refuses with `insufficient_scope`, naming the scopes the token lacks.
+    pub fn require_all(&self, needed: Scopes) -> Result<()> {
+        let have = self.scopes();
+        if needed.is_subset_of(have) {
+            return Ok(());
+        }
+        let missing: Scopes = needed.iter().filter(|s| !have.contains(*s)).collect();
+        Err(Error::forbidden(
+            "insufficient_scope",
+            format!("this token lacks the scope(s): {missing}"),
+        ))
     }
 }

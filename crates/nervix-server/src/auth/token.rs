@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, Utc};
 use jsonwebtoken::{Algorithm, Header, Validation};
-use nervix_core::Role;
+use nervix_core::{Role, Scopes};
 use nervix_store::TokenRecord;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -32,6 +32,17 @@ pub struct Claims {
     pub iat: i64,
     pub exp: i64,
     pub jti: Uuid,
+    /// The scopes a narrowed token keeps, space-separated; absent on an unrestricted token
+    /// (enrollment, login), which may do whatever its agent's role allows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+}
+
+impl Claims {
+    /// `None`: unrestricted.
+    pub fn scopes(&self) -> Option<Scopes> {
+        self.scope.as_deref().map(Scopes::from_claim)
+    }
 }
 
 /// A freshly signed token and what storage must remember of it.
@@ -45,6 +56,7 @@ pub fn issue(
     agent: Uuid,
     handle: &str,
     role: Role,
+    scopes: Option<Scopes>,
     now: DateTime<Utc>,
     ttl: chrono::Duration,
 ) -> Result<Issued, AuthError> {
@@ -59,6 +71,7 @@ pub fn issue(
         iat: now.timestamp(),
         exp: expires_at.timestamp(),
         jti: Uuid::new_v4(),
+        scope: scopes.map(Scopes::to_claim),
     };
     let mut header = Header::new(Algorithm::EdDSA);
     header.kid = Some(key.kid.clone());

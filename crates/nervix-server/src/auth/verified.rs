@@ -105,9 +105,17 @@ mod tests {
     use uuid::Uuid;
 
     fn token(ring: &KeyRing, ttl: chrono::Duration) -> String {
-        issue(ring, Uuid::now_v7(), "alpha", Role::Agent, Utc::now(), ttl)
-            .unwrap()
-            .token
+        issue(
+            ring,
+            Uuid::now_v7(),
+            "alpha",
+            Role::Agent,
+            None,
+            Utc::now(),
+            ttl,
+        )
+        .unwrap()
+        .token
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, MatchedPath, Request};
+use axum::extract::{ConnectInfo, FromRequest, MatchedPath, Request};
 use axum::http::{header, request::Parts, HeaderMap, Method, StatusCode, Uri};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -16,10 +16,11 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::app::idempotency::{self, Outcome, Render};
-use crate::app::{self, Caller};
 use crate::error::{ApiError, PROBLEM_JSON};
 use crate::metrics::RequestLabels;
 use crate::state::AppState;
+
+pub mod authorize;
 
 /// `axum::Json` with contract-shaped rejections: malformed JSON → 400, a body that does not
 /// fit the schema → 422 naming the field, wrong content type → 415.
@@ -199,24 +200,6 @@ pub fn bearer(parts: &Parts) -> Option<&str> {
     scheme
         .eq_ignore_ascii_case("bearer")
         .then_some(token.trim())
-}
-
-/// The authenticated caller. A revoked or suspended caller is refused before it is charged
-/// against its agent's rate limit, so a stolen, revoked token cannot exhaust the budget of
-/// the agent it was taken from.
-impl FromRequestParts<AppState> for Caller {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        if let Some(caller) = parts.extensions.get::<Caller>() {
-            return Ok(caller.clone());
-        }
-        let token = bearer(parts).ok_or_else(|| ApiError::unauthorized("missing bearer token"))?;
-        let caller = app::auth::authenticate(&state.app, token, client_ip(parts)).await?;
-        state.limits.check_agent(caller.id)?;
-        parts.extensions.insert(caller.clone());
-        Ok(caller)
-    }
 }
 
 /// Request counts and latency by matched route (never the raw path: ids would explode the

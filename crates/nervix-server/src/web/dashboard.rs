@@ -16,7 +16,7 @@ use axum::{Form, Router};
 use chrono::{DateTime, Utc};
 use futures::Stream;
 use nervix_core::economy::Destination;
-use nervix_core::{AgentName, Capabilities, MaxConcurrentTasks, Money};
+use nervix_core::{AgentName, Capabilities, MaxConcurrentTasks, Money, Scope, Scopes};
 use nervix_store::MarkRead;
 use serde::Deserialize;
 use uuid::Uuid;
@@ -314,6 +314,9 @@ fn is_earning(kind: &str) -> bool {
 }
 
 async fn dashboard(State(state): State<AppState>, s: Session) -> Response {
+    if let Some(refused) = s.scope_refusal(Scopes::READ_ONLY) {
+        return refused;
+    }
     let d = match pages::dashboard(&state.app, &s.caller).await {
         Ok(d) => d,
         Err(e) => return app_error(&e, Some(s.viewer)),
@@ -400,6 +403,9 @@ async fn dashboard(State(state): State<AppState>, s: Session) -> Response {
 /// frame's JSON as the WebSocket sends it. The session is checked again whenever the agent's
 /// access changes, like the WebSocket does.
 async fn events(State(state): State<AppState>, s: Session) -> Response {
+    if let Some(refused) = s.scope_refusal(Scopes::of(&[Scope::Events])) {
+        return refused;
+    }
     let sub = match state.hub.subscribe(s.caller.id, None).await {
         Ok(sub) => sub,
         Err(e) => return app_error(&app::Error::from(e), Some(s.viewer)),
@@ -485,6 +491,9 @@ async fn configure(
     if let Some(refused) = s.csrf_refusal(&f.csrf) {
         return refused;
     }
+    if let Some(refused) = s.scope_refusal(Scopes::of(&[Scope::ProfileWrite])) {
+        return refused;
+    }
     let change = match parse_config(&f) {
         Ok(c) => c,
         Err(e) => return app_error(&e, Some(s.viewer)),
@@ -513,6 +522,9 @@ async fn withdraw(
     if let Some(refused) = s.csrf_refusal(&f.csrf) {
         return refused;
     }
+    if let Some(refused) = s.scope_refusal(Scopes::of(&[Scope::MoneyWithdraw])) {
+        return refused;
+    }
     let parsed = f
         .amount
         .trim()
@@ -536,6 +548,9 @@ async fn withdraw(
 
 async fn mark_read(State(state): State<AppState>, s: Session, Form(f): Form<CsrfOnly>) -> Response {
     if let Some(refused) = s.csrf_refusal(&f.csrf) {
+        return refused;
+    }
+    if let Some(refused) = s.scope_refusal(Scopes::of(&[Scope::Notifications])) {
         return refused;
     }
     match notifications::mark_read(&state.app, &s.caller, &MarkRead::All).await {
@@ -573,6 +588,9 @@ async fn messages(
     s: Session,
     axum::extract::Query(q): axum::extract::Query<ThreadQuery>,
 ) -> Response {
+    if let Some(refused) = s.scope_refusal(Scopes::of(&[Scope::Messages])) {
+        return refused;
+    }
     use base64::Engine;
     let with = q
         .with

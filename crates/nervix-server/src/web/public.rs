@@ -246,6 +246,8 @@ struct Operation {
     summary: String,
     description: String,
     auth: bool,
+    /// The scopes its token needs, space-separated (empty: any token, or none).
+    scopes: String,
     params: Vec<(String, String, bool, String)>,
     body: String,
     responses: Vec<(String, String)>,
@@ -310,6 +312,15 @@ fn reference(doc: &Value) -> Vec<Tag> {
                 },
                 description,
                 auth: op.get("security").is_some(),
+                scopes: op["security"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|alt| alt["bearer"].as_array())
+                    .flatten()
+                    .filter_map(Value::as_str)
+                    .collect::<Vec<_>>()
+                    .join(" "),
                 params,
                 body,
                 responses,

@@ -16,7 +16,9 @@ use chrono::{DateTime, Utc};
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 
-use super::page::{error_page, see_other, Viewer};
+use nervix_core::Scopes;
+
+use super::page::{app_error, error_page, see_other, Viewer};
 use crate::app::{self, Caller};
 use crate::http::client_ip;
 use crate::state::AppState;
@@ -54,6 +56,13 @@ impl Session {
     /// The refusal of a form whose CSRF token is missing or not this session's.
     pub fn csrf_refusal(&self, sent: &str) -> Option<Response> {
         (!same(sent, &self.viewer.csrf)).then(|| csrf_refused(Some(self.viewer.clone())))
+    }
+
+    /// The refusal of a page or form the session's token has not the scopes for (a pasted
+    /// token may have been narrowed, e.g. to read-only).
+    pub fn scope_refusal(&self, needed: Scopes) -> Option<Response> {
+        let refused = self.caller.require_all(needed).err()?;
+        Some(app_error(&refused, Some(self.viewer.clone())))
     }
 }
 

@@ -14,5 +14,6 @@ mod foundation;
 mod messages;
 mod quality;
 mod realtime;
+mod scopes;
 mod signing_keys;
 mod tasks;
