@@ -190,6 +190,9 @@ pub fn empty_env_means_unset(
     .mut_subcommands(|sub| empty_env_means_unset(sub, var))
 }
 
+/// The lifetime of an enrollment or login token, and the longest a minted one may have.
+pub const TOKEN_TTL_SECS: i64 = 90 * 86_400;
+
 /// Resolved configuration the app runs with. Built from [`ServeArgs`] or directly by tests.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -295,7 +298,7 @@ impl Config {
             max_reward_cents: 10_000_000,
             match_top_n: 5,
             match_window: Duration::from_secs(30),
-            token_ttl: chrono::Duration::days(90),
+            token_ttl: chrono::Duration::seconds(TOKEN_TTL_SECS),
             challenge_ttl: chrono::Duration::minutes(5),
             max_submission_bytes: 256 * 1024,
             retry: nervix_store::RetryPolicy::default(),

@@ -480,6 +480,19 @@ pub fn scopes() -> utoipa::openapi::schema::Array {
         .build()
 }
 
+/// `expires_in` of a minted token, in seconds.
+pub fn token_lifetime() -> Object {
+    ObjectBuilder::new()
+        .schema_type(SchemaType::from_iter([Type::Integer, Type::Null]))
+        .minimum(Some(crate::app::auth::MIN_TOKEN_TTL.num_seconds()))
+        .maximum(Some(crate::config::TOKEN_TTL_SECS))
+        .description(Some(
+            "Seconds until the token expires: at least 60, at most the lifetime of a login \
+             token (90 days), which is also the default.",
+        ))
+        .build()
+}
+
 pub fn metadata() -> Object {
     ObjectBuilder::new()
         .schema_type(SchemaType::from_iter([Type::Object, Type::Null]))

@@ -365,9 +365,10 @@ fn status_of(t: &A2aTask) -> TaskStatus {
     }
 }
 
-/// The artifact of completed work: the content, and a data part with its quality checks and
-/// receipt.
-fn artifact(t: &A2aTask) -> Option<Artifact> {
+/// The artifact of completed work: the content, a part per file it references (a URL the
+/// poster downloads with its token, `GET /v1/artifacts/{id}`), and a data part with its
+/// quality checks and receipt. `base`: this server's URL as the client reached it.
+fn artifact(t: &A2aTask, base: &str) -> Option<Artifact> {
     if t.receipt_pending {
         return None;
     }
@@ -386,16 +387,34 @@ fn artifact(t: &A2aTask) -> Option<Artifact> {
         quality["receipt"] = json!(r.jws);
         quality["receiptKid"] = json!(r.kid);
     }
+    if !t.files.is_empty() {
+        quality["files"] = t
+            .files
+            .iter()
+            .map(|f| {
+                json!({"artifactId": f.id, "sha256": f.sha256, "sizeBytes": f.size_bytes,
+                    "checks": f.checks})
+            })
+            .collect();
+    }
+    let files = t.files.iter().map(|f| {
+        let part = Part::url(format!("{base}/v1/artifacts/{}", f.id))
+            .with_media_type(f.content_type.clone());
+        match &f.filename {
+            Some(name) => part.with_filename(name.clone()),
+            None => part,
+        }
+    });
     Some(Artifact {
         artifact_id: work.id.to_string(),
         name: Some("result".to_owned()),
         description: Some(
             "The accepted work, its quality checks and its signed receipt".to_owned(),
         ),
-        parts: vec![
-            content,
-            Part::data(quality).with_media_type("application/json"),
-        ],
+        parts: std::iter::once(content)
+            .chain(files)
+            .chain([Part::data(quality).with_media_type("application/json")])
+            .collect(),
         metadata: None,
         extensions: t
             .receipt
@@ -404,7 +423,7 @@ fn artifact(t: &A2aTask) -> Option<Artifact> {
     })
 }
 
-pub fn a2a_task(t: &A2aTask, with_artifacts: bool) -> Task {
+pub fn a2a_task(t: &A2aTask, with_artifacts: bool, base: &str) -> Task {
     let r = &t.task;
     let metadata = HashMap::from([(
         "nervix".to_owned(),
@@ -424,7 +443,7 @@ pub fn a2a_task(t: &A2aTask, with_artifacts: bool) -> Task {
         context_id: r.id.to_string(),
         status: status_of(t),
         artifacts: if with_artifacts {
-            Some(artifact(t).into_iter().collect())
+            Some(artifact(t, base).into_iter().collect())
         } else {
             None
         },
@@ -823,6 +842,7 @@ async fn rpc(
     }
     let app = &state.app;
     let params = req.params;
+    let base = base_url(&headers);
     match method {
         methods::SEND_MESSAGE | methods::SEND_STREAMING_MESSAGE => {
             let send: SendMessageRequest = match serde_json::from_value(params) {
@@ -842,7 +862,7 @@ async fn rpc(
                 Err(e) => return reply(&id, Err(from_app(e, None))),
             };
             if method == methods::SEND_STREAMING_MESSAGE {
-                return stream(state.clone(), caller, id, posted.task.id).await;
+                return stream(state.clone(), caller, id, posted.task.id, base).await;
             }
             let immediately = send
                 .configuration
@@ -859,7 +879,7 @@ async fn rpc(
                     }
                 }
             };
-            reply(&id, Ok(json!({"task": a2a_task(&task, true)})))
+            reply(&id, Ok(json!({"task": a2a_task(&task, true, &base)})))
         }
         methods::GET_TASK => {
             let task_id = match task_id(&params) {
@@ -868,7 +888,7 @@ async fn rpc(
             };
             let r = ops::task(app, &caller, task_id)
                 .await
-                .map(|t| serde_json::to_value(a2a_task(&t, true)).unwrap_or_default())
+                .map(|t| serde_json::to_value(a2a_task(&t, true, &base)).unwrap_or_default())
                 .map_err(|e| from_app(e, Some(&task_id.to_string())));
             reply(&id, r)
         }
@@ -879,11 +899,11 @@ async fn rpc(
             };
             let r = ops::cancel(app, &caller, task_id)
                 .await
-                .map(|t| serde_json::to_value(a2a_task(&t, true)).unwrap_or_default())
+                .map(|t| serde_json::to_value(a2a_task(&t, true, &base)).unwrap_or_default())
                 .map_err(|e| from_app(e, Some(&task_id.to_string())));
             reply(&id, r)
         }
-        methods::LIST_TASKS => reply(&id, list(&state, &caller, &params).await),
+        methods::LIST_TASKS => reply(&id, list(&state, &caller, &params, &base).await),
         methods::SUBSCRIBE_TO_TASK => {
             let task_id = match task_id(&params) {
                 Ok(t) => t,
@@ -902,7 +922,7 @@ async fn rpc(
                         HashMap::from([("taskId".to_owned(), task_id.to_string())]),
                     )),
                 ),
-                Ok(_) => stream(state.clone(), caller, id, task_id).await,
+                Ok(_) => stream(state.clone(), caller, id, task_id, base).await,
                 Err(e) => reply(&id, Err(from_app(e, Some(&task_id.to_string())))),
             }
         }
@@ -953,7 +973,12 @@ fn task_id(params: &Value) -> Result<Uuid, JsonRpcError> {
     })
 }
 
-async fn list(state: &AppState, caller: &Caller, params: &Value) -> Result<Value, JsonRpcError> {
+async fn list(
+    state: &AppState,
+    caller: &Caller,
+    params: &Value,
+    base: &str,
+) -> Result<Value, JsonRpcError> {
     let page_size = match params.get("pageSize").and_then(Value::as_i64) {
         None => LIST_DEFAULT,
         Some(n) if (1..=LIST_MAX).contains(&n) => n,
@@ -1008,7 +1033,10 @@ async fn list(state: &AppState, caller: &Caller, params: &Value) -> Result<Value
         String::new()
     };
     let resp = ListTasksResponse {
-        tasks: page.iter().map(|t| a2a_task(t, with_artifacts)).collect(),
+        tasks: page
+            .iter()
+            .map(|t| a2a_task(t, with_artifacts, base))
+            .collect(),
         next_page_token: next,
         page_size: page_size as i32,
         total_size: page.len() as i32,
@@ -1018,7 +1046,13 @@ async fn list(state: &AppState, caller: &Caller, params: &Value) -> Result<Value
 
 /// The SSE stream of a task (A2A §3.1.2): the task first, then a status update per change
 /// (the artifact before the final `completed`), closed when the task is over.
-async fn stream(state: AppState, caller: Caller, id: JsonRpcId, task: Uuid) -> Response {
+async fn stream(
+    state: AppState,
+    caller: Caller,
+    id: JsonRpcId,
+    task: Uuid,
+    base: String,
+) -> Response {
     let events = match ops::watch(&state.app, &caller, task).await {
         Ok(s) => s,
         Err(e) => return reply(&id, Err(from_app(e, Some(&task.to_string())))),
@@ -1036,12 +1070,12 @@ async fn stream(state: AppState, caller: Caller, id: JsonRpcId, task: Uuid) -> R
             Err(e) => vec![Err(from_app(e, Some(&task.to_string())))],
             Ok(t) if first => {
                 first = false;
-                vec![Ok(json!({"task": a2a_task(&t, true)}))]
+                vec![Ok(json!({"task": a2a_task(&t, true, &base)}))]
             }
             Ok(t) => {
                 let task_id = t.task.id.to_string();
                 let mut v = Vec::new();
-                if let Some(a) = artifact(&t) {
+                if let Some(a) = artifact(&t, &base) {
                     v.push(Ok(json!({"artifactUpdate": TaskArtifactUpdateEvent {
                         task_id: task_id.clone(),
                         context_id: task_id.clone(),

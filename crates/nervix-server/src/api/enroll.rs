@@ -124,10 +124,8 @@ pub struct VerifyResponse {
 pub struct CreateTokenRequest {
     #[schema(schema_with = openapi::scopes)]
     pub scopes: Vec<String>,
-    /// Seconds until the token expires: at least 60, at most the lifetime of a login token
-    /// (90 days), which is also the default.
     #[serde(default, deserialize_with = "int::optional")]
-    #[schema(minimum = 60)]
+    #[schema(schema_with = openapi::token_lifetime)]
     pub expires_in: Option<i64>,
 }
 

@@ -16,7 +16,8 @@ use futures::Stream;
 use nervix_core::receipt::{canonical, protected_header, signing_input};
 use nervix_core::{TaskSpec, TaskStatus};
 use nervix_store::{
-    AgentRecord, ReceiptRecord, ReceiptSummary, SubmissionRecord, TaskQuery, TaskRecord,
+    AgentRecord, ArtifactRecord, ReceiptRecord, ReceiptSummary, SubmissionRecord, TaskQuery,
+    TaskRecord,
 };
 use serde_json::Value;
 use tokio::sync::broadcast::error::RecvError;
@@ -40,6 +41,8 @@ const RESYNC: Duration = Duration::from_secs(5);
 pub struct A2aTask {
     pub task: TaskRecord,
     pub work: Option<SubmissionRecord>,
+    /// The files the accepted work references (uploaded as artifacts), oldest first.
+    pub files: Vec<ArtifactRecord>,
     pub receipt: Option<ReceiptRecord>,
     /// Completed, and its receipt is still being issued (a moment after the acceptance): to
     /// A2A the task is still working, so that a client's "completed" always carries the
@@ -52,6 +55,7 @@ impl A2aTask {
         A2aTask {
             task,
             work: None,
+            files: Vec::new(),
             receipt: None,
             receipt_pending: false,
         }
@@ -123,9 +127,14 @@ async fn with_work(app: &App, task: TaskRecord) -> Result<A2aTask> {
     } else {
         receipts::for_task(app, task.id).await?
     };
+    let files = match &work {
+        Some(w) => app.store.submission_artifacts(w.id).await?,
+        None => Vec::new(),
+    };
     Ok(A2aTask {
         task,
         work,
+        files,
         receipt,
         receipt_pending,
     })

@@ -347,12 +347,28 @@ pub async fn send_get_list_cancel(backend: Backend) {
     )
     .await;
     assert_eq!(v["result"]["status"]["state"], "TASK_STATE_WORKING", "{v}");
+    // The work comes with a file, which the A2A artifact carries as a part of its own.
+    let appendix = "Timeline of the incidents, by hour.\n";
+    let uploaded: Value = app
+        .http
+        .post(format!("{}/v1/tasks/{task_id}/artifacts", app.base))
+        .query(&[("filename", "timeline.txt")])
+        .bearer_auth(&worker.token)
+        .header("content-type", "application/octet-stream")
+        .body(appendix)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let file_id = uploaded["id"].as_str().expect("an artifact id").to_owned();
     let (s, v) = worker
         .client
         .request(
             Method::POST,
             &format!("/v1/tasks/{task_id}/submit"),
-            Some(&json!({"submission_data": {"content": WORK}})),
+            Some(&json!({"submission_data": {"content": WORK, "artifacts": [file_id]}})),
         )
         .await
         .unwrap();
@@ -382,7 +398,28 @@ pub async fn send_get_list_cancel(backend: Backend) {
     assert_eq!(done["status"]["state"], "TASK_STATE_COMPLETED", "{v}");
     let parts = &done["artifacts"][0]["parts"];
     assert_eq!(parts[0]["text"], WORK);
-    let quality = &parts[1]["data"];
+    let file = &parts[1];
+    assert_eq!(file["filename"], "timeline.txt", "{file}");
+    assert_eq!(file["mediaType"], uploaded["content_type"], "{file}");
+    let url = file["url"].as_str().expect("a file part by URL");
+    assert_eq!(url, format!("{}/v1/artifacts/{file_id}", app.base));
+    // The poster downloads it with its own token.
+    let got = app
+        .http
+        .get(url)
+        .bearer_auth(&poster.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(got.status(), 200);
+    assert_eq!(got.text().await.unwrap(), appendix);
+    let quality = &parts[2]["data"];
+    assert_eq!(
+        quality["files"][0]["artifactId"],
+        file_id.as_str(),
+        "{quality}"
+    );
+    assert_eq!(quality["files"][0]["sha256"], uploaded["sha256"]);
     assert!(quality["qualityScore"].as_i64().unwrap() >= 60, "{quality}");
     assert!(quality["checks"].as_array().unwrap().len() > 1);
     let jws = quality["receipt"].as_str().unwrap().to_owned();
