@@ -36,14 +36,15 @@ pub struct Requirement {
 /// The requirement of every route that has one, by method and path template.
 #[derive(Debug, Default)]
 pub struct RouteScopes {
-    routes: HashMap<(Method, String), Requirement>,
+    /// By path template, then method: looked up with the request's borrowed path.
+    routes: HashMap<String, HashMap<Method, Requirement>>,
 }
 
 impl RouteScopes {
     /// Reads the `security` of every operation of an OpenAPI document. A scope name the
     /// server does not know is an error: a typo would otherwise lock a route or be ignored.
     pub fn from_openapi(doc: &Value) -> Result<RouteScopes, String> {
-        let mut routes = HashMap::new();
+        let mut routes: HashMap<String, HashMap<Method, Requirement>> = HashMap::new();
         let paths = doc["paths"].as_object().into_iter().flatten();
         for (path, item) in paths {
             for (method, op) in item.as_object().into_iter().flatten() {
@@ -77,14 +78,17 @@ impl RouteScopes {
                         requirement.scopes = requirement.scopes.union(Scopes::of(&[scope]));
                     }
                 }
-                routes.insert((method, path.clone()), requirement);
+                routes
+                    .entry(path.clone())
+                    .or_default()
+                    .insert(method, requirement);
             }
         }
         Ok(RouteScopes { routes })
     }
 
     pub fn get(&self, method: &Method, path: &str) -> Option<Requirement> {
-        self.routes.get(&(method.clone(), path.to_owned())).copied()
+        self.routes.get(path)?.get(method).copied()
     }
 }
 
