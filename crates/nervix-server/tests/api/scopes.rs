@@ -15,6 +15,7 @@ nervix_store::backend_matrix! {
     a_narrowed_token_does_only_what_it_names,
     scopes_reach_the_websocket_and_a2a,
     the_dashboard_signed_in_with_a_read_only_token_only_reads,
+    a_route_that_declares_no_scope_takes_only_unrestricted_tokens,
 }
 
 /// Every scope name of the API (the bearer scheme lists them; the server refuses others).
@@ -585,5 +586,55 @@ async fn the_dashboard_signed_in_with_a_read_only_token_only_reads(backend: Back
         .unwrap();
     assert_eq!(refused.status(), 403);
     assert!(refused.text().await.unwrap().contains("profile:read"));
+    app.stop().await;
+}
+
+/// A handler taking a `Caller` on a route outside the document (so with no declared scope)
+/// fails closed: narrowed tokens are refused, unrestricted ones pass. `AnyScope` takes both
+/// and leaves the check to the handler.
+async fn a_route_that_declares_no_scope_takes_only_unrestricted_tokens(backend: Backend) {
+    use axum::routing::get;
+    use nervix_server::app::Caller;
+    use nervix_server::http::authorize::AnyScope;
+
+    let Some(app) = TestApp::start(backend).await else {
+        return;
+    };
+    let agent = app.enroll("undeclared", &[]).await;
+    let narrowed = mint(&agent.client, &["profile:read", "tasks:read"]).await;
+    let extra = axum::Router::new()
+        .route("/strict", get(|c: Caller| async move { c.handle }))
+        .route(
+            "/per-operation",
+            get(|AnyScope(c): AnyScope| async move { c.scopes().to_string() }),
+        )
+        .with_state(app.running().state.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let served = tokio::spawn(async move { axum::serve(listener, extra).await });
+    let get = |path: &'static str, token: String| {
+        let http = app.http.clone();
+        async move {
+            let res = http
+                .get(format!("http://{addr}{path}"))
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap();
+            (res.status().as_u16(), res.text().await.unwrap())
+        }
+    };
+    let (status, body) = get("/strict", narrowed.clone()).await;
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("insufficient_scope"), "{body}");
+    assert_eq!(
+        get("/strict", agent.token.clone()).await,
+        (200, "undeclared".into())
+    );
+    assert_eq!(
+        get("/per-operation", narrowed).await,
+        (200, "profile:read tasks:read".into())
+    );
+    served.abort();
     app.stop().await;
 }
